@@ -1,0 +1,187 @@
+"""One typed, validated configuration model shared by the CLI, job specs and the Python API.
+
+A job spec is YAML; only ``input``, ``output``, ``stations``, ``start`` and ``end`` are
+required.  Every error names the field that is wrong::
+
+    >>> JobConfig(input="file:///a", output="file:///b", stations=["XXX"],
+    ...           start="2010-12-01", end="2010-12-02")  # doctest: +SKIP
+    JobSpecError: stations: unknown station 'XXX' ...
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClusterConfig", "JobSpecError", "load_job"]
+
+
+class JobSpecError(ValueError):
+    """A job spec that does not validate; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FilterConfig(_Strict):
+    """Ephemeris thresholds, in degrees of apparent altitude."""
+
+    sun_max_alt: float = Field(-12.0, ge=-90, le=90, description="drop images with the Sun above this (deg)")
+    moon_max_alt: float | None = Field(
+        0.0, ge=-90, le=90, description="drop images with the Moon above this (deg); null disables")
+    moon_min_illumination: float = Field(
+        0.0, ge=0, le=1, description="the Moon only counts when its illuminated fraction exceeds this")
+
+
+class FeatureConfig(_Strict):
+    """The CNN feature extractor and the preprocessing recipe that feeds it."""
+
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = Field(None, description="user weights file (state dict), loaded with weights_only=True")
+    recipe: str = "lite128"
+    batch_size: int = Field(64, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
+
+
+class ClusterConfig(_Strict):
+    """Where the Dask graph runs: an embedded LocalCluster, or an existing scheduler."""
+
+    kind: Literal["local"] = "local"
+    scheduler: str | None = Field(None, description="tcp://host:port of an existing scheduler")
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "auto"
+    dashboard_address: str = "127.0.0.1:0"
+    processes: bool | None = Field(
+        None, description="LocalCluster worker processes (default) or threads; memory:// URLs force threads")
+
+
+class JobConfig(_Strict):
+    """A season job: sweep ``input`` for ``stations`` in [start, end) into stores under ``output``."""
+
+    input: str = Field(description="fsspec URL of the image archive")
+    output: str = Field(description="fsspec URL under which the stores and the catalog are written")
+    stations: list[str] = Field(min_length=1)
+    start: dt.datetime = Field(description="first time included, UTC")
+    end: dt.datetime = Field(description="first time excluded, UTC")
+    layout: str = "asim"
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for input")
+    output_storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for output")
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @model_validator(mode="after")
+    def _memory_is_process_local(self) -> "JobConfig":
+        uses_memory = any(u.startswith("memory://") for u in (self.input, self.output))
+        if uses_memory and self.cluster.scheduler:
+            raise ValueError("cluster.scheduler: memory:// URLs live in one process and cannot be "
+                             "shared with a remote cluster; use file://, s3:// or gs://")
+        if uses_memory and self.cluster.processes is None:
+            self.cluster.processes = False
+        return self
+
+    @field_validator("stations", mode="before")
+    @classmethod
+    def _split_stations(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [s for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("stations")
+    @classmethod
+    def _known_stations(cls, value: list[str]) -> list[str]:
+        from .stations import station_table
+
+        codes = [s.strip().upper() for s in value]
+        unknown = [c for c in codes if c not in station_table().index]
+        if unknown:
+            raise ValueError(f"unknown station(s) {unknown}; see aurora_batch/data/stations.csv")
+        return codes
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: dt.datetime) -> dt.datetime:
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+    @field_validator("input", "output")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty fsspec URL or path")
+        return value.rstrip("/")
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, value: str) -> str:
+        from .catalog import LAYOUTS
+
+        if value not in LAYOUTS:
+            raise ValueError(f"unknown layout {value!r}; known: {sorted(LAYOUTS)}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _known_model(cls, value: FeatureConfig) -> FeatureConfig:
+        from .features import BACKBONES
+        from .imaging import RECIPES
+
+        if value.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}")
+        if value.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {value.recipe!r}; known: {sorted(RECIPES)}")
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError(f"end ({value}) must be after start ({start})")
+        return value
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "job spec") -> "JobConfig":
+        """Validate a mapping, raising :class:`JobSpecError` that names every bad field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise JobSpecError(_describe(err, source)) from None
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = [f"invalid {source}:"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+def load_job(path: str | Path, **overrides: Any) -> JobConfig:
+    """Read a YAML job spec, apply dotted ``overrides`` (``cluster.scheduler=...``), validate."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise JobSpecError(f"job spec {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise JobSpecError(f"job spec {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise JobSpecError(f"job spec {path} must be a mapping of fields, got {type(data).__name__}")
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return JobConfig.from_dict(data, source=f"job spec {path}")

@@ -1,0 +1,36 @@
+import os
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real LocalCluster: two worker processes on 127.0.0.1."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0", memory_limit="4GiB") as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def small_archive(tmp_path_factory):
+    """A SYNTHETIC two-station, one-day archive at 30 min cadence with 3 broken files."""
+    from aurora_batch.synth import write_archive
+
+    root = tmp_path_factory.mktemp("archive")
+    url = f"file://{root}"
+    labels = write_archive(url, ["NYA", "LYR"], "2010-12-01", "2010-12-02", cadence="30min", seed=7, corrupt=3)
+    return url, labels
+
+
+def make_job(input_url, output_url, **kw):
+    from aurora_batch.config import JobConfig
+
+    data = dict(input=input_url, output=output_url, stations=["NYA", "LYR"], start="2010-12-01", end="2010-12-02")
+    data.update(kw)
+    return JobConfig.from_dict(data)

@@ -1,0 +1,66 @@
+import datetime as dt
+
+import pytest
+
+from aurora_batch.config import JobConfig, JobSpecError, load_job
+
+MINIMAL = "input: file:///a\noutput: file:///b\nstations: [NYA]\nstart: 2010-12-01\nend: 2010-12-02\n"
+
+
+def test_minimal_spec_gets_defaults(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text(MINIMAL)
+    job = load_job(p)
+    assert job.filter.sun_max_alt == -12.0 and job.filter.moon_max_alt == 0.0
+    assert job.features.backbone == "efficientnet-lite0"
+    assert job.start == dt.datetime(2010, 12, 1)
+    assert job.cluster.scheduler is None
+
+
+def test_overrides(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text(MINIMAL)
+    assert load_job(p, **{"cluster.scheduler": "tcp://127.0.0.1:8786"}).cluster.scheduler == "tcp://127.0.0.1:8786"
+
+
+@pytest.mark.parametrize("extra, field", [
+    ("stations: [XXX]\n", "stations"),
+    ("end: 2010-11-01\n", "end"),
+    ("filter: {sun_max_alt: 200}\n", "filter.sun_max_alt"),
+    ("features: {recipe: nope}\n", "features"),
+    ("featurs: {}\n", "featurs"),
+    ("layout: nope\n", "layout"),
+])
+def test_bad_field_is_named(tmp_path, extra, field):
+    lines = {line.split(":")[0]: line for line in MINIMAL.splitlines(keepends=True)}
+    lines[extra.split(":")[0]] = extra
+    p = tmp_path / "job.yaml"
+    p.write_text("".join(lines.values()))
+    with pytest.raises(JobSpecError) as err:
+        load_job(p)
+    assert f"  {field}" in str(err.value)
+
+
+def test_missing_required_and_bad_yaml(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text("input: file:///a\n")
+    with pytest.raises(JobSpecError, match="output: Field required"):
+        load_job(p)
+    p.write_text("input: [unclosed\n")
+    with pytest.raises(JobSpecError, match="not valid YAML"):
+        load_job(p)
+    with pytest.raises(JobSpecError, match="does not exist"):
+        load_job(tmp_path / "missing.yaml")
+
+
+def test_tz_aware_times_become_utc():
+    job = JobConfig.from_dict(dict(input="a", output="b", stations="NYA,LYR",
+                                   start="2010-12-01T01:00:00+01:00", end="2010-12-02"))
+    assert job.start == dt.datetime(2010, 12, 1, 0, 0) and job.stations == ["NYA", "LYR"]
+
+
+def test_memory_urls_use_threads_or_refuse_remote():
+    base = dict(input="memory://in", output="memory://out", stations=["NYA"], start="2010-12-01", end="2010-12-02")
+    assert JobConfig.from_dict(base).cluster.processes is False
+    with pytest.raises(JobSpecError, match="memory:// URLs live in one process"):
+        JobConfig.from_dict({**base, "cluster": {"scheduler": "tcp://127.0.0.1:8786"}})

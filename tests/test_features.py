@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+
+from aurora_batch.features import BACKBONES, extract_features, load_backbone
+
+
+def test_pretrained_features_shape_and_determinism():
+    rng = np.random.default_rng(0)
+    x = (rng.random((5, 3, 128, 128), dtype=np.float32) * 2 - 1)
+    a = extract_features(x, device="cpu", batch_size=2)
+    b = extract_features(x[::-1].copy(), device="cpu", batch_size=5)
+    assert a.shape == (5, 1280) and a.dtype == np.float32
+    np.testing.assert_allclose(a[::-1], b, rtol=1e-4, atol=1e-4)  # batching does not change results
+    assert np.isfinite(a).all() and a.std() > 0
+
+
+def test_pretrained_weights_are_not_random():
+    # Pretrained BN statistics differ from a freshly built network's defaults.
+    model = load_backbone("efficientnet-lite0", None, "cpu")
+    fresh = BACKBONES["efficientnet-lite0"].build()
+    key = "body._bn0.running_mean"
+    assert not torch.equal(model.state_dict()[key], fresh.state_dict()[key])
+
+
+def test_user_weights_file(tmp_path):
+    model = BACKBONES["efficientnet-lite0"].build()
+    torch.manual_seed(1)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    path = tmp_path / "mine.pth"
+    torch.save(model.body.state_dict(), path)
+    x = np.zeros((2, 3, 64, 64), np.float32)
+    mine = extract_features(x, weights=str(path), device="cpu")
+    shipped = extract_features(x, device="cpu")
+    assert not np.allclose(mine, shipped)
+
+
+def test_bad_weights_file(tmp_path):
+    path = tmp_path / "wrong.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_backbone("efficientnet-lite0", str(path), "cpu")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_backbone("efficientnet-lite0", str(tmp_path / "missing.pth"), "cpu")

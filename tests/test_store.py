@@ -1,0 +1,73 @@
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from aurora_batch.catalog import CATALOG_COLUMNS, Status
+from aurora_batch.store import commit_month, group_paths, read_part, staging_url, write_part
+
+
+def _rows(station, wl, times, statuses=None):
+    n = len(times)
+    return pd.DataFrame({
+        "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
+        "station": station, "time": pd.DatetimeIndex(times), "wavelength": pd.array([wl] * n, dtype="Int64"),
+        "status": statuses or [Status.KEPT] * n, "detail": "",
+        "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5,
+    })[CATALOG_COLUMNS]
+
+
+def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
+    rows = _rows("NYA", 5577, pd.date_range("2010-12-01", periods=4, freq="1min"),
+                 [Status.KEPT, Status.UNREADABLE, Status.KEPT, Status.KEPT])
+    feats = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
+    url = f"file://{tmp_path}/part.parquet"
+    write_part(url, rows, feats)
+    back, f = read_part(url)
+    np.testing.assert_array_equal(f, feats)
+    assert back["status"].tolist() == rows["status"].tolist()
+    assert (back["time"].to_numpy() == rows["time"].to_numpy()).all()
+    assert not list(tmp_path.glob("*.tmp-*"))  # the atomic write left no temporary file
+
+
+def test_group_paths():
+    paths = group_paths([("NYA", 5577), ("NYA", 6300), ("LYR", 5577)])
+    assert paths == {("NYA", 5577): "NYA/5577", ("NYA", 6300): "NYA/6300", ("LYR", 5577): "LYR"}
+
+
+@pytest.mark.parametrize("output", ["file", "memory"])
+def test_commit_month_layout(tmp_path, output):
+    out = f"file://{tmp_path}/out" if output == "file" else "memory://commit-test/out"
+    rng = np.random.default_rng(0)
+    parts = []
+    day1 = pd.date_range("2010-12-01T20:00", periods=700, freq="10s")  # > one time chunk
+    day2 = pd.date_range("2010-12-02T00:00", periods=30, freq="1min")
+    for key, rows in {
+        "NYA_5577_20101201": _rows("NYA", 5577, day1),
+        "NYA_6300_20101201": _rows("NYA", 6300, day1[:5]),
+        "NYA_5577_20101202": _rows("NYA", 5577, day2),
+        "LYR_5577_20101202": _rows("LYR", 5577, day2, [Status.KEPT, Status.UNREADABLE] * 15),
+    }.items():
+        url = staging_url(out, "2010-12", key)
+        kept = int((rows["status"] == Status.KEPT).sum())
+        write_part(url, rows, rng.random((kept, 8), dtype=np.float32))
+        parts.append(url)
+    counts = commit_month(out, "2010-12", parts, {"NYA": {"station": "NYA"}, "LYR": {"station": "LYR"}},
+                          {"recipe": "lite128", "sun_max_alt": -12.0})
+    assert counts == {"NYA/5577": 730, "NYA/6300": 5, "LYR": 15}
+    store = f"{out}/2010-12.zarr"
+    tree = xr.open_datatree(store, engine="zarr")
+    assert set(tree.groups) >= {"/", "/NYA", "/NYA/5577", "/NYA/6300", "/LYR"}
+    # chunks=None: numpy-backed reads, so no Dask client (whose workers cannot see memory://) is involved.
+    ds = xr.open_zarr(store, group="NYA/5577", chunks=None)
+    assert ds.sizes == {"time": 730, "feature": 8}
+    t = ds["time"].to_numpy()
+    assert (np.diff(t) > np.timedelta64(0)).all()
+    assert ds.attrs["recipe"] == "lite128" and ds.attrs["station"] == "NYA"
+    assert ds["sun_alt"].attrs["units"] == "degrees"
+    assert ds["features"].encoding["chunks"] == (512, 8)
+    lyr = xr.open_zarr(store, group="LYR", chunks=None)
+    assert lyr.sizes["time"] == 15 and lyr["url"].to_numpy()[0].startswith("memory://in/LYR")
+    # Re-committing is idempotent: same stores, nothing duplicated.
+    assert commit_month(out, "2010-12", parts, {}, {}) == counts
+    assert xr.open_zarr(store, group="NYA/5577", chunks=None).sizes["time"] == 730
