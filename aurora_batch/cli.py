@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
+    if not args.verbose:  # before distributed is imported: it configures its loggers from dask's config
+        import dask
+
+        dask.config.set({"logging.distributed": "warning"})
         logging.getLogger("distributed").setLevel(logging.WARNING)
     # skyfield-data's Earth-orientation file is stale; we use the built-in timescale, so it is irrelevant.
     warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .catalog import Status
 from .config import JobConfig
-from .features import extract_features, pick_device
+from .features import extract_features, pick_device, tune_process
 from .fs import read_bytes
 from .imaging import ImageError, decode, get_recipe
 from .store import read_part, staging_url, write_part
@@ -59,7 +59,7 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
         kept = int((staged["status"] == Status.KEPT).sum())
         return PartitionResult(key, month, url, len(staged), kept,
                                int((staged["status"] == Status.UNREADABLE).sum()), True)
-    _set_torch_threads(job.features.torch_threads)
+    tune_process(job.features.torch_threads)
     recipe = get_recipe(job.features.recipe)
     device = pick_device(job.features.device)
     rows = rows.sort_values("time").reset_index(drop=True).copy()
@@ -88,11 +88,3 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
     write_part(url, rows, feats, job.output_storage_options)
     kept = int((status == Status.KEPT).sum())
     return PartitionResult(key, month, url, len(rows), kept, len(rows) - kept, False)
-
-
-def _set_torch_threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)

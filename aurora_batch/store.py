@@ -16,6 +16,7 @@ gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
 from __future__ import annotations
 
 import io
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -185,7 +186,9 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
             else:
                 ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
             counts[gpath] += len(sub)
-    zarr.consolidate_metadata(store)
+    with warnings.catch_warnings():  # consolidated metadata is an extension in v3; xarray reads it
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store)
     return dict(counts)
 
 
