@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -57,12 +58,32 @@ class Layout:
     def regex(self) -> re.Pattern:
         return re.compile(self.pattern, re.IGNORECASE)
 
+    def __post_init__(self):
+        try:
+            groups = set(self.regex.groupindex)
+        except re.error as err:
+            raise ValueError(f"layout {self.name!r}: bad pattern ({err})") from None
+        missing = {"station", "date", "time"} - groups
+        if missing:
+            raise ValueError(f"layout {self.name!r}: pattern lacks the named group(s) {sorted(missing)}")
+
 
 LAYOUTS: dict[str, Layout] = {
-    # UiO ASIM: nya4_20101207_233450_5577_cal.png -> NYA, camera 4, 5577 Å
+    # UiO ASIM, flat or in its <loc>/<wvl>/<YYYY>/<YYYYMMDD>/ tree: nya4_20101207_233450_5577_cal.png
     "asim": Layout(
         "asim",
         r"^(?P<station>[a-z]+)(?P<camera>\d)_(?P<date>\d{8})_(?P<time>\d{6})_(?P<wavelength>\d{4})(?:_cal)?\.png$",
+    ),
+    # THEMIS ASI stream0, one file a minute, ~20 frames each: 20080305_0600_gill_themis19_full.pgm.gz
+    "themis": Layout(
+        "themis",
+        r"^(?P<date>\d{8})_(?P<time>\d{4})_(?P<station>[a-z]{4})_themis(?P<camera>\d{2})_full\.pgm(?:\.gz|\.bz2)?$",
+        time_format="%Y%m%d_%H%M",
+    ),
+    # Kiruna-style colour JPEGs named by station, date and time: KIR_20101201_221500.jpg
+    "kiruna": Layout(
+        "kiruna",
+        r"^(?P<station>[a-z]{3})_?(?P<date>\d{8})_?(?P<time>\d{6})(?:_[a-z0-9]+)?\.jpe?g$",
     ),
 }
 
@@ -90,19 +111,27 @@ def parse_name(name: str, layout: Layout) -> ParsedName:
 
 
 def list_images(url: str, storage_options: dict[str, Any] | None = None,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> pd.DataFrame:
+                extensions: Sequence[str] = IMAGE_EXTENSIONS, max_workers: int = 16) -> pd.DataFrame:
     """Every image under ``url`` (recursively), as a frame of ``url`` and ``size`` (bytes).
 
-    Uses the filesystem's bulk listing (``find(detail=True)``), one call per prefix.
+    Uses the filesystem's bulk listing (``find(detail=True)``: one paginated request per
+    1,000 objects on S3, not one per object), run concurrently over the top-level prefixes.
     """
     fs, root = filesystem(url, storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"input {url} does not exist")
-    found = fs.find(root, detail=True)
+    top = fs.ls(root, detail=True)
+    prefixes = [e["name"] for e in top if e["type"] == "directory"]
+    found = {e["name"]: e for e in top if e["type"] != "directory"}
+    if len(prefixes) > 1:
+        with ThreadPoolExecutor(min(max_workers, len(prefixes))) as pool:
+            for part in pool.map(lambda p: fs.find(p, detail=True), prefixes):
+                found.update(part)
+    elif prefixes:
+        found.update(fs.find(prefixes[0], detail=True))
     exts = tuple(e.lower() for e in extensions)
-    rows = [(fs.unstrip_protocol(p), int(info.get("size") or 0))
-            for p, info in found.items() if p.lower().endswith(exts)]
-    rows.sort()
+    rows = sorted((fs.unstrip_protocol(p), int(info.get("size") or 0))
+                  for p, info in found.items() if p.lower().endswith(exts))
     return pd.DataFrame(rows, columns=["url", "size"])
 
 

@@ -8,6 +8,7 @@ import warnings
 
 from . import __version__
 from .config import JobSpecError, load_job
+from .lock import LockHeld
 
 __all__ = ["main"]
 
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except JobSpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except LockHeld as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClusterConfig", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClusterConfig", "LayoutConfig", "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -61,6 +61,25 @@ class ClusterConfig(_Strict):
         None, description="LocalCluster worker processes (default) or threads; memory:// URLs force threads")
 
 
+class LayoutConfig(_Strict):
+    """A user-declared archive layout: a regex over file names with named groups."""
+
+    name: str = "custom"
+    pattern: str = Field(description="regex with groups station, date, time (and optionally wavelength)")
+    time_format: str = "%Y%m%d_%H%M%S"
+    default_wavelength: int | None = None
+
+    @model_validator(mode="after")
+    def _compiles(self) -> "LayoutConfig":
+        self.to_layout()  # raises ValueError naming the problem
+        return self
+
+    def to_layout(self):
+        from .catalog import Layout
+
+        return Layout(self.name, self.pattern, self.time_format, self.default_wavelength)
+
+
 class JobConfig(_Strict):
     """A season job: sweep ``input`` for ``stations`` in [start, end) into stores under ``output``."""
 
@@ -69,9 +88,11 @@ class JobConfig(_Strict):
     stations: list[str] = Field(min_length=1)
     start: dt.datetime = Field(description="first time included, UTC")
     end: dt.datetime = Field(description="first time excluded, UTC")
-    layout: str = "asim"
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for input")
-    output_storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for output")
+    layout: str | LayoutConfig = Field("asim", description="a layout name (asim, themis, kiruna) or a pattern")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
+                                            description="fsspec options for input (endpoint, credentials)")
+    output_storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
+                                                   description="fsspec options for output")
     filter: FilterConfig = Field(default_factory=FilterConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
@@ -120,12 +141,23 @@ class JobConfig(_Strict):
 
     @field_validator("layout")
     @classmethod
-    def _known_layout(cls, value: str) -> str:
+    def _known_layout(cls, value: str | LayoutConfig) -> str | LayoutConfig:
         from .catalog import LAYOUTS
 
-        if value not in LAYOUTS:
-            raise ValueError(f"unknown layout {value!r}; known: {sorted(LAYOUTS)}")
+        if isinstance(value, str) and value not in LAYOUTS:
+            raise ValueError(f"unknown layout {value!r}; known: {sorted(LAYOUTS)}, or give a mapping with a pattern")
         return value
+
+    def layout_spec(self):
+        """The :class:`~aurora_batch.catalog.Layout` this job parses names with."""
+        from .catalog import LAYOUTS
+
+        return LAYOUTS[self.layout] if isinstance(self.layout, str) else self.layout.to_layout()
+
+    def feature_fingerprint(self) -> str:
+        """What makes staged features reusable: backbone, weights and recipe."""
+        f = self.features
+        return f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}"
 
     @field_validator("features")
     @classmethod

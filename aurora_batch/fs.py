@@ -1,19 +1,26 @@
-"""fsspec helpers: every path in aurora-batch is a URL (file://, memory://, s3://, gs://)."""
+"""fsspec helpers: every path in aurora-batch is a URL (file://, memory://, s3://, gs://).
+
+Credentials come from ``storage_options`` or the environment (fsspec's ``FSSPEC_S3_*``,
+``AWS_*``, profiles); they are never logged or written into stores.
+"""
 from __future__ import annotations
 
 import functools
 import json
+import os
+import uuid
 from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join_url", "read_bytes", "write_bytes_atomic"]
+__all__ = ["filesystem", "join_url", "read_bytes", "write_bytes_atomic", "create_exclusive", "is_local",
+           "publish_tree"]
 
 
 @functools.lru_cache(maxsize=32)
-def _cached(url_prefix: str, options_json: str):
-    return url_to_fs(url_prefix, **json.loads(options_json))[0]
+def _cached(protocol: str, options_json: str):
+    return url_to_fs(protocol, **json.loads(options_json))[0]
 
 
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -22,9 +29,12 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
     options = dict(storage_options or {})
     if protocol in ("file://", "local://"):
         options.setdefault("auto_mkdir", True)  # writers never pre-create folders
-    options = json.dumps(options, sort_keys=True, default=str)
-    fs = _cached(protocol, options)
+    fs = _cached(protocol, json.dumps(options, sort_keys=True, default=str))
     return fs, fs._strip_protocol(url)
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
 
 
 def join_url(url: str, *parts: str) -> str:
@@ -44,16 +54,77 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | 
     rename it into place.
     """
     fs, path = filesystem(url, storage_options)
-    if "file" in fs.protocol or "local" in fs.protocol:
-        import os
-        import uuid
-
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
+    if not is_local(fs):
         fs.pipe_file(path, data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+    """Create ``url`` only if it does not exist; True when this call created it.
+
+    Local disks use ``O_CREAT|O_EXCL``; object stores a conditional PUT (``If-None-Match: *``),
+    which S3, GCS and SeaweedFS honour.
+    """
+    fs, path = filesystem(url, storage_options)
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+    if fs.protocol in ("memory", ("memory",)):  # one process: check-then-write cannot race with another
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+        return True
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if "pre-condition" in str(err).lower() or "precondition" in str(err).lower() or "412" in str(err):
+            return False
+        raise
+    return True
+
+
+def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Replace the tree ``dst_url`` by ``src_url`` so that readers never see a mixture.
+
+    Local disks: two renames (the old tree is moved aside, then deleted); a reader sees the
+    old store, briefly no store, or the new one.  Object stores: the old root metadata
+    (``zarr.json``) is deleted first, so the old store stops being a store; data objects are
+    copied next and metadata last, root ``zarr.json`` at the very end.
+    """
+    fs, src = filesystem(src_url, storage_options)
+    _, dst = filesystem(dst_url, storage_options)
+    if is_local(fs):
+        old = f"{dst}.old-{uuid.uuid4().hex}"
+        if os.path.exists(dst):
+            os.replace(dst, old)
+        os.replace(src, dst)
+        if os.path.exists(old):
+            fs.rm(old, recursive=True)
+        return
+    if fs.exists(f"{dst}/zarr.json"):
+        fs.rm_file(f"{dst}/zarr.json")
+    if fs.exists(dst):
+        fs.rm(dst, recursive=True)
+    files = sorted(fs.find(src))
+    meta = [f for f in files if f.endswith("zarr.json")]
+    data = [f for f in files if not f.endswith("zarr.json")]
+    meta.sort(key=lambda f: -f.count("/"))  # deepest first, the root last
+    for group in (data, meta):
+        if group:
+            fs.copy(group, [dst + f[len(src):] for f in group])
+    fs.rm(src, recursive=True)

@@ -6,14 +6,19 @@ colour, any integer bit depth, as float32.  A recipe maps such an array to a
 """
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import datetime as dt
+import gzip
 import io
+import re
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageError", "decode", "Recipe", "RECIPES", "get_recipe", "to_grey", "circle_mask", "resize"]
+__all__ = ["ImageError", "decode", "read_frames", "read_pgm_frames", "write_pgm_frames", "Recipe", "RECIPES",
+           "get_recipe", "to_grey", "circle_mask", "resize"]
 
 
 class ImageError(ValueError):
@@ -38,6 +43,105 @@ def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise ImageError(f"{name}: unexpected image shape {arr.shape}")
     return arr.astype(np.float32, copy=False)
+
+
+_PGM_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?)")
+
+
+def _decompress(data: bytes, name: str) -> bytes:
+    try:
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+        if name.endswith(".bz2"):
+            return bz2.decompress(data)
+    except (OSError, EOFError, ValueError) as err:
+        raise ImageError(f"{name}: cannot decompress ({err})") from None
+    return data
+
+
+def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetime | None, np.ndarray]]:
+    """All frames of a multi-frame binary PGM (THEMIS stream0), with their time stamps.
+
+    Each frame is a ``P5`` header (width, height, maxval; ``#`` comment lines anywhere in
+    it) followed by big-endian samples (2 bytes when maxval > 255).  The frame's UTC time is
+    read from the comment that contains ``Image request start`` (else the first comment
+    holding an ISO date-time); ``None`` when there is none.
+    """
+    data = _decompress(data, name)
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    frames, pos, n = [], 0, len(data)
+    while pos < n:
+        while pos < n and data[pos:pos + 1].isspace():
+            pos += 1
+        if pos >= n:
+            break
+        if data[pos:pos + 2] != b"P5":
+            raise ImageError(f"{name}: frame {len(frames)} does not start with the PGM magic 'P5' (byte {pos})")
+        pos += 2
+        tokens, comments = [], []
+        while len(tokens) < 3:
+            while pos < n and data[pos:pos + 1].isspace():
+                pos += 1
+            if pos >= n:
+                raise ImageError(f"{name}: frame {len(frames)} header is truncated")
+            if data[pos:pos + 1] == b"#":
+                end = data.find(b"\n", pos)
+                end = n if end < 0 else end
+                comments.append(data[pos + 1:end].decode("latin-1").strip())
+                pos = end + 1
+                continue
+            start = pos
+            while pos < n and not data[pos:pos + 1].isspace():
+                pos += 1
+            tokens.append(data[start:pos])
+        try:
+            width, height, maxval = (int(t) for t in tokens)
+        except ValueError:
+            raise ImageError(f"{name}: frame {len(frames)} has a bad header {tokens}") from None
+        pos += 1  # the single whitespace byte after maxval
+        size = width * height * (2 if maxval > 255 else 1)
+        if pos + size > n:
+            raise ImageError(f"{name}: frame {len(frames)} is truncated ({n - pos} of {size} bytes)")
+        dtype = ">u2" if maxval > 255 else "u1"
+        img = np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width)
+        pos += size
+        frames.append((_frame_time(comments), img.astype(np.float32)))
+    if not frames:
+        raise ImageError(f"{name}: no PGM frames")
+    return frames
+
+
+def _frame_time(comments: list[str]) -> dt.datetime | None:
+    ordered = sorted(comments, key=lambda c: "image request start" not in c.lower())
+    for c in ordered:
+        m = _PGM_TIME.search(c)
+        if m:
+            return dt.datetime.fromisoformat(m.group(1).replace(" ", "T"))
+    return None
+
+
+def write_pgm_frames(frames: list[tuple[dt.datetime, np.ndarray]], site: str = "", compress: str = "") -> bytes:
+    """Encode frames as a multi-frame 16-bit PGM stream (the THEMIS stream0 layout)."""
+    out = bytearray()
+    for t, img in frames:
+        h, w = img.shape
+        out += (f"P5\n# site {site}\n# Image request start: {t:%Y-%m-%d %H:%M:%S.%f} UTC\n"
+                f"{w} {h}\n65535\n").encode()
+        out += np.asarray(img, dtype=">u2").tobytes()
+    if compress == "gz":
+        return gzip.compress(bytes(out))
+    if compress == "bz2":
+        return bz2.compress(bytes(out))
+    return bytes(out)
+
+
+def read_frames(data: bytes, name: str) -> list[tuple[dt.datetime | None, np.ndarray]]:
+    """The frames of one file: many for a THEMIS PGM stream, one (time ``None``) otherwise."""
+    base = name.lower()
+    if base.endswith((".pgm", ".pgm.gz", ".pgm.bz2")):
+        return read_pgm_frames(data, name)
+    return [(None, decode(data, name))]
 
 
 def to_grey(img: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""The unit of work: one (station, wavelength, day) partition, from image URLs to a staged part.
+"""The unit of work: one (station, wavelength, day) partition, from file URLs to a staged part.
 
 Runs inside a Dask worker but is a plain function of its arguments, testable without a
-cluster.  Per image: read (fsspec), decode, preprocess; per batch: CNN features.  A file
-that cannot be read or decoded is marked ``unreadable_image`` with the reason and the
-partition goes on.
+cluster.  Per file: read (fsspec), decode into frames (one, or many for THEMIS PGM),
+preprocess; per batch: CNN features.  A file that cannot be read or decoded becomes one row
+``unreadable_image`` with the reason, and the partition goes on.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from .catalog import Status
 from .config import JobConfig
 from .features import extract_features, pick_device, tune_process
 from .fs import read_bytes
-from .imaging import ImageError, decode, get_recipe
-from .store import read_part, staging_url, write_part
+from .imaging import ImageError, get_recipe, read_frames
+from .store import part_fingerprint, read_part, staging_url, write_part
 
 __all__ = ["PartitionResult", "process_partition"]
 
@@ -30,41 +30,46 @@ class PartitionResult:
     key: str
     month: str
     url: str  #: the staged part
-    n: int
-    kept: int
-    unreadable: int
+    files: int
+    images: int  #: kept images (frames)
+    unreadable: int  #: files
     resumed: bool  #: True when an identical staged part already existed
+
+
+def _result(key: str, month: str, url: str, rows: pd.DataFrame, resumed: bool) -> PartitionResult:
+    per_file = rows.drop_duplicates("url")
+    return PartitionResult(key, month, url, len(per_file), int((rows["status"] == Status.KEPT).sum()),
+                           int((per_file["status"] == Status.UNREADABLE).sum()), resumed)
 
 
 def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFrame | None:
     try:
+        if part_fingerprint(url, job.output_storage_options) != job.feature_fingerprint():
+            return None
         staged, _ = read_part(url, job.output_storage_options, columns=["url", "status"])
     except FileNotFoundError:
         return None
-    except Exception as err:  # unreadable staged part: recompute it
+    except Exception as err:  # an unreadable staged part is recomputed
         log.warning("staged part %s unreadable (%s); recomputing", url, err)
         return None
-    return staged if sorted(staged["url"]) == sorted(rows["url"]) else None
+    return staged if set(staged["url"]) == set(rows["url"]) else None
 
 
 def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
                       force: bool = False) -> PartitionResult:
-    """Read, preprocess and featurise the images of ``rows``; stage the result atomically.
+    """Read, preprocess and featurise the files of ``rows``; stage the result atomically.
 
-    ``rows`` are catalog rows (status ``pending``) of one partition.  When an identical
-    part is already staged (same input URLs), nothing is recomputed unless ``force``.
+    ``rows`` are catalog rows (status ``pending``) of one partition.  When a part with the
+    same input URLs and feature settings is already staged, nothing is recomputed unless
+    ``force``.
     """
     url = staging_url(job.output, month, key)
     if not force and (staged := _already_staged(url, rows, job)) is not None:
-        kept = int((staged["status"] == Status.KEPT).sum())
-        return PartitionResult(key, month, url, len(staged), kept,
-                               int((staged["status"] == Status.UNREADABLE).sum()), True)
+        return _result(key, month, url, staged, resumed=True)
     tune_process(job.features.torch_threads)
     recipe = get_recipe(job.features.recipe)
     device = pick_device(job.features.device)
-    rows = rows.sort_values("time").reset_index(drop=True).copy()
-    status = np.full(len(rows), Status.KEPT, dtype=object)
-    detail = np.full(len(rows), "", dtype=object)
+    out: list[dict] = []
     chunks: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
@@ -74,17 +79,22 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
                                            device, job.features.batch_size))
             batch.clear()
 
-    for i, file_url in enumerate(rows["url"]):
+    for row in rows.sort_values("time").to_dict("records"):
         try:
-            batch.append(recipe(decode(read_bytes(file_url, job.storage_options), file_url)))
+            frames = read_frames(read_bytes(row["url"], job.storage_options), row["url"])
+            tensors = [recipe(img) for _, img in frames]
         except (ImageError, OSError) as err:
-            status[i], detail[i] = Status.UNREADABLE, str(err) or type(err).__name__
+            out.append({**row, "status": Status.UNREADABLE, "detail": str(err) or type(err).__name__, "frame": 0})
             continue
-        if len(batch) >= job.features.batch_size:
-            flush()
+        for i, ((t, _), x) in enumerate(zip(frames, tensors)):
+            out.append({**row, "time": t or row["time"], "status": Status.KEPT, "detail": "", "frame": i})
+            batch.append(x)
+            if len(batch) >= job.features.batch_size:
+                flush()
     flush()
-    rows["status"], rows["detail"] = status, detail
-    feats = np.concatenate(chunks) if chunks else None
-    write_part(url, rows, feats, job.output_storage_options)
-    kept = int((status == Status.KEPT).sum())
-    return PartitionResult(key, month, url, len(rows), kept, len(rows) - kept, False)
+    staged = pd.DataFrame(out)
+    staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
+    staged["frame"] = staged["frame"].astype("int32")
+    write_part(url, staged, np.concatenate(chunks) if chunks else None, job.output_storage_options,
+               job.feature_fingerprint())
+    return _result(key, month, url, staged, resumed=False)

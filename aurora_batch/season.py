@@ -1,13 +1,13 @@
 """The season job: catalog → ephemeris filter → partitions on Dask → monthly Zarr stores.
 
 The driver holds only the catalog (metadata, ~100 bytes a file) and small per-partition
-summaries; images and features stay on the workers and in staged parts, so driver memory
-does not grow with the number of images.
+summaries; images and features stay on the workers and in staged parts, and each month's
+catalog is written by the task that commits the month.  Driver memory therefore does not
+grow with the number of images.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import sys
@@ -15,20 +15,18 @@ import time
 from collections import Counter, defaultdict
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import __version__
-from .catalog import CATALOG_COLUMNS, LAYOUTS, Status, build_catalog, list_images, partition_key
+from .catalog import CATALOG_COLUMNS, Status, build_catalog, list_images, partition_key
 from .cluster import dask_client, local_worker_count
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
-from .fs import join_url, write_bytes_atomic
+from .lock import OutputLock
 from .partition import PartitionResult, process_partition
 from .stations import get_station
-from .store import commit_month, month_of, read_part, store_url
+from .store import catalog_url, commit_month, month_of, read_part, store_url, write_month_catalog
 
-__all__ = ["SeasonSummary", "plan_season", "run_season", "catalog_url"]
+__all__ = ["SeasonSummary", "plan_season", "run_season"]
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +36,19 @@ class SeasonSummary:
     output: str
     catalog: str
     stores: list[str]
-    seen: int
-    kept: int
-    dropped: dict[str, int]
-    groups: dict[str, dict[str, int]]  #: month → group → kept images
+    seen: int  #: input files
+    kept: int  #: files kept
+    images: int  #: images written to the stores (frames: a THEMIS file holds many)
+    dropped: dict[str, int]  #: files dropped, by reason
+    groups: dict[str, dict[str, int]]  #: month → group → images
     partitions: int
     resumed_partitions: int
     seconds: float
 
     def format(self) -> str:
-        lines = [f"aurora-batch season: {self.seen} images seen, {self.kept} kept, "
+        lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
                  f"{sum(self.dropped.values())} dropped in {self.seconds:.1f} s"]
-        for reason, n in sorted(self.dropped.items()):
-            lines.append(f"  dropped ({reason}): {n}")
+        lines += [f"  dropped ({reason}): {n}" for reason, n in sorted(self.dropped.items())]
         lines.append(f"  partitions: {self.partitions} ({self.resumed_partitions} already staged)")
         lines.append(f"  catalog: {self.catalog}")
         for month, groups in sorted(self.groups.items()):
@@ -59,18 +57,13 @@ class SeasonSummary:
         return "\n".join(lines)
 
 
-def catalog_url(output: str) -> str:
-    return join_url(output, "catalog.parquet")
-
-
 def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.DataFrame]]]:
     """List, parse and ephemeris-filter the archive; split the rest into partitions.
 
-    Returns the catalog (pending rows still ``pending``) and ``{key: (month, rows)}``.
+    Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``.
     """
     listing = list_images(job.input, job.storage_options)
-    catalog = build_catalog(listing["url"], LAYOUTS[job.layout], job.stations, job.start, job.end)
-    catalog = annotate_catalog(catalog)
+    catalog = annotate_catalog(build_catalog(listing["url"], job.layout_spec(), job.stations, job.start, job.end))
     pending = catalog["status"] == Status.PENDING
     f = job.filter
     reasons = sun_moon_reasons(catalog.loc[pending, "sun_alt"].to_numpy(),
@@ -78,23 +71,36 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
                                catalog.loc[pending, "moon_illumination"].to_numpy(),
                                f.sun_max_alt, f.moon_max_alt, f.moon_min_illumination)
     idx = catalog.index[pending]
-    dropped = reasons != ""
-    catalog.loc[idx[dropped], "status"] = reasons[dropped]
-    catalog.loc[idx[dropped & (reasons == "sun")], "detail"] = f"sun above {f.sun_max_alt} deg"
-    catalog.loc[idx[dropped & (reasons == "moon")], "detail"] = f"moon above {f.moon_max_alt} deg"
+    for reason, detail in (("sun", f"Sun above {f.sun_max_alt} deg"), ("moon", f"Moon above {f.moon_max_alt} deg")):
+        hit = idx[reasons == reason]
+        catalog.loc[hit, "status"] = reason
+        catalog.loc[hit, "detail"] = detail
     todo = catalog[catalog["status"] == Status.PENDING]
     partitions: dict[str, tuple[str, pd.DataFrame]] = {}
     day = todo["time"].dt.floor("D")
-    for (station, wl, d), rows in todo.groupby([todo["station"], todo["wavelength"], day],
-                                               dropna=False, sort=True):
+    for (station, wl, d), rows in todo.groupby([todo["station"], todo["wavelength"], day], dropna=False, sort=True):
         partitions[partition_key(station, wl, d)] = (month_of(d), rows)
     return catalog, partitions
 
 
-def _commit(job: JobConfig, month: str, results: list[PartitionResult], group_attrs: dict,
-            common_attrs: dict) -> dict:
-    return commit_month(job.output, month, [r.url for r in results], group_attrs, common_attrs,
-                        job.output_storage_options)
+def _month_catalog(decided: pd.DataFrame, results: list[PartitionResult], job: JobConfig) -> pd.DataFrame:
+    """Catalog rows of one month: decided rows as they are, processed files with their outcome."""
+    frames = [decided.assign(frames=0)]
+    for r in results:
+        rows, _ = read_part(r.url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])
+        kept_frames = rows[rows["status"] == Status.KEPT].groupby("url").size()
+        files = rows.drop_duplicates("url").set_index("url")
+        files["frames"] = kept_frames.reindex(files.index).fillna(0).astype(int)
+        frames.append(files.reset_index()[[*CATALOG_COLUMNS, "frames"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _commit(job: JobConfig, month: str, results: list[PartitionResult], decided: pd.DataFrame,
+            group_attrs: dict, common_attrs: dict) -> dict:
+    counts = commit_month(job.output, month, [r.url for r in results], group_attrs, common_attrs,
+                          job.output_storage_options)
+    write_month_catalog(job.output, month, _month_catalog(decided, results, job), job.output_storage_options)
+    return counts
 
 
 def _common_attrs(job: JobConfig) -> dict:
@@ -114,35 +120,37 @@ def _common_attrs(job: JobConfig) -> dict:
 def run_season(job: JobConfig, client=None, progress: bool = True) -> SeasonSummary:
     """Run ``job`` on ``client`` (or on the cluster its config names) and write the catalog.
 
-    Safe to re-run: staged partitions with the same inputs are reused, and each month store
-    is rebuilt from the staged parts.
+    Holds the output's lock for the whole run: a second job on the same output is refused
+    with :class:`~aurora_batch.lock.LockHeld`.  Safe to re-run or resume after a kill: staged
+    partitions with the same inputs are reused, and each month store is rebuilt from them.
     """
     t0 = time.perf_counter()
-    catalog, partitions = plan_season(job)
-    log.info("catalog: %d files, %d partitions to process", len(catalog), len(partitions))
-    if client is None:
-        if job.features.torch_threads is None and not job.cluster.scheduler:
-            cores = os.cpu_count() or 1
-            per_task = max(1, cores // (local_worker_count(job.cluster) * job.cluster.threads_per_worker))
-            job = job.model_copy(update={"features": job.features.model_copy(update={"torch_threads": per_task})})
-        with dask_client(job.cluster) as client:
-            results, groups = _run_graph(job, partitions, client, progress)
-    else:
-        results, groups = _run_graph(job, partitions, client, progress)
-    final = _final_catalog(job, catalog, results)
-    cat_url = catalog_url(job.output)
-    buf = io.BytesIO()
-    table = pa.Table.from_pandas(final, preserve_index=False)
-    pq.write_table(table, buf, compression="zstd")
-    write_bytes_atomic(cat_url, buf.getvalue(), job.output_storage_options)
-    counts = Counter(final["status"])
-    kept = counts.pop(Status.KEPT, 0)
-    return SeasonSummary(job.output, cat_url, [store_url(job.output, m) for m in sorted(groups)], len(final), kept,
-                         dict(counts), groups, len(results), sum(r.resumed for r in results),
-                         time.perf_counter() - t0)
+    with OutputLock(job.output, job.output_storage_options, purpose="season"):
+        catalog, partitions = plan_season(job)
+        log.info("catalog: %d files, %d partitions to process", len(catalog), len(partitions))
+        if client is None:
+            if job.features.torch_threads is None and not job.cluster.scheduler:
+                cores = os.cpu_count() or 1
+                per_task = max(1, cores // (local_worker_count(job.cluster) * job.cluster.threads_per_worker))
+                job = job.model_copy(update={"features": job.features.model_copy(update={"torch_threads": per_task})})
+            with dask_client(job.cluster) as client:
+                results, groups = _run_graph(job, catalog, partitions, client, progress)
+        else:
+            results, groups = _run_graph(job, catalog, partitions, client, progress)
+        undated = catalog[catalog["time"].isna()].assign(frames=0)
+        write_month_catalog(job.output, "undated", undated, job.output_storage_options)
+    decided = Counter(catalog.loc[catalog["status"] != Status.PENDING, "status"])
+    files = Counter()
+    for r in results:
+        files[Status.UNREADABLE] += r.unreadable
+        files[Status.KEPT] += r.files - r.unreadable
+    dropped = {k: v for k, v in (decided + files).items() if k != Status.KEPT}
+    return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
+                         len(catalog), files[Status.KEPT], sum(r.images for r in results), dropped, groups,
+                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0)
 
 
-def _run_graph(job: JobConfig, partitions, client, progress: bool):
+def _run_graph(job: JobConfig, catalog: pd.DataFrame, partitions, client, progress: bool):
     from distributed import as_completed
 
     if progress and client.dashboard_link:
@@ -150,46 +158,41 @@ def _run_graph(job: JobConfig, partitions, client, progress: bool):
     by_month: dict[str, list[str]] = defaultdict(list)
     for key, (month, _) in partitions.items():
         by_month[month].append(key)
+    dated = catalog[catalog["time"].notna() & (catalog["status"] != Status.PENDING)]
+    decided_by_month = dict(list(dated.groupby(dated["time"].dt.strftime("%Y-%m"))))
+    months = sorted(set(by_month) | set(decided_by_month))
     common = _common_attrs(job)
     futures, commits = [], {}
-    for month in sorted(by_month):  # submit month by month so early months commit early
+    for month in months:  # submit month by month so early months commit early
+        keys = by_month.get(month, [])
         part_futs = [client.submit(process_partition, job, key, month, partitions[key][1],
-                                   key=f"partition-{key}-{job.output}", pure=False)
-                     for key in by_month[month]]
-        stations = {partitions[k][1]["station"].iloc[0] for k in by_month[month]}
-        attrs = {s: get_station(s).attrs() for s in stations}
-        commits[month] = client.submit(_commit, job, month, part_futs, attrs, common,
+                                   key=f"partition-{key}-{job.output}", pure=False) for key in keys]
+        attrs = {s: get_station(s).attrs() for s in {partitions[k][1]["station"].iloc[0] for k in keys}}
+        decided = decided_by_month.get(month, catalog.iloc[:0])[CATALOG_COLUMNS]
+        commits[month] = client.submit(_commit, job, month, part_futs, decided, attrs, common,
                                        key=f"commit-{month}-{job.output}", pure=False)
         futures += part_futs
     results: list[PartitionResult] = []
     groups: dict[str, dict[str, int]] = {}
+    month_of_commit = {fut.key: month for month, fut in commits.items()}
     bar = _progress_bar(len(futures) + len(commits), progress)
     try:
         for fut in as_completed(futures + list(commits.values())):
             try:
                 value = fut.result()
             except Exception as err:
-                raise RuntimeError(f"task {fut.key!r} failed: {err}") from err
+                raise RuntimeError(f"task {fut.key!r} failed: {type(err).__name__}: {err}") from err
             if isinstance(value, PartitionResult):
                 results.append(value)
+            else:
+                groups[month_of_commit[fut.key]] = value
             bar.update(1)
-        for month, fut in commits.items():
-            groups[month] = fut.result()
     finally:
         bar.close()
-    return results, groups
+    return results, {m: g for m, g in groups.items() if g}
 
 
 def _progress_bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="partitions+commits", unit="task", disable=not enabled, file=sys.stderr)
-
-
-def _final_catalog(job: JobConfig, catalog: pd.DataFrame, results: list[PartitionResult]) -> pd.DataFrame:
-    decided = catalog[catalog["status"] != Status.PENDING]
-    parts = [read_part(r.url, job.output_storage_options, columns=CATALOG_COLUMNS)[0] for r in results]
-    final = pd.concat([decided, *parts], ignore_index=True) if parts else decided.copy()
-    final = final.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
-    final["time"] = pd.to_datetime(final["time"]).dt.tz_localize("UTC")
-    return final.reset_index(drop=True)[CATALOG_COLUMNS]

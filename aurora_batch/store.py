@@ -1,14 +1,16 @@
-"""Staged partitions and the monthly Zarr stores built from them.
+"""Staged partitions, the monthly Zarr stores built from them, and the catalog ledger.
 
 Write path (see docs/design.md):
 
 1. Each unit of work, a (station, wavelength, day) partition, writes **one** Parquet object
-   ``{output}/_staging/{YYYY-MM}/{key}.parquet`` holding its catalog rows and, for kept
-   images, the feature vectors.  One object is written atomically, so a partition is
-   either staged completely or not at all, and its presence is the resume marker.
-2. Once every partition of a month is staged, a single task commits the month: it writes
-   ``{output}/{YYYY-MM}.zarr`` group by group, appending partitions in time order.  Only
-   that task writes the month, so no two writers ever share a Zarr chunk.
+   ``{output}/_staging/{YYYY-MM}/{key}.parquet`` holding one row per image (a THEMIS file
+   gives many) and the feature vectors of the kept ones.  One object is written atomically,
+   so a partition is staged completely or not at all; its presence is the resume marker.
+2. Once every partition of a month is staged, a single task builds the month in a fresh
+   ``{YYYY-MM}.zarr.building-<id>`` tree, appending partitions in time order, then publishes
+   it as ``{output}/{YYYY-MM}.zarr`` (:func:`aurora_batch.fs.publish_tree`).  Only that task
+   writes the month, so no two writers ever share a Zarr chunk, and readers never see a
+   half-built month.
 
 Layout: one group per station (``NYA``); a station seen at several wavelengths in a month
 gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
@@ -16,6 +18,7 @@ gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
 from __future__ import annotations
 
 import io
+import uuid
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,12 +31,14 @@ import pyarrow.parquet as pq
 import xarray as xr
 
 from .catalog import CATALOG_COLUMNS, Status
-from .fs import filesystem, join_url, write_bytes_atomic
+from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
-__all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "commit_month",
-           "group_paths", "TIME_CHUNK"]
+__all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "part_fingerprint", "commit_month",
+           "group_paths", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
+           "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
+PART_COLUMNS = [*CATALOG_COLUMNS, "frame"]
 TIME_ENCODING = {"units": "microseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian",
                  "dtype": "int64"}
 
@@ -42,9 +47,11 @@ VARIABLE_ATTRS = {
     "sun_alt": {"long_name": "apparent altitude of the Sun (no refraction)", "units": "degrees"},
     "moon_alt": {"long_name": "apparent altitude of the Moon (no refraction)", "units": "degrees"},
     "moon_illumination": {"long_name": "illuminated fraction of the Moon's disc", "units": "1"},
-    "url": {"long_name": "source image URL"},
-    "wavelength": {"long_name": "filter wavelength", "units": "angstrom"},
+    "url": {"long_name": "source file URL"},
+    "frame": {"long_name": "frame index within the source file (multi-frame formats)"},
+    "wavelength": {"long_name": "filter wavelength (0: unfiltered)", "units": "angstrom"},
 }
+_FINGERPRINT_KEY = b"aurora_batch.features"
 
 
 def month_of(time: pd.Timestamp) -> str:
@@ -59,29 +66,53 @@ def store_url(output: str, month: str) -> str:
     return join_url(output, f"{month}.zarr")
 
 
-def write_part(url: str, rows: pd.DataFrame, features: np.ndarray | None,
-               storage_options: Mapping[str, Any] | None = None) -> None:
-    """Stage one partition: catalog rows plus a feature vector per kept row, atomically."""
-    table = pa.Table.from_pandas(rows[CATALOG_COLUMNS].reset_index(drop=True), preserve_index=False)
-    n = len(rows)
-    if features is not None and features.size:
-        dim = features.shape[1]
-        full = np.zeros((n, dim), dtype=np.float32)
-        kept = (rows["status"] == Status.KEPT).to_numpy()
-        full[kept] = features
-        values = pa.array(full.reshape(-1), type=pa.float32())
-        arr = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~kept))
-        table = table.append_column("features", arr)
+def catalog_url(output: str) -> str:
+    """The catalog is a Parquet dataset: one file per month plus ``undated.parquet``."""
+    return join_url(output, "catalog")
+
+
+def write_parquet(url: str, frame: pd.DataFrame, storage_options: Mapping[str, Any] | None = None,
+                  metadata: Mapping[bytes, bytes] | None = None, extra: Mapping[str, pa.Array] | None = None) -> None:
+    """Write ``frame`` (plus ``extra`` Arrow columns) as one Parquet object, atomically."""
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    for name, arr in (extra or {}).items():
+        table = table.append_column(name, arr)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     write_bytes_atomic(url, buf.getvalue(), dict(storage_options or {}))
 
 
+def write_part(url: str, rows: pd.DataFrame, features: np.ndarray | None,
+               storage_options: Mapping[str, Any] | None = None, fingerprint: str = "") -> None:
+    """Stage one partition: image rows plus a feature vector per kept row, atomically."""
+    kept = (rows["status"] == Status.KEPT).to_numpy()
+    extra = {}
+    if features is not None and features.size:
+        dim = features.shape[1]
+        full = np.zeros((len(rows), dim), dtype=np.float32)
+        full[kept] = features
+        values = pa.array(full.reshape(-1), type=pa.float32())
+        extra["features"] = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~kept))
+    write_parquet(url, rows[PART_COLUMNS], storage_options, {_FINGERPRINT_KEY: fingerprint.encode()}, extra)
+
+
+def _open_parquet(url: str, storage_options: Mapping[str, Any] | None):
+    fs, path = filesystem(url, dict(storage_options or {}))
+    return fs.open(path, "rb")
+
+
+def part_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    with _open_parquet(url, storage_options) as f:
+        meta = pq.read_schema(f).metadata or {}
+    return meta.get(_FINGERPRINT_KEY, b"").decode()
+
+
 def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
               columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Rows of a staged partition and, if present and asked for, the features of its kept rows."""
-    fs, path = filesystem(url, dict(storage_options or {}))
-    with fs.open(path, "rb") as f:
+    with _open_parquet(url, storage_options) as f:
         table = pq.read_table(f, columns=list(columns) if columns else None)
     feats = None
     if "features" in table.column_names:
@@ -89,11 +120,11 @@ def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
         table = table.drop_columns(["features"])
         rows = table.to_pandas()
         kept = (rows["status"] == Status.KEPT).to_numpy()
-        dim = col.type.list_size
-        flat = col.flatten().to_numpy(zero_copy_only=False) if len(col) else np.empty(0, np.float32)
         # flatten() skips null slots, which are exactly the rejected rows.
-        feats = flat.reshape(-1, dim).astype(np.float32, copy=False)
-        assert len(feats) == kept.sum(), f"{url}: features do not match kept rows"
+        flat = col.flatten().to_numpy(zero_copy_only=False) if len(col) else np.empty(0, np.float32)
+        feats = flat.reshape(-1, col.type.list_size).astype(np.float32, copy=False)
+        if len(feats) != kept.sum():
+            raise ValueError(f"{url}: {len(feats)} feature vectors for {kept.sum()} kept rows")
     else:
         rows = table.to_pandas()
     if "time" in rows:
@@ -113,6 +144,10 @@ def group_paths(pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int 
     return paths
 
 
+def _wavelength_key(w) -> int | None:
+    return None if pd.isna(w) else int(w)
+
+
 def _dataset(rows: pd.DataFrame, feats: np.ndarray) -> xr.Dataset:
     ds = xr.Dataset(
         {
@@ -121,6 +156,7 @@ def _dataset(rows: pd.DataFrame, feats: np.ndarray) -> xr.Dataset:
             "moon_alt": ("time", rows["moon_alt"].to_numpy(np.float32)),
             "moon_illumination": ("time", rows["moon_illumination"].to_numpy(np.float32)),
             "url": ("time", rows["url"].to_numpy(dtype=object)),
+            "frame": ("time", rows["frame"].to_numpy(np.int16)),
             "wavelength": ("time", rows["wavelength"].fillna(0).to_numpy(np.int32)),
         },
         coords={"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
@@ -134,9 +170,18 @@ def _dataset(rows: pd.DataFrame, feats: np.ndarray) -> xr.Dataset:
 def _encoding(ds: xr.Dataset) -> dict:
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(TIME_CHUNK * 8,))}
     for name, var in ds.data_vars.items():
-        chunks = (TIME_CHUNK, var.shape[1]) if var.ndim == 2 else (TIME_CHUNK * 8,)
-        enc[name] = {"chunks": chunks}
+        enc[name] = {"chunks": (TIME_CHUNK, var.shape[1]) if var.ndim == 2 else (TIME_CHUNK * 8,)}
     return enc
+
+
+def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None):
+    """A zarr v3 store object for any fsspec URL."""
+    from zarr.storage import FsspecStore, LocalStore
+
+    fs, path = filesystem(url, dict(storage_options or {}))
+    if is_local(fs):
+        return LocalStore(path)
+    return FsspecStore.from_url(url, storage_options=dict(storage_options or {}) or None)
 
 
 def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs: Mapping[str, Mapping[str, Any]],
@@ -145,57 +190,66 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
 
     ``group_attrs`` maps a station code to its group attributes (site description);
     ``common_attrs`` (model, recipe, thresholds, version) go on every group.  Partitions are
-    appended in time order per group, one partition in memory at a time.
+    appended in time order per group, one partition in memory at a time, into a temporary
+    tree that is published when complete.
     """
     import zarr
 
     options = dict(storage_options or {})
-    url = store_url(output, month)
-    fs, path = filesystem(url, options)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    # Which groups exist, from the light catalog columns only.
+    final = store_url(output, month)
+    fs, final_path = filesystem(final, options)
+    for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
+        fs.rm(leftover, recursive=True)
+    url = f"{final}.building-{uuid.uuid4().hex[:12]}"
     parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
     keys = set()
-    for u in parts:
+    for u in parts:  # which groups exist, from the light columns only
         rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
         kept = rows[rows["status"] == Status.KEPT]
-        keys.update((s, None if pd.isna(w) else int(w)) for s, w in zip(kept["station"], kept["wavelength"]))
+        keys.update((s, _wavelength_key(w)) for s, w in zip(kept["station"], kept["wavelength"]))
     paths = group_paths(keys)
     counts: dict[str, int] = defaultdict(int)
-    started: set[str] = set()
-    store = _zarr_store(url, options)
+    store = zarr_store(url, options)
     root = zarr.open_group(store=store, mode="w", zarr_format=3)
     root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
     for u in parts:
         rows, feats = read_part(u, options)
         kept_mask = (rows["status"] == Status.KEPT).to_numpy()
         rows = rows[kept_mask].reset_index(drop=True)
-        if not len(rows):
-            continue
-        wl_key = rows["wavelength"].map(lambda w: None if pd.isna(w) else int(w))
+        wl_key = rows["wavelength"].map(_wavelength_key)
         for (station, wl), idx in rows.groupby([rows["station"], wl_key], dropna=False).groups.items():
-            gpath = paths[(station, None if pd.isna(wl) else int(wl))]
+            gpath = paths[(station, _wavelength_key(wl))]
             sub = rows.loc[idx].sort_values("time")
             ds = _dataset(sub, feats[sub.index.to_numpy()])
             ds.attrs.update({**dict(common_attrs), **dict(group_attrs.get(station, {}))})  # appends rewrite attrs
-            if gpath not in started:
-                ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False,
-                           encoding=_encoding(ds))
-                started.add(gpath)
+            if counts[gpath] == 0:
+                ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
             else:
                 ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
             counts[gpath] += len(sub)
     with warnings.catch_warnings():  # consolidated metadata is an extension in v3; xarray reads it
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(store)
+    publish_tree(url, final, options)
     return dict(counts)
 
 
-def _zarr_store(url: str, options: Mapping[str, Any]):
-    from zarr.storage import FsspecStore, LocalStore
+def write_month_catalog(output: str, month: str, rows: pd.DataFrame,
+                        storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write the catalog rows of one month (or ``undated``) as ``{output}/catalog/{month}.parquet``."""
+    rows = rows.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
+    rows = rows.assign(time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"))
+    write_parquet(join_url(catalog_url(output), f"{month}.parquet"), rows, storage_options)
 
-    fs, path = filesystem(url, dict(options))
-    if "file" in fs.protocol or "local" in fs.protocol:
-        return LocalStore(path)
-    return FsspecStore.from_url(url, storage_options=dict(options) or None)
+
+def read_catalog(output: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The whole catalog ledger under ``output`` (all months and the undated rows)."""
+    fs, path = filesystem(catalog_url(output), dict(storage_options or {}))
+    files = sorted(fs.glob(f"{path}/*.parquet"))
+    frames = []
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            frames.append(pq.read_table(fh).to_pandas())
+    if not frames:
+        raise FileNotFoundError(f"no catalog under {catalog_url(output)}")
+    return pd.concat(frames, ignore_index=True)

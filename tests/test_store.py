@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from aurora_batch.catalog import CATALOG_COLUMNS, Status
-from aurora_batch.store import commit_month, group_paths, read_part, staging_url, write_part
+from aurora_batch.catalog import Status
+from aurora_batch.store import PART_COLUMNS, commit_month, group_paths, part_fingerprint, read_part, staging_url, write_part
 
 
 def _rows(station, wl, times, statuses=None):
@@ -13,8 +13,8 @@ def _rows(station, wl, times, statuses=None):
         "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
         "station": station, "time": pd.DatetimeIndex(times), "wavelength": pd.array([wl] * n, dtype="Int64"),
         "status": statuses or [Status.KEPT] * n, "detail": "",
-        "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5,
-    })[CATALOG_COLUMNS]
+        "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5, "frame": 0,
+    })[PART_COLUMNS]
 
 
 def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
@@ -22,8 +22,9 @@ def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
                  [Status.KEPT, Status.UNREADABLE, Status.KEPT, Status.KEPT])
     feats = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     url = f"file://{tmp_path}/part.parquet"
-    write_part(url, rows, feats)
+    write_part(url, rows, feats, fingerprint="lite0|shipped|lite128")
     back, f = read_part(url)
+    assert part_fingerprint(url) == "lite0|shipped|lite128"
     np.testing.assert_array_equal(f, feats)
     assert back["status"].tolist() == rows["status"].tolist()
     assert (back["time"].to_numpy() == rows["time"].to_numpy()).all()
@@ -68,6 +69,10 @@ def test_commit_month_layout(tmp_path, output):
     assert ds["features"].encoding["chunks"] == (512, 8)
     lyr = xr.open_zarr(store, group="LYR", chunks=None)
     assert lyr.sizes["time"] == 15 and lyr["url"].to_numpy()[0].startswith("memory://in/LYR")
-    # Re-committing is idempotent: same stores, nothing duplicated.
+    # Re-committing is idempotent: same stores, nothing duplicated, no temporary tree left.
     assert commit_month(out, "2010-12", parts, {}, {}) == counts
     assert xr.open_zarr(store, group="NYA/5577", chunks=None).sizes["time"] == 730
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out)
+    assert sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) == ["2010-12.zarr", "_staging"]

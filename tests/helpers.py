@@ -1,0 +1,49 @@
+"""Shared checks for end-to-end tests."""
+import numpy as np
+import xarray as xr
+
+from aurora_batch.catalog import Status
+from aurora_batch.store import read_catalog
+
+
+def check_season(summary, job, n_inputs, stations=("NYA", "LYR"), broken=True):
+    """The season invariants: every input once, kept == stored, filters respected."""
+    opts = job.output_storage_options
+    cat = read_catalog(job.output, opts)
+    assert cat["url"].is_unique
+    assert len(cat) == n_inputs
+    counts = cat["status"].value_counts().to_dict()
+    assert Status.PENDING not in counts
+    if broken:
+        assert counts[Status.UNREADABLE] == 2 and counts[Status.UNPARSEABLE] == 1
+    kept = cat[cat["status"] == Status.KEPT]
+    assert (kept["sun_alt"] <= job.filter.sun_max_alt).all()
+    if job.filter.moon_max_alt is not None:
+        assert (kept["moon_alt"] <= job.filter.moon_max_alt).all()
+    rows = 0
+    for station in stations:
+        ds = xr.open_zarr(summary.stores[0], group=station, storage_options=opts or None, chunks=None)
+        rows += ds.sizes["time"]
+        assert ds.attrs["station"] == station and ds.attrs["backbone"] == job.features.backbone
+        assert (ds["sun_alt"].to_numpy() <= job.filter.sun_max_alt).all()
+        assert ds["features"].dtype == np.float32 and ds.sizes["feature"] == 1280
+        assert (np.diff(ds["time"].to_numpy()) > np.timedelta64(0)).all()
+        assert set(ds["url"].to_numpy()) == set(kept.loc[kept["station"] == station, "url"])
+    assert rows == kept["frames"].sum() == summary.images
+    assert len(kept) == summary.kept
+    return cat
+
+
+def store_snapshot(summary, job, stations=("NYA", "LYR")):
+    """The stores' content, for comparing runs."""
+    opts = job.output_storage_options or None
+    return {s: xr.open_zarr(summary.stores[0], group=s, storage_options=opts, chunks=None).load()
+            for s in stations}
+
+
+def assert_same_stores(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        xr.testing.assert_allclose(a[k].drop_vars("features"), b[k].drop_vars("features"))
+        np.testing.assert_allclose(a[k]["features"].to_numpy(), b[k]["features"].to_numpy(), rtol=1e-4, atol=1e-4)
+        assert a[k].attrs == b[k].attrs
