@@ -120,7 +120,7 @@ def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | N
         fs.rm_file(f"{dst}/zarr.json")
     if fs.exists(dst):
         fs.rm(dst, recursive=True)
-    files = sorted(fs.find(src))
+    files = sorted(f for f in fs.find(src) if f.rstrip("/") != src.rstrip("/"))  # not a folder marker
     meta = [f for f in files if f.endswith("zarr.json")]
     data = [f for f in files if not f.endswith("zarr.json")]
     meta.sort(key=lambda f: -f.count("/"))  # deepest first, the root last

@@ -34,3 +34,25 @@ def make_job(input_url, output_url, **kw):
     data = dict(input=input_url, output=output_url, stations=["NYA", "LYR"], start="2010-12-01", end="2010-12-02")
     data.update(kw)
     return JobConfig.from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on 127.0.0.1, started for the session."""
+    from s3server import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, request):
+    """A fresh bucket per test."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    fs = s3_server.filesystem()
+    fs.mkdir(name)
+    return name

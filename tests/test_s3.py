@@ -1,0 +1,76 @@
+"""Object storage for real: a SeaweedFS server on 127.0.0.1, s3:// in and out."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+
+from aurora_batch.catalog import list_images
+from aurora_batch.fs import create_exclusive, publish_tree
+from aurora_batch.season import run_season
+from aurora_batch.synth import write_archive
+from conftest import make_job
+from helpers import check_season
+
+
+def test_list_images_s3_many_prefixes(s3_server, bucket):
+    fs = s3_server.filesystem()
+    names = {f"{bucket}/arch/p{i % 7}/d{i % 3}/nya4_20101201_{i:06d}_5577_cal.png": b"" for i in range(300)}
+    names[f"{bucket}/arch/top_level.png"] = b""
+    names[f"{bucket}/arch/p0/readme.txt"] = b""
+    fs.pipe(names)
+    listing = list_images(f"s3://{bucket}/arch", s3_server.storage_options)
+    assert len(listing) == 301
+    assert all(u.startswith(f"s3://{bucket}/arch/") for u in listing["url"])
+
+
+def test_exclusive_create_and_publish_on_s3(s3_server, bucket):
+    opts = s3_server.storage_options
+    url = f"s3://{bucket}/lock.json"
+    assert create_exclusive(url, b"first", opts)
+    assert not create_exclusive(url, b"second", opts)
+    fs = s3_server.filesystem()
+    assert fs.cat_file(f"{bucket}/lock.json") == b"first"
+    fs.pipe({f"{bucket}/new/zarr.json": b"{}", f"{bucket}/new/g/zarr.json": b"{}", f"{bucket}/new/g/c/0": b"x",
+             f"{bucket}/old/zarr.json": b"old", f"{bucket}/old/stale": b"y"})
+    publish_tree(f"s3://{bucket}/new", f"s3://{bucket}/old", opts)
+    assert sorted(fs.find(f"{bucket}/old")) == [f"{bucket}/old/g/c/0", f"{bucket}/old/g/zarr.json",
+                                                f"{bucket}/old/zarr.json"]
+    assert [p for p in fs.find(f"{bucket}/new") if p != f"{bucket}/new"] == []  # SeaweedFS keeps a folder entry
+
+
+@pytest.mark.slow
+def test_season_s3_to_s3(s3_server, bucket, dask_client):
+    opts = s3_server.storage_options
+    labels = write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], "2010-12-01", "2010-12-02", cadence="40min",
+                           seed=5, corrupt=3, storage_options=opts)
+    job = make_job(f"s3://{bucket}/archive", f"s3://{bucket}/out", storage_options=opts, output_storage_options=opts)
+    summary = run_season(job, client=dask_client, progress=False)
+    check_season(summary, job, len(labels) + 3)
+    ds = xr.open_zarr(f"s3://{bucket}/out/2010-12.zarr", group="NYA", storage_options=opts)
+    assert ds.sizes["time"] > 0 and ds["features"].shape[1] == 1280
+    # Credentials never land in the stores or the catalog.
+    fs = s3_server.filesystem()
+    for path in fs.find(f"{bucket}/out"):
+        if path.endswith((".json", ".parquet")):
+            assert b"testing" not in fs.cat_file(path), path
+
+
+@pytest.mark.slow
+def test_season_cli_with_fsspec_environment(s3_server, bucket, tmp_path):
+    """No storage options anywhere: fsspec's FSSPEC_S3_* variables configure s3fs."""
+    write_archive(f"s3://{bucket}/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T04:00", cadence="30min",
+                  seed=6, storage_options=s3_server.storage_options)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA]\n"
+                    f"start: 2010-12-01\nend: 2010-12-02\nfilter: {{moon_max_alt: null}}\ncluster: {{n_workers: 1}}\n")
+    env = {**os.environ, **s3_server.env}
+    r = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "8 files seen, 8 kept" in r.stdout
+    assert "testing" not in r.stdout + r.stderr
+    ds = xr.open_zarr(f"s3://{bucket}/out/2010-12.zarr", group="NYA", storage_options=s3_server.storage_options)
+    assert ds.sizes["time"] == 8
