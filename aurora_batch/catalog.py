@@ -115,20 +115,28 @@ def list_images(url: str, storage_options: dict[str, Any] | None = None,
     """Every image under ``url`` (recursively), as a frame of ``url`` and ``size`` (bytes).
 
     Uses the filesystem's bulk listing (``find(detail=True)``: one paginated request per
-    1,000 objects on S3, not one per object), run concurrently over the top-level prefixes.
+    1,000 objects on S3, not one per object), run concurrently over up to ``max_workers``
+    prefixes found by descending a few folder levels.
     """
     fs, root = filesystem(url, storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"input {url} does not exist")
-    top = fs.ls(root, detail=True)
-    prefixes = [e["name"] for e in top if e["type"] == "directory"]
-    found = {e["name"]: e for e in top if e["type"] != "directory"}
-    if len(prefixes) > 1:
-        with ThreadPoolExecutor(min(max_workers, len(prefixes))) as pool:
-            for part in pool.map(lambda p: fs.find(p, detail=True), prefixes):
-                found.update(part)
-    elif prefixes:
-        found.update(fs.find(prefixes[0], detail=True))
+    found: dict[str, dict] = {}
+    prefixes = [root]
+    with ThreadPoolExecutor(max_workers) as pool:
+        # Descend a few levels (cheap delimiter listings) until there are prefixes to spread over.
+        for _ in range(4):
+            if len(prefixes) >= max_workers:
+                break
+            entries = [e for level in pool.map(lambda p: fs.ls(p, detail=True), prefixes) for e in level]
+            found.update((e["name"], e) for e in entries if e["type"] != "directory")
+            deeper = [e["name"] for e in entries if e["type"] == "directory" and e["name"].rstrip("/") not in prefixes]
+            if not deeper:
+                prefixes = []
+                break
+            prefixes = deeper
+        for part in pool.map(lambda p: fs.find(p, detail=True), prefixes):
+            found.update(part)
     exts = tuple(e.lower() for e in extensions)
     rows = sorted((fs.unstrip_protocol(p), int(info.get("size") or 0))
                   for p, info in found.items() if p.lower().endswith(exts))

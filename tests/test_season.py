@@ -17,12 +17,12 @@ def test_season_end_to_end_and_rerun(small_archive, tmp_path, dask_client):
     cat = check_season(first, job, len(labels) + 3)
     assert (cat["status"] == "sun").any() and (cat["status"] == "moon").any()
     assert first.resumed_partitions == 0 and first.partitions == 2  # two stations × one day
-    before = store_snapshot(first, job)
+    before = store_snapshot(job)
     # A second run reuses every staged partition and rebuilds identical stores.
     second = run_season(job, client=dask_client, progress=False)
     assert second.resumed_partitions == second.partitions
     pd.testing.assert_frame_equal(read_catalog(job.output), cat)
-    assert_same_stores(store_snapshot(second, job), before)
+    assert_same_stores(store_snapshot(job), before)
     # Changing the recipe or weights invalidates the staged features.
     assert job.feature_fingerprint() != make_job(url, "x", features={"weights": "/w.pth"}).feature_fingerprint()
 
