@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## SYNTHETIC archive -> season on a LocalCluster -> monthly Zarr stores
+demo: $(STAMP)  ## SYNTHETIC archive + demo head -> season on a LocalCluster -> monthly Zarr stores
 	rm -rf $(DEMO)
 	$(BIN)/aurora-batch synth file://./$(DEMO)/archive --stations NYA,LYR \
 		--start 2010-12-01 --end 2010-12-03 --cadence 10min --seed 1 --corrupt 3
+	$(BIN)/aurora-batch synth-oath $(DEMO)/oath-synthetic --per-class 40 --seed 0
+	$(BIN)/aurora-batch train $(DEMO)/oath-synthetic --recipe lite128 --head logistic --split -1 \
+		--out $(DEMO)/head-synthetic.npz --cache $(DEMO)/cache
 	$(BIN)/aurora-batch season jobs/demo.yaml
 
 test: $(STAMP)  ## the whole suite, slow end-to-end tests included

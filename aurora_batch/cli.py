@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 import sys
 import warnings
 
@@ -34,6 +35,73 @@ def _season(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oath_features(args: argparse.Namespace):
+    from .oath import oath_features, read_oath
+
+    ds = read_oath(args.oath_dir, rotated=args.rotated)
+    feats = oath_features(ds, args.backbone, args.recipe, args.weights, args.cache, batch_size=args.batch_size)
+    return ds, feats
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .oath import evaluate, format_table, plot_scores
+
+    ds, feats = _oath_features(args)
+    scores = evaluate(ds, feats, args.head, alpha=args.alpha, c=args.C)
+    scores.update(backbone=args.backbone, recipe=args.recipe, rotated=args.rotated, oath_dir=str(args.oath_dir))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(scores, indent=2))
+    plot_scores(scores, out / "scores.png")
+    print(format_table(scores))
+    print(f"wrote {out / 'scores.json'} and {out / 'scores.png'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .oath import train
+
+    ds, feats = _oath_features(args)
+    split = None if args.split < 0 else args.split
+    head = train(ds, feats, args.head, split=split, alpha=args.alpha, c=args.C,
+                 meta={"backbone": args.backbone, "recipe": args.recipe,
+                       "weights": Path(args.weights).name if args.weights else "shipped", "rotated": args.rotated})
+    sidecar = head.save(args.out)
+    synth = " (SYNTHETIC data: a demo head, not for science)" if ds.synthetic else ""
+    scores = head.meta.get("scores")
+    tail = (f"; split {split} test accuracy {100 * scores['accuracy6']:.1f} % (6 classes), "
+            f"{100 * scores['accuracy2']:.1f} % (2 classes)") if scores else ""
+    print(f"wrote head {sidecar.with_suffix('.npz')} and {sidecar}{synth}{tail}")
+    return 0
+
+
+def _synth_oath(args: argparse.Namespace) -> int:
+    from .oath import write_synthetic_oath
+
+    root = write_synthetic_oath(args.output_dir, args.per_class, args.seed)
+    print(f"wrote a SYNTHETIC OATH-format tree ({6 * args.per_class} images) to {root}")
+    return 0
+
+
+def _add_oath_args(p: argparse.ArgumentParser) -> None:
+    from .classify import HEAD_KINDS
+
+    p.add_argument("oath_dir", help="unpacked oath_v1.1 tree (classifications/, images/)")
+    p.add_argument("--head", choices=HEAD_KINDS, default="ridge", help="linear head (default ridge, alpha 0.03)")
+    p.add_argument("--recipe", default="oath", help="preprocessing recipe (default oath)")
+    p.add_argument("--backbone", default="efficientnet-lite0")
+    p.add_argument("--weights", help="user backbone weights (state dict)")
+    p.add_argument("--rotated", action="store_true", help="use images/cropped_scaled_rotated")
+    p.add_argument("--alpha", type=float, default=0.03, help="ridge penalty (OATH: 0.03)")
+    p.add_argument("--C", type=float, default=1.0, help="SVM/logistic inverse penalty")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "aurora-batch"),
+                   help="folder for the feature cache (a Zarr store per backbone and recipe)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aurora-batch", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"aurora-batch {__version__}")
@@ -59,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_season)
+
+    e = sub.add_parser("evaluate", help="the OATH 5-split protocol: accuracy table, confusion, figure",
+                       description="Fit a linear head on each of OATH's 5 fixed splits and score it.")
+    _add_oath_args(e)
+    e.add_argument("--out", required=True, help="folder for scores.json and scores.png")
+    e.set_defaults(func=_evaluate)
+
+    t = sub.add_parser("train", help="fit a linear head on OATH features and save it",
+                       description="Fit a head on one OATH split (or all images) and save HEAD.npz + HEAD.json.")
+    _add_oath_args(t)
+    t.add_argument("--out", required=True, help="head file to write (.npz; a .json sidecar goes beside it)")
+    t.add_argument("--split", type=int, default=0, help="split to train on (0-4; -1: all images)")
+    t.set_defaults(func=_train)
+
+    o = sub.add_parser("synth-oath", help="write a SYNTHETIC tree in the OATH v1.1 format",
+                       description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).")
+    o.add_argument("output_dir")
+    o.add_argument("--per-class", type=int, default=40)
+    o.add_argument("--seed", type=int, default=0)
+    o.set_defaults(func=_synth_oath)
     return p
 
 
@@ -81,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClusterConfig", "LayoutConfig", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "LayoutConfig", "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -46,6 +46,12 @@ class FeatureConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
+
+
+class ClassifyConfig(_Strict):
+    """An optional linear head (``aurora-batch train``) applied to every kept image."""
+
+    head: str | None = Field(None, description="path of a head file (.npz with its .json sidecar)")
 
 
 class ClusterConfig(_Strict):
@@ -95,6 +101,7 @@ class JobConfig(_Strict):
                                                    description="fsspec options for output")
     filter: FilterConfig = Field(default_factory=FilterConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
@@ -155,9 +162,26 @@ class JobConfig(_Strict):
         return LAYOUTS[self.layout] if isinstance(self.layout, str) else self.layout.to_layout()
 
     def feature_fingerprint(self) -> str:
-        """What makes staged features reusable: backbone, weights and recipe."""
+        """What makes a staged part reusable: backbone, weights, recipe and head."""
         f = self.features
-        return f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}"
+        head = ""
+        if self.classify.head:
+            from .classify import load_head
+
+            head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
+        return f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{head}"
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> "JobConfig":
+        if self.classify.head:
+            from .classify import load_head
+
+            try:
+                load_head(self.classify.head).check_compatible(self.features.backbone, self.features.recipe,
+                                                               self.features.weights)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"classify.head: {err}") from None
+        return self
 
     @field_validator("features")
     @classmethod

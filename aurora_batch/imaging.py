@@ -183,6 +183,63 @@ def lite128(img: np.ndarray) -> np.ndarray:
     return np.repeat(x[None], 3, axis=0).astype(np.float32)
 
 
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _unit_range(img: np.ndarray) -> np.ndarray:
+    """Scale by the container's full range: 255 for 8-bit data, 65535 above."""
+    return img / (255.0 if img.max(initial=0) <= 255 else 65535.0)
+
+
+def oath(img: np.ndarray) -> np.ndarray:
+    """OATH: the 256×256 crops as they are (grey or RGB), full-range scaled to [-1, 1]."""
+    x = _unit_range(img.astype(np.float32))
+    x = np.repeat(x[None], 3, axis=0) if x.ndim == 2 else np.moveaxis(x[..., :3], 2, 0)
+    return (x * 2.0 - 1.0).astype(np.float32)
+
+
+def tame_steps(img: np.ndarray, size: int = 224) -> np.ndarray:
+    """TAME before normalisation: grey, zero outside the circle, 0.5–99.5 % clip, min–max, green only."""
+    grey = to_grey(img).astype(np.float32)
+    mask = circle_mask(grey.shape)
+    lo, hi = np.percentile(grey[mask], [0.5, 99.5])
+    clipped = np.clip(grey, lo, hi)
+    inside = clipped[mask]
+    span = inside.max() - inside.min()
+    unit = (clipped - inside.min()) / span if span > 0 else np.zeros_like(clipped)
+    unit = np.where(mask, unit, 0.0).astype(np.float32)
+    rgb = np.zeros((3, size, size), np.float32)
+    rgb[1] = resize(unit, size)
+    return rgb
+
+
+def tame(img: np.ndarray) -> np.ndarray:
+    """TAME (Sado et al. 2022): :func:`tame_steps` at 224 px, then ImageNet mean/std."""
+    return ((tame_steps(img, 224) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
+
+
+def kvammen_steps(img: np.ndarray, crop: int = 128) -> np.ndarray:
+    """Kvammen et al. 2020: rotate 90° clockwise, flip east–west, 3×3 median, 2×2 mean bin, central crop."""
+    from scipy.ndimage import median_filter
+
+    x = np.rot90(to_grey(img).astype(np.float32), k=-1)
+    x = np.fliplr(x)
+    x = median_filter(x, size=3, mode="nearest")
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    x = x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+    if min(x.shape) < crop:
+        raise ImageError(f"image of {img.shape} is too small for a {crop}×{crop} crop after 2×2 binning")
+    top, left = (x.shape[0] - crop) // 2, (x.shape[1] - crop) // 2
+    return np.ascontiguousarray(x[top:top + crop, left:left + crop])
+
+
+def kvammen(img: np.ndarray) -> np.ndarray:
+    """Kvammen: :func:`kvammen_steps`, full-range scaled to [-1, 1], three equal channels."""
+    x = kvammen_steps(img) / (255.0 if img.max(initial=0) <= 255 else 65535.0)
+    return np.repeat((x * 2.0 - 1.0)[None], 3, axis=0).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     name: str
@@ -194,9 +251,12 @@ class Recipe:
         return self.fn(img)
 
 
-RECIPES: dict[str, Recipe] = {
-    "lite128": Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0]),
-}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0]),
+    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0]),
+    Recipe("tame", tame, 224, tame.__doc__.splitlines()[0]),
+    Recipe("kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0]),
+)}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -8,6 +8,7 @@ preprocess; per batch: CNN features.  A file that cannot be read or decoded beco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -55,6 +56,13 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFram
     return staged if set(staged["url"]) == set(rows["url"]) else None
 
 
+@functools.lru_cache(maxsize=2)
+def _head(path: str):
+    from .classify import load_head
+
+    return load_head(path)
+
+
 def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
                       force: bool = False) -> PartitionResult:
     """Read, preprocess and featurise the files of ``rows``; stage the result atomically.
@@ -95,6 +103,10 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
     staged = pd.DataFrame(out)
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
-    write_part(url, staged, np.concatenate(chunks) if chunks else None, job.output_storage_options,
-               job.feature_fingerprint())
+    arrays = {}
+    if chunks:
+        arrays["features"] = np.concatenate(chunks)
+        if job.classify.head:
+            arrays["proba"] = _head(job.classify.head).predict_proba(arrays["features"])
+    write_part(url, staged, arrays, job.output_storage_options, job.feature_fingerprint())
     return _result(key, month, url, staged, resumed=False)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import __version__
 from .catalog import CATALOG_COLUMNS, Status, build_catalog, list_images, partition_key
+from .classify import load_head
 from .cluster import dask_client, local_worker_count
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
@@ -97,14 +98,15 @@ def _month_catalog(decided: pd.DataFrame, results: list[PartitionResult], job: J
 
 def _commit(job: JobConfig, month: str, results: list[PartitionResult], decided: pd.DataFrame,
             group_attrs: dict, common_attrs: dict) -> dict:
+    classes = load_head(job.classify.head).classes if job.classify.head else ()
     counts = commit_month(job.output, month, [r.url for r in results], group_attrs, common_attrs,
-                          job.output_storage_options)
+                          job.output_storage_options, classes)
     write_month_catalog(job.output, month, _month_catalog(decided, results, job), job.output_storage_options)
     return counts
 
 
 def _common_attrs(job: JobConfig) -> dict:
-    return {
+    attrs = {
         "aurora_batch_version": __version__,
         "backbone": job.features.backbone,
         "weights": os.path.basename(job.features.weights) if job.features.weights else "pretrained (shipped)",
@@ -115,6 +117,14 @@ def _common_attrs(job: JobConfig) -> dict:
         "threshold_units": "degrees (altitudes), 1 (illumination)",
         "time_standard": "UTC",
     }
+    if job.classify.head:
+        meta = load_head(job.classify.head).meta
+        attrs.update({"head": os.path.basename(job.classify.head), "head_kind": meta["kind"],
+                      "head_sha256": meta["sha256"], "head_trained_on": meta.get("trained_on", "?"),
+                      "head_synthetic": bool(meta.get("synthetic", False))})
+        if meta.get("synthetic"):
+            attrs["head_note"] = "SYNTHETIC demo head, trained on sky-model images: not for science"
+    return attrs
 
 
 def run_season(job: JobConfig, client=None, progress: bool = True) -> SeasonSummary:

@@ -50,6 +50,9 @@ VARIABLE_ATTRS = {
     "url": {"long_name": "source file URL"},
     "frame": {"long_name": "frame index within the source file (multi-frame formats)"},
     "wavelength": {"long_name": "filter wavelength (0: unfiltered)", "units": "angstrom"},
+    "proba": {"long_name": "class probability from the linear head", "units": "1"},
+    "label": {"long_name": "most probable class"},
+    "aurora_proba": {"long_name": "probability of aurora (arc, diffuse or discrete)", "units": "1"},
 }
 _FINGERPRINT_KEY = b"aurora_batch.features"
 
@@ -84,17 +87,19 @@ def write_parquet(url: str, frame: pd.DataFrame, storage_options: Mapping[str, A
     write_bytes_atomic(url, buf.getvalue(), dict(storage_options or {}))
 
 
-def write_part(url: str, rows: pd.DataFrame, features: np.ndarray | None,
+def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | None = None,
                storage_options: Mapping[str, Any] | None = None, fingerprint: str = "") -> None:
-    """Stage one partition: image rows plus a feature vector per kept row, atomically."""
+    """Stage one partition: image rows plus per-kept-row arrays (``features``, ``proba``), atomically."""
     kept = (rows["status"] == Status.KEPT).to_numpy()
     extra = {}
-    if features is not None and features.size:
-        dim = features.shape[1]
+    for name, values in (arrays or {}).items():
+        if values is None or not values.size:
+            continue
+        dim = values.shape[1]
         full = np.zeros((len(rows), dim), dtype=np.float32)
-        full[kept] = features
-        values = pa.array(full.reshape(-1), type=pa.float32())
-        extra["features"] = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(~kept))
+        full[kept] = values
+        flat = pa.array(full.reshape(-1), type=pa.float32())
+        extra[name] = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~kept))
     write_parquet(url, rows[PART_COLUMNS], storage_options, {_FINGERPRINT_KEY: fingerprint.encode()}, extra)
 
 
@@ -110,26 +115,24 @@ def part_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None)
 
 
 def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
-              columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Rows of a staged partition and, if present and asked for, the features of its kept rows."""
+              columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Rows of a staged partition and its per-kept-row arrays (those asked for and present)."""
     with _open_parquet(url, storage_options) as f:
         table = pq.read_table(f, columns=list(columns) if columns else None)
-    feats = None
-    if "features" in table.column_names:
-        col = table.column("features").combine_chunks()
-        table = table.drop_columns(["features"])
-        rows = table.to_pandas()
-        kept = (rows["status"] == Status.KEPT).to_numpy()
+    list_cols = [n for n in table.column_names if pa.types.is_fixed_size_list(table.schema.field(n).type)]
+    arrays = {n: table.column(n).combine_chunks() for n in list_cols}
+    rows = table.drop_columns(list_cols).to_pandas()
+    n_kept = int((rows["status"] == Status.KEPT).sum()) if "status" in rows else None
+    out = {}
+    for name, col in arrays.items():
         # flatten() skips null slots, which are exactly the rejected rows.
         flat = col.flatten().to_numpy(zero_copy_only=False) if len(col) else np.empty(0, np.float32)
-        feats = flat.reshape(-1, col.type.list_size).astype(np.float32, copy=False)
-        if len(feats) != kept.sum():
-            raise ValueError(f"{url}: {len(feats)} feature vectors for {kept.sum()} kept rows")
-    else:
-        rows = table.to_pandas()
+        out[name] = flat.reshape(-1, col.type.list_size).astype(np.float32, copy=False)
+        if n_kept is not None and len(out[name]) != n_kept:
+            raise ValueError(f"{url}: {len(out[name])} {name} rows for {n_kept} kept images")
     if "time" in rows:
         rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
-    return rows, feats
+    return rows, out
 
 
 def group_paths(pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], str]:
@@ -148,22 +151,32 @@ def _wavelength_key(w) -> int | None:
     return None if pd.isna(w) else int(w)
 
 
-def _dataset(rows: pd.DataFrame, feats: np.ndarray) -> xr.Dataset:
-    ds = xr.Dataset(
-        {
-            "features": (("time", "feature"), feats),
-            "sun_alt": ("time", rows["sun_alt"].to_numpy(np.float32)),
-            "moon_alt": ("time", rows["moon_alt"].to_numpy(np.float32)),
-            "moon_illumination": ("time", rows["moon_illumination"].to_numpy(np.float32)),
-            "url": ("time", rows["url"].to_numpy(dtype=object)),
-            "frame": ("time", rows["frame"].to_numpy(np.int16)),
-            "wavelength": ("time", rows["wavelength"].fillna(0).to_numpy(np.int32)),
-        },
-        coords={"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
-                "feature": np.arange(feats.shape[1], dtype=np.int32)},
-    )
+def _dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes: Sequence[str] = ()) -> xr.Dataset:
+    feats = arrays["features"]
+    data = {
+        "features": (("time", "feature"), feats),
+        "sun_alt": ("time", rows["sun_alt"].to_numpy(np.float32)),
+        "moon_alt": ("time", rows["moon_alt"].to_numpy(np.float32)),
+        "moon_illumination": ("time", rows["moon_illumination"].to_numpy(np.float32)),
+        "url": ("time", rows["url"].to_numpy(dtype=object)),
+        "frame": ("time", rows["frame"].to_numpy(np.int16)),
+        "wavelength": ("time", rows["wavelength"].fillna(0).to_numpy(np.int32)),
+    }
+    coords = {"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
+              "feature": np.arange(feats.shape[1], dtype=np.int32)}
+    if "proba" in arrays:
+        from .classify import AURORA_CLASSES, CLASSES6
+
+        proba = arrays["proba"]
+        data["proba"] = (("time", "class"), proba)
+        data["label"] = ("time", np.asarray(classes, dtype=object)[proba.argmax(axis=1)])
+        aurora = [i for i, c in enumerate(classes) if c in {CLASSES6[k] for k in AURORA_CLASSES}]
+        data["aurora_proba"] = ("time", proba[:, aurora].sum(axis=1))
+        coords["class"] = np.asarray(classes, dtype=object)
+    ds = xr.Dataset(data, coords=coords)
     for name, attrs in VARIABLE_ATTRS.items():
-        ds[name].attrs.update(attrs)
+        if name in ds:
+            ds[name].attrs.update(attrs)
     return ds
 
 
@@ -185,11 +198,13 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None):
 
 
 def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs: Mapping[str, Mapping[str, Any]],
-                 common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None) -> dict:
+                 common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None,
+                 classes: Sequence[str] = ()) -> dict:
     """Build ``{output}/{month}.zarr`` from staged partitions; returns kept images per group.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
-    ``common_attrs`` (model, recipe, thresholds, version) go on every group.  Partitions are
+    ``common_attrs`` (model, recipe, thresholds, version) go on every group; ``classes``
+    labels the ``class`` axis of ``proba`` when the parts carry probabilities.  Partitions are
     appended in time order per group, one partition in memory at a time, into a temporary
     tree that is published when complete.
     """
@@ -213,14 +228,14 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
     root = zarr.open_group(store=store, mode="w", zarr_format=3)
     root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
     for u in parts:
-        rows, feats = read_part(u, options)
+        rows, arrays = read_part(u, options)
         kept_mask = (rows["status"] == Status.KEPT).to_numpy()
         rows = rows[kept_mask].reset_index(drop=True)
         wl_key = rows["wavelength"].map(_wavelength_key)
         for (station, wl), idx in rows.groupby([rows["station"], wl_key], dropna=False).groups.items():
             gpath = paths[(station, _wavelength_key(wl))]
             sub = rows.loc[idx].sort_values("time")
-            ds = _dataset(sub, feats[sub.index.to_numpy()])
+            ds = _dataset(sub, {k: v[sub.index.to_numpy()] for k, v in arrays.items()}, classes)
             ds.attrs.update({**dict(common_attrs), **dict(group_attrs.get(station, {}))})  # appends rewrite attrs
             if counts[gpath] == 0:
                 ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))

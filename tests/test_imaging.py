@@ -74,3 +74,62 @@ def test_lite128_recipe():
 def test_unknown_recipe():
     with pytest.raises(KeyError, match="unknown recipe"):
         get_recipe("nope")
+
+
+# --- the seed recipes, on arrays whose answer is known by hand ---------------------------------------------
+
+def test_kvammen_rotate_then_flip_is_a_transpose():
+    from aurora_batch.imaging import kvammen_steps
+
+    # Rotating 90° clockwise and then flipping east-west transposes the image. With a 4×4 block
+    # pattern that survives the 3×3 median, the 2×2 bin gives the transposed 2×2 block means.
+    img = np.kron(np.array([[1.0, 2.0], [3.0, 4.0]]), np.ones((8, 8), np.float32))
+    out = kvammen_steps(img, crop=8)  # 16×16 -> binned 8×8 -> crop 8: quadrant centres keep their values
+    np.testing.assert_allclose(out[[1, 1, 6, 6], [1, 6, 1, 6]], [1, 3, 2, 4])
+
+
+def test_kvammen_median_removes_a_hot_pixel_and_bins():
+    from aurora_batch.imaging import kvammen_steps
+
+    img = np.full((8, 8), 10.0, np.float32)
+    img[3, 4] = 1000.0  # a hot pixel: the 3×3 median removes it
+    out = kvammen_steps(img, crop=2)
+    assert out.shape == (2, 2) and np.all(out == 10.0)
+    ramp = np.repeat(np.arange(8, dtype=np.float32)[None], 8, axis=0)  # columns 0..7
+    # transpose -> rows 0..7; median keeps a linear ramp; bin -> rows 0.5, 2.5, 4.5, 6.5; crop central 2 rows
+    np.testing.assert_allclose(kvammen_steps(ramp, crop=2), [[2.5, 2.5], [4.5, 4.5]])
+    with pytest.raises(ImageError, match="too small"):
+        kvammen_steps(ramp, crop=128)
+
+
+def test_tame_steps_by_hand():
+    from aurora_batch.imaging import tame_steps
+
+    img = np.zeros((4, 4), np.float32)
+    img[1:3, 1:3] = [[0, 100], [200, 300]]  # inside the inscribed circle; corners outside
+    out = tame_steps(img, size=4)
+    assert out.shape == (3, 4, 4)
+    assert np.all(out[0] == 0) and np.all(out[2] == 0)  # R = B = 0
+    g = out[1]
+    assert g[0, 0] == 0 and g[3, 3] == 0  # outside the circle
+    # 0.5/99.5 percentiles clip the extremes slightly, then min-max maps them to 0 and 1
+    assert g[1, 1] == pytest.approx(0.0, abs=1e-6) and g[2, 2] == pytest.approx(1.0, abs=1e-6)
+    assert 0.3 < g[1, 2] < 0.36 and 0.64 < g[2, 1] < 0.7
+
+
+def test_tame_normalises_with_imagenet_stats():
+    from aurora_batch.imaging import IMAGENET_MEAN, IMAGENET_STD
+
+    x = get_recipe("tame")(np.random.default_rng(0).random((300, 300)).astype(np.float32) * 1000)
+    assert x.shape == (3, 224, 224)
+    np.testing.assert_allclose(x[0], -IMAGENET_MEAN[0] / IMAGENET_STD[0], rtol=1e-5)  # red is zero
+
+
+def test_oath_recipe_keeps_the_crop():
+    rgb = np.zeros((256, 256, 3), np.uint8)
+    rgb[..., 1] = 255
+    x = get_recipe("oath")(rgb.astype(np.float32))
+    assert x.shape == (3, 256, 256)
+    assert np.all(x[0] == -1) and np.all(x[1] == 1)
+    grey = get_recipe("oath")(np.full((256, 256), 65535.0, np.float32))
+    assert np.all(grey == 1)

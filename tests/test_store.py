@@ -22,8 +22,9 @@ def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
                  [Status.KEPT, Status.UNREADABLE, Status.KEPT, Status.KEPT])
     feats = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     url = f"file://{tmp_path}/part.parquet"
-    write_part(url, rows, feats, fingerprint="lite0|shipped|lite128")
-    back, f = read_part(url)
+    write_part(url, rows, {"features": feats}, fingerprint="lite0|shipped|lite128")
+    back, arrays = read_part(url)
+    f = arrays["features"]
     assert part_fingerprint(url) == "lite0|shipped|lite128"
     np.testing.assert_array_equal(f, feats)
     assert back["status"].tolist() == rows["status"].tolist()
@@ -51,7 +52,7 @@ def test_commit_month_layout(tmp_path, output):
     }.items():
         url = staging_url(out, "2010-12", key)
         kept = int((rows["status"] == Status.KEPT).sum())
-        write_part(url, rows, rng.random((kept, 8), dtype=np.float32))
+        write_part(url, rows, {"features": rng.random((kept, 8), dtype=np.float32)})
         parts.append(url)
     counts = commit_month(out, "2010-12", parts, {"NYA": {"station": "NYA"}, "LYR": {"station": "LYR"}},
                           {"recipe": "lite128", "sun_max_alt": -12.0})
