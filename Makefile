@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## SYNTHETIC archive + demo head -> season on a LocalCluster -> monthly Zarr stores
+demo: $(STAMP)  ## SYNTHETIC archive, head, instruments -> season on a LocalCluster -> stores -> join -> report
 	rm -rf $(DEMO)
 	$(BIN)/aurora-batch synth file://./$(DEMO)/archive --stations NYA,LYR \
-		--start 2010-12-01 --end 2010-12-03 --cadence 10min --seed 1 --corrupt 3
+		--start 2010-12-01 --end 2010-12-03 --cadence 10min --seed 1 --corrupt 3 \
+		--instruments file://./$(DEMO)/instruments
 	$(BIN)/aurora-batch synth-oath $(DEMO)/oath-synthetic --per-class 40 --seed 0
 	$(BIN)/aurora-batch train $(DEMO)/oath-synthetic --recipe lite128 --head logistic --split -1 \
 		--out $(DEMO)/head-synthetic.npz --cache $(DEMO)/cache
 	$(BIN)/aurora-batch season jobs/demo.yaml
+	$(BIN)/aurora-batch join jobs/demo.yaml
+	$(BIN)/aurora-batch report jobs/demo.yaml --out $(DEMO)/report
+	@echo "open $(DEMO)/report/report.html in a browser"
 
 test: $(STAMP)  ## the whole suite, slow end-to-end tests included
 	$(BIN)/python -m pytest -ra

@@ -20,6 +20,11 @@ def _synth(args: argparse.Namespace) -> int:
     labels = write_archive(args.output_url, args.stations.split(","), args.start, args.end,
                            cadence=args.cadence, seed=args.seed, wavelength=args.wavelength,
                            corrupt=args.corrupt)
+    if args.instruments:
+        from .synth import write_instruments
+
+        written = write_instruments(args.instruments, labels, seed=args.seed)
+        print(f"wrote {len(written)} SYNTHETIC instrument files to {args.instruments}")
     counts = labels["label"].value_counts().to_dict()
     print(f"wrote {len(labels)} SYNTHETIC frames (+{args.corrupt} corrupt files) to {args.output_url}")
     print("  classes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -32,6 +37,27 @@ def _season(args: argparse.Namespace) -> int:
     job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers})
     summary = run_season(job, progress=not args.quiet)
     print(summary.format())
+    return 0
+
+
+def _join(args: argparse.Namespace) -> int:
+    from .annotate import run_join
+
+    print(run_join(load_job(args.job)).format())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    job = load_job(args.job)
+    out = args.out or "report"
+    result = make_report(job, out)
+    for k, v in result.numbers.items():
+        print(f"  {k}: {v:.4g}")
+    for n in result.notes:
+        print(f"  note: {n}")
+    print(f"wrote {result.html} and {len(result.figures)} figures")
     return 0
 
 
@@ -118,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--wavelength", type=int, default=5577, help="filter wavelength, Å (default 5577)")
     s.add_argument("--corrupt", type=int, default=0, help="extra broken files to exercise rejections")
+    s.add_argument("--instruments", help="also write SYNTHETIC ceilometer and magnetometer files under this URL")
     s.set_defaults(func=_synth)
 
     r = sub.add_parser("season", help="run a season job spec (YAML) on Dask",
@@ -127,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_season)
+
+    j = sub.add_parser("join", help="join ceilometer and magnetometer series into the month stores",
+                       description="Attach the nearest instrument samples (job spec 'join:') to every image.")
+    j.add_argument("job", help="job spec YAML with a 'join:' section")
+    j.set_defaults(func=_join)
+
+    rp = sub.add_parser("report", help="TAME's figures from the joined stores, as PNGs and one HTML page",
+                        description="Cloud coverage, cloud ROC, magnetometer ridge and class occurrence.")
+    rp.add_argument("job", help="job spec YAML")
+    rp.add_argument("--out", help="folder for report.html and the PNGs (default ./report)")
+    rp.set_defaults(func=_report)
 
     e = sub.add_parser("evaluate", help="the OATH 5-split protocol: accuracy table, confusion, figure",
                        description="Fit a linear head on each of OATH's 5 fixed splits and score it.")

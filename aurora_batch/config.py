@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "LayoutConfig", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "LayoutConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -52,6 +52,54 @@ class ClassifyConfig(_Strict):
     """An optional linear head (``aurora-batch train``) applied to every kept image."""
 
     head: str | None = Field(None, description="path of a head file (.npz with its .json sidecar)")
+
+
+class InstrumentSource(_Strict):
+    """Files of one instrument kind to join to the images (``aurora-batch join``)."""
+
+    url: str = Field(description="fsspec URL or glob of the files")
+    format: str = Field(description="iaga2002 | image-column (magnetometer); pangaea | cl51 (ceilometer)")
+    stations: dict[str, str] = Field(description="image station -> instrument station code, e.g. {NYA: NAL}")
+    tolerance: str = Field("60s", description="largest time difference accepted (pandas Timedelta)")
+    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _timedelta(cls, value: str) -> str:
+        import pandas as pd
+
+        try:
+            if pd.Timedelta(value) <= pd.Timedelta(0):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{value!r} is not a positive time span like '60s' or '5min'") from None
+        return value
+
+    @field_validator("stations")
+    @classmethod
+    def _upper(cls, value: dict[str, str]) -> dict[str, str]:
+        return {k.upper(): v.upper() for k, v in value.items()}
+
+
+class JoinConfig(_Strict):
+    """Instrument series joined to every image by nearest time."""
+
+    ceilometer: list[InstrumentSource] = Field(default_factory=list)
+    magnetometer: list[InstrumentSource] = Field(default_factory=list)
+    cloud_max_cbh: float = Field(2000.0, gt=0, description="ceilometer 'cloudy' when a base is below this (m)")
+
+    @model_validator(mode="after")
+    def _formats(self) -> "JoinConfig":
+        from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS
+
+        for kind, known in (("ceilometer", CEILOMETER_READERS), ("magnetometer", MAGNETOMETER_READERS)):
+            for i, src in enumerate(getattr(self, kind)):
+                if src.format not in known:
+                    raise ValueError(f"{kind}[{i}].format: {src.format!r} is not one of {sorted(known)}")
+                if kind == "ceilometer" and len(src.stations) != 1:
+                    raise ValueError(f"{kind}[{i}].stations: a {src.format} file holds one site; "
+                                     "map exactly one image station to it")
+        return self
 
 
 class ClusterConfig(_Strict):
@@ -102,6 +150,7 @@ class JobConfig(_Strict):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    join: JoinConfig = Field(default_factory=JoinConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")

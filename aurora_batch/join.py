@@ -7,7 +7,8 @@ result has the left rows in their original order, the right's value columns, and
 far-away sample.  Its reference semantics are ``pandas.merge_asof(direction="nearest",
 tolerance=..., by=...)`` over the whole data.
 
-With Dask DataFrames the join runs per left partition against the right rows in
+With Dask DataFrames both indexed by sorted time with known divisions, it is
+``dask.dataframe.merge_asof``.  Otherwise it runs per left partition against the right rows in
 [min − tolerance, max + tolerance] of that partition's times (a cheap ``.loc`` on the
 right's sorted time index), so a row near a partition border still sees every candidate
 and the result is the same row for row.  (TAME split by calendar day instead and missed
@@ -46,7 +47,7 @@ def prepare_right(right, on: str = "time"):
     """A right-hand Dask frame indexed by sorted ``on`` with known divisions (sorts if needed)."""
     if right.index.name == on and right.known_divisions:
         return right
-    return right.set_index(on, sorted=False, drop=False)
+    return right.set_index(on, sorted=False, drop=False, shuffle_method="tasks")  # any scheduler
 
 
 def nearest(left, right, *, on: str = "time", by: str | None = "station", tolerance: Any,
@@ -69,6 +70,9 @@ def nearest(left, right, *, on: str = "time", by: str | None = "station", tolera
 
     import dask
 
+    if (left.index.name == on and left.known_divisions and isinstance(right, dd.DataFrame)
+            and right.index.name == on and right.known_divisions):
+        return _nearest_indexed(left, right, on, by, tolerance, direction, suffix)
     right = prepare_right(right if isinstance(right, dd.DataFrame) else dd.from_pandas(right, npartitions=1), on)
     bounds = dask.compute(*[dask.delayed(lambda d: (d[on].min(), d[on].max()))(p) for p in left.to_delayed()])
     meta = _nearest_pandas(left._meta, right._meta.reset_index(drop=True), on, by, tolerance, direction, suffix)
@@ -81,3 +85,27 @@ def nearest(left, right, *, on: str = "time", by: str | None = "station", tolera
                 dask.delayed(pd.concat)(right.loc[lo - tolerance: hi + tolerance].to_delayed()))
         parts.append(dask.delayed(_nearest_pandas)(part, window, on, by, tolerance, direction, suffix))
     return dd.from_delayed(parts, meta=meta, divisions=left.divisions if left.known_divisions else None)
+
+
+def _nearest_indexed(left, right, on, by, tolerance, direction, suffix):
+    """Both sides indexed by sorted ``on`` with known divisions: ``dask.dataframe.merge_asof``.
+
+    Dask's merge_asof borrows rows across partition borders for the ``nearest`` direction;
+    the left rows keep their (time) order.
+    """
+    import dask.dataframe as dd
+
+    values = [c for c in right.columns if c not in (on, by)]
+    r = right[([by] if by else []) + values].rename(columns={c: c + suffix for c in values})
+    r = r.assign(_right_time=r.index)
+    lft = left.drop(columns=[on]) if on in left.columns else left
+    out = dd.merge_asof(lft, r, left_index=True, right_index=True, by=by, tolerance=tolerance, direction=direction)
+    columns = list(left.columns) + [c + suffix for c in values] + ["dt"]
+    # One opaque step: it also stops dask's optimiser from pushing a later column selection
+    # through merge_asof, which drops the ``by`` column there (dask 2026.8).
+    return out.map_partitions(_finish_indexed, on, columns, meta=_finish_indexed(out._meta, on, columns))
+
+
+def _finish_indexed(frame: pd.DataFrame, on: str, columns: list[str]) -> pd.DataFrame:
+    frame = frame.assign(dt=frame["_right_time"] - frame.index.to_series(), **{on: frame.index.to_series()})
+    return frame[columns]

@@ -169,3 +169,76 @@ def _write_corrupt(fs, root: str, labels: pd.DataFrame, n: int) -> None:
             fs.pipe_file(f"{root}/{asim_name(station, t)}", good[: len(good) // 3])
         else:
             fs.pipe_file(f"{root}/broken/{station}4_notadate_{i}.png", good)
+
+
+#: SYNTHETIC magnetometer response (nT, on X) to each sky state: stronger for brighter, sharper aurora.
+MAG_RESPONSE = {"arc": -150.0, "diffuse": -60.0, "discrete": -350.0, "cloudy": 0.0, "moon": 0.0, "clear": 0.0}
+MAG_CODES = {"NYA": "NAL", "LYR": "LYR"}  #: magnetometer codes at the image stations
+
+
+def _state_per_minute(labels: pd.DataFrame, station: str, minutes: pd.DatetimeIndex) -> np.ndarray:
+    frames = labels[labels["station"] == station].sort_values("time")
+    idx = np.searchsorted(frames["time"].to_numpy(), minutes.to_numpy(), side="right") - 1
+    return frames["label"].to_numpy()[np.clip(idx, 0, len(frames) - 1)]
+
+
+def write_instruments(url: str, labels: pd.DataFrame, seed: int = 1, storage_options: dict | None = None) -> list[str]:
+    """SYNTHETIC ceilometer (PANGAEA tab) and magnetometer (IAGA-2002, 1-min) files that follow the sky.
+
+    The ceilometer sees a cloud base (400–1,800 m) while the sky state is ``cloudy`` and
+    reports 32767 ("no cloud") otherwise, with 3 % of readings flipped and a few -1 (missing).
+    The magnetometer's X drops by :data:`MAG_RESPONSE` during aurora, plus noise; a few
+    samples are 99999 (missing).  Files go to ``{url}/ceilometer`` and ``{url}/magnetometer``.
+    """
+    from .stations import get_station
+
+    rng = np.random.default_rng(seed)
+    fs, root = filesystem(url, storage_options)
+    labels = labels.assign(time=pd.to_datetime(labels["time"]))
+    start, end = labels["time"].min().floor("D"), labels["time"].max().floor("D") + pd.Timedelta(days=1)
+    minutes = pd.date_range(start, end, freq="1min", inclusive="left")
+    written = []
+    for station in sorted(labels["station"].unique()):
+        state = _state_per_minute(labels, station, minutes)
+        cloudy = (state == "cloudy") ^ (rng.random(len(minutes)) < 0.03)
+        cbh = np.where(cloudy, rng.uniform(400, 1800, len(minutes)).round(), 32767).astype(int)
+        cbh[rng.random(len(minutes)) < 0.01] = -1
+        rows = "\n".join(f"{t:%Y-%m-%dT%H:%M}\t{h}" for t, h in zip(minutes, cbh))
+        text = ("/* DATA DESCRIPTION:\nCitation:\tSYNTHETIC ceilometer written by aurora-batch (not real data)\n"
+                f"Event(s):\t{station}\nParameter(s):\tDATE/TIME (Date/Time)\n\tCloud base height (CBH) [m]\n*/\n"
+                f"Date/Time\tCBH [m]\n{rows}\n")
+        path = f"{root}/ceilometer/{station.lower()}_cbh.tab"
+        fs.pipe_file(path, text.encode())
+        written.append(path)
+        code = MAG_CODES.get(station, station)
+        site = get_station(station)
+        drop = np.array([MAG_RESPONSE[s] for s in state]) * rng.uniform(0.7, 1.3, len(minutes))
+        drop = np.convolve(drop, np.ones(5) / 5, mode="same")  # currents build up over minutes
+        x = 10400 + drop + rng.normal(0, 3, len(minutes))
+        y = 800 + 0.3 * drop + rng.normal(0, 3, len(minutes))
+        z = 52000 - 0.5 * drop + rng.normal(0, 3, len(minutes))
+        f = np.sqrt(x**2 + y**2 + z**2)
+        for arr in (x, y, z, f):
+            arr[rng.random(len(minutes)) < 0.002] = 99999.0
+        for day in pd.date_range(start, end, freq="D", inclusive="left"):
+            sel = (minutes >= day) & (minutes < day + pd.Timedelta(days=1))
+            path = f"{root}/magnetometer/{code.lower()}{day:%Y%m%d}vmin.min"
+            fs.pipe_file(path, _iaga2002(code, site, minutes[sel], x[sel], y[sel], z[sel], f[sel]).encode())
+            written.append(path)
+    return written
+
+
+def _iaga2002(code, site, times, x, y, z, f) -> str:
+    def rec(label, value):
+        return f" {label:<22} {value:<44}|"
+
+    head = [rec("Format", "IAGA-2002"), rec("Source of Data", "SYNTHETIC (aurora-batch), not real data"),
+            rec("Station Name", site.name), rec("IAGA CODE", code), rec("Geodetic Latitude", f"{site.latitude:.3f}"),
+            rec("Geodetic Longitude", f"{site.longitude % 360:.3f}"), rec("Elevation", f"{site.altitude_m:.0f}"),
+            rec("Reported", "XYZF"), rec("Sensor Orientation", "XYZ"), rec("Digital Sampling", "1 second"),
+            rec("Data Interval Type", "1-minute"), rec("Data Type", "variation"),
+            " # SYNTHETIC magnetometer series following the synthetic sky.".ljust(69) + "|",
+            f"DATE       TIME         DOY     {code}X      {code}Y      {code}Z      {code}F   |"]
+    rows = [f"{t:%Y-%m-%d %H:%M:%S}.000 {t.day_of_year:03d}   {a:10.2f}{b:10.2f}{c:10.2f}{d:10.2f}"
+            for t, a, b, c, d in zip(times, x, y, z, f)]
+    return "\n".join(head + rows) + "\n"

@@ -56,3 +56,18 @@ def bucket(s3_server, request):
     fs = s3_server.filesystem()
     fs.mkdir(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def synthetic_head(tmp_path_factory):
+    """A head trained on a SYNTHETIC OATH-format tree (recipe lite128)."""
+    from aurora_batch.oath import oath_features, read_oath, train, write_synthetic_oath
+
+    root = write_synthetic_oath(tmp_path_factory.mktemp("synth-oath"), n_per_class=25, seed=1)
+    ds = read_oath(root)
+    feats = oath_features(ds, recipe="lite128", progress=False)
+    head = train(ds, feats, "logistic", split=None, meta={"backbone": "efficientnet-lite0", "recipe": "lite128",
+                                                         "weights": "shipped"})
+    path = tmp_path_factory.mktemp("head") / "synthetic.npz"
+    head.save(path)
+    return path, ds, feats

@@ -65,3 +65,19 @@ def test_pandas_path_and_semantics():
     assert list(out.columns) == ["time", "station", "cbh", "dt"]
     with pytest.raises(ValueError, match="direction"):
         nearest(left, right, tolerance="60s", direction="sideways")
+
+
+@pytest.mark.parametrize("tolerance", ["60s", "1D"])
+def test_time_indexed_path_equals_pandas(tolerance):
+    left, right = _data(tolerance, seed=5)
+    ref = _reference(left, right, tolerance)
+    by_time = left.sort_values("time")
+    dleft = dd.from_pandas(by_time.set_index(pd.DatetimeIndex(by_time["time"], name="time")), npartitions=6, sort=True)
+    dright = dd.from_pandas(right.set_index(pd.DatetimeIndex(right["time"], name="time")).sort_index(), npartitions=5,
+                            sort=True)
+    assert dleft.known_divisions and dright.known_divisions and dleft.npartitions >= 5
+    with dask.config.set(scheduler="sync"):
+        out = nearest(dleft, dright, tolerance=tolerance).compute()
+    got = out.set_index("i").loc[left["i"]]
+    np.testing.assert_array_equal(got["x"].to_numpy(), ref["x"].to_numpy())
+    np.testing.assert_array_equal(got["dt"].to_numpy(), (ref["rt"] - ref["time"]).to_numpy())

@@ -143,21 +143,6 @@ def test_head_roundtrip_probabilities_and_tamper(tmp_path):
         load_head(tmp_path / "svm.npz")
 
 
-@pytest.fixture(scope="session")
-def synthetic_head(tmp_path_factory):
-    """A head trained on a SYNTHETIC OATH-format tree (recipe lite128)."""
-    from aurora_batch.oath import train
-
-    root = write_synthetic_oath(tmp_path_factory.mktemp("synth-oath"), n_per_class=25, seed=1)
-    ds = read_oath(root)
-    feats = oath_features(ds, recipe="lite128", progress=False)
-    head = train(ds, feats, "logistic", split=None, meta={"backbone": "efficientnet-lite0", "recipe": "lite128",
-                                                         "weights": "shipped"})
-    path = tmp_path_factory.mktemp("head") / "synthetic.npz"
-    head.save(path)
-    return path, ds, feats
-
-
 def test_synthetic_head_separates_held_out_sky_images(synthetic_head, tmp_path):
     path, ds, feats = synthetic_head
     assert evaluate(ds, feats, "ridge")["accuracy6_mean"] > 0.6  # chance: 1/6

@@ -1,0 +1,59 @@
+"""join + report end to end: season with a head → instruments joined into the stores → TAME's figures."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from aurora_batch.annotate import run_join
+from aurora_batch.join import nearest
+from aurora_batch.readers import read_iaga2002, read_many
+from aurora_batch.report import make_report
+from aurora_batch.season import run_season
+from aurora_batch.synth import write_archive, write_instruments
+from conftest import make_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_join_and_report(tmp_path, synthetic_head, dask_client):
+    archive = f"file://{tmp_path}/archive"
+    labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="20min", seed=4)
+    write_instruments(f"file://{tmp_path}/instruments", labels, seed=4)
+    inst = f"file://{tmp_path}/instruments"
+    join = {"ceilometer": [{"url": f"{inst}/ceilometer/nya_cbh.tab", "format": "pangaea", "stations": {"NYA": "NYA"},
+                            "tolerance": "5min"},
+                           {"url": f"{inst}/ceilometer/lyr_cbh.tab", "format": "pangaea", "stations": {"LYR": "LYR"},
+                            "tolerance": "5min"}],
+            "magnetometer": [{"url": f"{inst}/magnetometer/*.min", "format": "iaga2002",
+                              "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
+    job = make_job(archive, f"file://{tmp_path}/out", end="2010-12-04", classify={"head": str(synthetic_head[0])},
+                   join=join)
+    run_season(job, client=dask_client, progress=False)
+    first = run_join(job)
+    assert first.matched["magnetometer"] == first.images and first.matched["ceilometer"] == first.images
+    store = f"{tmp_path}/out/2010-12.zarr"
+    nya = xr.open_zarr(store, group="NYA").load()
+    for var in ("cbh", "cloud_detected", "ceilometer_cloudy", "cbh_dt", "mag_x", "mag_y", "mag_z", "mag_dt"):
+        assert var in nya and nya[var].sizes == {"time": nya.sizes["time"]}
+    assert nya["mag_x"].attrs["units"] == "nT" and nya["cbh"].attrs["units"] == "m"
+    # The joined values are the exact nearest magnetometer samples.
+    mag = read_many(read_iaga2002, f"{inst}/magnetometer/nal*.min")
+    ref = nearest(pd.DataFrame({"time": nya["time"].to_numpy(), "station": "NAL"}), mag, tolerance="60s")
+    np.testing.assert_allclose(nya["mag_x"].to_numpy(), ref["x"].to_numpy(), equal_nan=True)
+    # No cloud base is never a height: where the ceilometer saw no cloud, cbh is NaN.
+    assert nya["cbh"].where(nya["cloud_detected"] == 0).isnull().all()
+    # Re-running replaces the variables rather than duplicating them.
+    run_join(job)
+    again = xr.open_zarr(store, group="NYA").load()
+    assert sorted(again.data_vars) == sorted(nya.data_vars)
+    xr.testing.assert_identical(again, nya)
+
+    result = make_report(job, tmp_path / "report")
+    page = result.html.read_text()
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 4
+    assert all(p.stat().st_size > 5000 for p in result.figures.values())
+    assert result.numbers["cloud_roc_auc"] > 0.7  # the synthetic ceilometer follows the synthetic clouds
+    assert "magnetometer_ridge_r2_mean" in result.numbers
+    assert not result.notes
