@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "LayoutConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig", "KubernetesConfig", "NightlyConfig", "LayoutConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -102,17 +102,48 @@ class JoinConfig(_Strict):
         return self
 
 
-class ClusterConfig(_Strict):
-    """Where the Dask graph runs: an embedded LocalCluster, or an existing scheduler."""
+class SlurmConfig(_Strict):
+    """dask-jobqueue ``SLURMCluster`` settings: each SLURM job runs one Dask worker."""
 
-    kind: Literal["local"] = "local"
-    scheduler: str | None = Field(None, description="tcp://host:port of an existing scheduler")
+    jobs: int = Field(2, ge=1, description="SLURM jobs (workers) to start")
+    cores: int = Field(1, ge=1, description="cores per job")
+    memory: str = Field("4GB", description="memory per job")
+    queue: str | None = Field(None, description="partition")
+    account: str | None = None
+    walltime: str = "02:00:00"
+    gpus: int = Field(0, ge=0, description="GPUs per job (--gres=gpu:N); workers get the Dask resource GPU")
+    job_extra_directives: list[str] = Field(default_factory=list)
+    python: str | None = Field(None, description="python on the compute nodes (default: this one)")
+    local_directory: str | None = None
+    log_directory: str | None = None
+
+
+class KubernetesConfig(_Strict):
+    """dask-kubernetes operator ``KubeCluster`` settings."""
+
+    name: str = "aurora-batch"
+    namespace: str | None = None
+    image: str = "ghcr.io/aurora-batch/aurora-batch:cpu"
+    n_workers: int = Field(2, ge=1)
+    resources: dict[str, Any] = Field(default_factory=lambda: {"requests": {"cpu": "2", "memory": "8Gi"}})
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ClusterConfig(_Strict):
+    """Where the Dask graph runs: an embedded LocalCluster (default), an existing scheduler,
+    SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes operator)."""
+
+    kind: Literal["local", "slurm", "kubernetes"] = "local"
+    scheduler: str | None = Field(None, description="tcp://host:port of an existing scheduler (overrides kind)")
     n_workers: int | None = Field(None, ge=1)
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "auto"
     dashboard_address: str = "127.0.0.1:0"
     processes: bool | None = Field(
         None, description="LocalCluster worker processes (default) or threads; memory:// URLs force threads")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    timeout_s: float = Field(600, gt=0, description="how long to wait for the first worker")
 
 
 class LayoutConfig(_Strict):
@@ -134,6 +165,13 @@ class LayoutConfig(_Strict):
         return Layout(self.name, self.pattern, self.time_format, self.default_wavelength)
 
 
+class NightlyConfig(_Strict):
+    """Incremental runs (``aurora-batch nightly``)."""
+
+    lookback: str = Field("6h", description="re-list this far behind the watermark, for late files")
+    lock_ttl_s: float = Field(300, gt=0, description="lock expiry, refreshed while the run is alive")
+
+
 class JobConfig(_Strict):
     """A season job: sweep ``input`` for ``stations`` in [start, end) into stores under ``output``."""
 
@@ -151,6 +189,7 @@ class JobConfig(_Strict):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     join: JoinConfig = Field(default_factory=JoinConfig)
+    nightly: NightlyConfig = Field(default_factory=NightlyConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
@@ -211,14 +250,16 @@ class JobConfig(_Strict):
         return LAYOUTS[self.layout] if isinstance(self.layout, str) else self.layout.to_layout()
 
     def feature_fingerprint(self) -> str:
-        """What makes a staged part reusable: backbone, weights, recipe and head."""
+        """What makes a staged part reusable: backbone, weights, recipe, head and filter thresholds."""
         f = self.features
         head = ""
         if self.classify.head:
             from .classify import load_head
 
             head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
-        return f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{head}"
+        flt = self.filter
+        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{head}"
+                f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}")
 
     @model_validator(mode="after")
     def _head_fits(self) -> "JobConfig":

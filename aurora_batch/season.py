@@ -1,9 +1,11 @@
 """The season job: catalog → ephemeris filter → partitions on Dask → monthly Zarr stores.
 
 The driver holds only the catalog (metadata, ~100 bytes a file) and small per-partition
-summaries; images and features stay on the workers and in staged parts, and each month's
-catalog is written by the task that commits the month.  Driver memory therefore does not
-grow with the number of images.
+summaries; images and features stay on the workers and in staged parts.  Each month is
+committed from *all* its staged partitions (so a nightly run over a few days keeps the rest
+of the month), by one task that also writes the month's catalog; a month none of whose
+partitions changed is not rewritten at all.  Driver memory therefore does not grow with
+the number of images.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import pandas as pd
 from . import __version__
 from .catalog import CATALOG_COLUMNS, Status, build_catalog, list_images, partition_key
 from .classify import load_head
-from .cluster import dask_client, local_worker_count
+from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
+from .fs import filesystem, join_url
 from .lock import OutputLock
 from .partition import PartitionResult, process_partition
 from .stations import get_station
@@ -30,21 +33,23 @@ from .store import catalog_url, commit_month, month_of, read_part, store_url, wr
 __all__ = ["SeasonSummary", "plan_season", "run_season"]
 
 log = logging.getLogger(__name__)
+TASK_RETRIES = 2  #: Dask retries of a failed partition or commit (storage outages); both are idempotent
 
 
 @dataclasses.dataclass
 class SeasonSummary:
     output: str
     catalog: str
-    stores: list[str]
+    stores: list[str]  #: month stores (re)written by this run
     seen: int  #: input files
     kept: int  #: files kept
-    images: int  #: images written to the stores (frames: a THEMIS file holds many)
+    images: int  #: images processed into stores by this run's partitions (frames: a THEMIS file holds many)
     dropped: dict[str, int]  #: files dropped, by reason
-    groups: dict[str, dict[str, int]]  #: month → group → images
+    groups: dict[str, dict[str, int]]  #: month → group → images, for the months (re)written
     partitions: int
     resumed_partitions: int
     seconds: float
+    last_time: dict[str, pd.Timestamp] = dataclasses.field(default_factory=dict)  #: station → latest file time
 
     def format(self) -> str:
         lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
@@ -55,13 +60,16 @@ class SeasonSummary:
         for month, groups in sorted(self.groups.items()):
             desc = ", ".join(f"{g}: {n}" for g, n in sorted(groups.items()))
             lines.append(f"  store {store_url(self.output, month)}  [{desc}]")
+        if not self.groups:
+            lines.append("  no store changed")
         return "\n".join(lines)
 
 
 def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.DataFrame]]]:
-    """List, parse and ephemeris-filter the archive; split the rest into partitions.
+    """List, parse and ephemeris-filter the archive; split dated files into partitions.
 
-    Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``.
+    Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``; a
+    partition holds every dated file of its (station, wavelength, day), dropped ones too.
     """
     listing = list_images(job.input, job.storage_options)
     catalog = annotate_catalog(build_catalog(listing["url"], job.layout_spec(), job.stations, job.start, job.end))
@@ -76,19 +84,24 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
         hit = idx[reasons == reason]
         catalog.loc[hit, "status"] = reason
         catalog.loc[hit, "detail"] = detail
-    todo = catalog[catalog["status"] == Status.PENDING]
+    dated = catalog[catalog["time"].notna()]
     partitions: dict[str, tuple[str, pd.DataFrame]] = {}
-    day = todo["time"].dt.floor("D")
-    for (station, wl, d), rows in todo.groupby([todo["station"], todo["wavelength"], day], dropna=False, sort=True):
+    day = dated["time"].dt.floor("D")
+    for (station, wl, d), rows in dated.groupby([dated["station"], dated["wavelength"], day], dropna=False, sort=True):
         partitions[partition_key(station, wl, d)] = (month_of(d), rows)
     return catalog, partitions
 
 
-def _month_catalog(decided: pd.DataFrame, results: list[PartitionResult], job: JobConfig) -> pd.DataFrame:
-    """Catalog rows of one month: decided rows as they are, processed files with their outcome."""
-    frames = [decided.assign(frames=0)]
-    for r in results:
-        rows, _ = read_part(r.url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])
+def _month_parts(job: JobConfig, month: str) -> list[str]:
+    fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
+    return sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/*.parquet"))
+
+
+def _month_catalog(job: JobConfig, parts: list[str]) -> pd.DataFrame:
+    """Catalog rows of one month from its staged parts: one row per file, with its frame count."""
+    frames = []
+    for url in parts:
+        rows, _ = read_part(url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])
         kept_frames = rows[rows["status"] == Status.KEPT].groupby("url").size()
         files = rows.drop_duplicates("url").set_index("url")
         files["frames"] = kept_frames.reindex(files.index).fillna(0).astype(int)
@@ -96,12 +109,17 @@ def _month_catalog(decided: pd.DataFrame, results: list[PartitionResult], job: J
     return pd.concat(frames, ignore_index=True)
 
 
-def _commit(job: JobConfig, month: str, results: list[PartitionResult], decided: pd.DataFrame,
-            group_attrs: dict, common_attrs: dict) -> dict:
+def _commit(job: JobConfig, month: str, results: list[PartitionResult], group_attrs: dict, common_attrs: dict,
+            allow_shrink: bool) -> dict | None:
+    """Commit ``month`` from all its staged parts, unless none of this run's partitions changed it."""
+    fs, path = filesystem(store_url(job.output, month), job.output_storage_options)
+    if all(r.resumed for r in results) and fs.exists(f"{path}/zarr.json"):
+        return None
+    parts = _month_parts(job, month)
     classes = load_head(job.classify.head).classes if job.classify.head else ()
-    counts = commit_month(job.output, month, [r.url for r in results], group_attrs, common_attrs,
-                          job.output_storage_options, classes)
-    write_month_catalog(job.output, month, _month_catalog(decided, results, job), job.output_storage_options)
+    counts = commit_month(job.output, month, parts, group_attrs, common_attrs, job.output_storage_options, classes,
+                          allow_shrink=allow_shrink)
+    write_month_catalog(job.output, month, _month_catalog(job, parts), job.output_storage_options)
     return counts
 
 
@@ -127,40 +145,44 @@ def _common_attrs(job: JobConfig) -> dict:
     return attrs
 
 
-def run_season(job: JobConfig, client=None, progress: bool = True) -> SeasonSummary:
+def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink: bool = True,
+               lock_purpose: str = "season") -> SeasonSummary:
     """Run ``job`` on ``client`` (or on the cluster its config names) and write the catalog.
 
     Holds the output's lock for the whole run: a second job on the same output is refused
     with :class:`~aurora_batch.lock.LockHeld`.  Safe to re-run or resume after a kill: staged
-    partitions with the same inputs are reused, and each month store is rebuilt from them.
+    partitions with the same inputs are reused, and a month is rebuilt from its staged parts
+    only when one of them changed.  ``allow_shrink=False`` refuses to publish a month whose
+    time axis would lose images (nightly runs).
     """
     t0 = time.perf_counter()
-    with OutputLock(job.output, job.output_storage_options, purpose="season"):
+    with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose):
         catalog, partitions = plan_season(job)
-        log.info("catalog: %d files, %d partitions to process", len(catalog), len(partitions))
+        log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
         if client is None:
-            if job.features.torch_threads is None and not job.cluster.scheduler:
+            if job.features.torch_threads is None and job.cluster.kind == "local" and not job.cluster.scheduler:
                 cores = os.cpu_count() or 1
                 per_task = max(1, cores // (local_worker_count(job.cluster) * job.cluster.threads_per_worker))
                 job = job.model_copy(update={"features": job.features.model_copy(update={"torch_threads": per_task})})
             with dask_client(job.cluster) as client:
-                results, groups = _run_graph(job, catalog, partitions, client, progress)
+                results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
         else:
-            results, groups = _run_graph(job, catalog, partitions, client, progress)
+            results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
         undated = catalog[catalog["time"].isna()].assign(frames=0)
         write_month_catalog(job.output, "undated", undated, job.output_storage_options)
-    decided = Counter(catalog.loc[catalog["status"] != Status.PENDING, "status"])
-    files = Counter()
+    statuses = Counter(catalog.loc[catalog["time"].isna(), "status"])
+    last: dict[str, pd.Timestamp] = {}
     for r in results:
-        files[Status.UNREADABLE] += r.unreadable
-        files[Status.KEPT] += r.files - r.unreadable
-    dropped = {k: v for k, v in (decided + files).items() if k != Status.KEPT}
+        statuses.update(r.statuses)
+        station = r.key.split("_")[0]
+        last[station] = max(last.get(station, r.last_time), r.last_time)
+    kept = statuses.pop(Status.KEPT, 0)
     return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
-                         len(catalog), files[Status.KEPT], sum(r.images for r in results), dropped, groups,
-                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0)
+                         len(catalog), kept, sum(r.images for r in results), dict(statuses), groups,
+                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last)
 
 
-def _run_graph(job: JobConfig, catalog: pd.DataFrame, partitions, client, progress: bool):
+def _run_graph(job: JobConfig, partitions, client, progress: bool, allow_shrink: bool):
     from distributed import as_completed
 
     if progress and client.dashboard_link:
@@ -168,19 +190,17 @@ def _run_graph(job: JobConfig, catalog: pd.DataFrame, partitions, client, progre
     by_month: dict[str, list[str]] = defaultdict(list)
     for key, (month, _) in partitions.items():
         by_month[month].append(key)
-    dated = catalog[catalog["time"].notna() & (catalog["status"] != Status.PENDING)]
-    decided_by_month = dict(list(dated.groupby(dated["time"].dt.strftime("%Y-%m"))))
-    months = sorted(set(by_month) | set(decided_by_month))
     common = _common_attrs(job)
+    resources = partition_resources(client)
     futures, commits = [], {}
-    for month in months:  # submit month by month so early months commit early
-        keys = by_month.get(month, [])
-        part_futs = [client.submit(process_partition, job, key, month, partitions[key][1],
-                                   key=f"partition-{key}-{job.output}", pure=False) for key in keys]
+    for month in sorted(by_month):  # submit month by month so early months commit early
+        keys = by_month[month]
+        part_futs = [client.submit(process_partition, job, key, month, partitions[key][1], resources=resources,
+                                   key=f"partition-{key}-{job.output}", pure=False, retries=TASK_RETRIES)
+                     for key in keys]
         attrs = {s: get_station(s).attrs() for s in {partitions[k][1]["station"].iloc[0] for k in keys}}
-        decided = decided_by_month.get(month, catalog.iloc[:0])[CATALOG_COLUMNS]
-        commits[month] = client.submit(_commit, job, month, part_futs, decided, attrs, common,
-                                       key=f"commit-{month}-{job.output}", pure=False)
+        commits[month] = client.submit(_commit, job, month, part_futs, attrs, common, allow_shrink,
+                                       key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
         futures += part_futs
     results: list[PartitionResult] = []
     groups: dict[str, dict[str, int]] = {}
@@ -194,12 +214,12 @@ def _run_graph(job: JobConfig, catalog: pd.DataFrame, partitions, client, progre
                 raise RuntimeError(f"task {fut.key!r} failed: {type(err).__name__}: {err}") from err
             if isinstance(value, PartitionResult):
                 results.append(value)
-            else:
+            elif value is not None:
                 groups[month_of_commit[fut.key]] = value
             bar.update(1)
     finally:
         bar.close()
-    return results, {m: g for m, g in groups.items() if g}
+    return results, groups
 
 
 def _progress_bar(total: int, enabled: bool):

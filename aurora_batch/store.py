@@ -34,7 +34,7 @@ from .catalog import CATALOG_COLUMNS, Status
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
 __all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "part_fingerprint", "commit_month",
-           "group_paths", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
+           "group_paths", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
            "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
@@ -199,14 +199,15 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None):
 
 def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs: Mapping[str, Mapping[str, Any]],
                  common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None,
-                 classes: Sequence[str] = ()) -> dict:
+                 classes: Sequence[str] = (), allow_shrink: bool = True) -> dict:
     """Build ``{output}/{month}.zarr`` from staged partitions; returns kept images per group.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
     ``common_attrs`` (model, recipe, thresholds, version) go on every group; ``classes``
     labels the ``class`` axis of ``proba`` when the parts carry probabilities.  Partitions are
     appended in time order per group, one partition in memory at a time, into a temporary
-    tree that is published when complete.
+    tree that is published when complete.  With ``allow_shrink=False`` a month whose groups
+    would lose time stamps is not published (:class:`StoreShrinkError`).
     """
     import zarr
 
@@ -245,8 +246,34 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
     with warnings.catch_warnings():  # consolidated metadata is an extension in v3; xarray reads it
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(store)
+    if not allow_shrink:
+        _refuse_shrink(final, store, paths.values(), options)
     publish_tree(url, final, options)
     return dict(counts)
+
+
+class StoreShrinkError(RuntimeError):
+    """A rebuilt month would have fewer images than the published one."""
+
+
+def _refuse_shrink(final: str, new_store, new_groups, options) -> None:
+    from .annotate import _group_paths
+
+    fs, path = filesystem(final, options)
+    if not fs.exists(f"{path}/zarr.json"):
+        return
+    old_store = zarr_store(final, options)
+    for gpath in _group_paths(old_store):
+        with xr.open_zarr(old_store, group=gpath, consolidated=False) as old:
+            old_t = old["time"].to_numpy()
+        new_t = np.array([], dtype="datetime64[ns]")
+        if gpath in set(new_groups):
+            with xr.open_zarr(new_store, group=gpath, consolidated=False) as new:
+                new_t = new["time"].to_numpy()
+        lost = np.setdiff1d(old_t, new_t)
+        if len(lost):
+            raise StoreShrinkError(f"refusing to shrink {final} group {gpath}: {len(lost)} published time stamp(s) "
+                                   f"would disappear (first {pd.Timestamp(lost[0])})")
 
 
 def write_month_catalog(output: str, month: str, rows: pd.DataFrame,
