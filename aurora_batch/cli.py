@@ -34,9 +34,22 @@ def _synth(args: argparse.Namespace) -> int:
 def _season(args: argparse.Namespace) -> int:
     from .season import run_season
 
-    job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers})
+    job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers,
+                                "cluster.kind": args.cluster})
     summary = run_season(job, progress=not args.quiet)
     print(summary.format())
+    return 0
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from .nightly import run_nightly
+
+    job = load_job(args.job, **{"cluster.scheduler": args.scheduler})
+    summary = run_nightly(job, progress=not args.quiet)
+    print(summary.line())
+    if summary.status != "ok":
+        print(f"error: {summary.error}", file=sys.stderr)
+        return 3 if summary.error.startswith("LockHeld") else 1
     return 0
 
 
@@ -152,8 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("job", help="job spec YAML (keys: input, output, stations, start, end, ...)")
     r.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler (default: LocalCluster)")
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    r.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], help="cluster kind (default: job spec)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_season)
+
+    n = sub.add_parser("nightly", help="process only files newer than the last run (idempotent, locked)",
+                       description="Incremental run: files since the watermark minus the look-back. Prints one "
+                                   "key=value summary line; exits 3 when another run holds the lock, 1 on failure.")
+    n.add_argument("job", help="job spec YAML (nightly.lookback sets the look-back, default 6h)")
+    n.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler")
+    n.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default in nightly)")
+    n.set_defaults(func=_nightly)
 
     j = sub.add_parser("join", help="join ceilometer and magnetometer series into the month stores",
                        description="Attach the nearest instrument samples (job spec 'join:') to every image.")

@@ -178,8 +178,8 @@ class JobConfig(_Strict):
     input: str = Field(description="fsspec URL of the image archive")
     output: str = Field(description="fsspec URL under which the stores and the catalog are written")
     stations: list[str] = Field(min_length=1)
-    start: dt.datetime = Field(description="first time included, UTC")
-    end: dt.datetime = Field(description="first time excluded, UTC")
+    start: dt.datetime = Field(description="first time included, UTC (rounded down to midnight: whole days)")
+    end: dt.datetime = Field(description="first time excluded, UTC (rounded up to midnight: whole days)")
     layout: str | LayoutConfig = Field("asim", description="a layout name (asim, themis, kiruna) or a pattern")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
                                             description="fsspec options for input (endpoint, credentials)")

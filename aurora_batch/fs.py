@@ -29,6 +29,10 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
     options = dict(storage_options or {})
     if protocol in ("file://", "local://"):
         options.setdefault("auto_mkdir", True)  # writers never pre-create folders
+    elif protocol != "memory://":
+        # Workers live long and other processes write the same prefixes: a cached listing
+        # would hide a new staged part from a commit, or a new file from a nightly run.
+        options.setdefault("use_listings_cache", False)
     fs = _cached(protocol, json.dumps(options, sort_keys=True, default=str))
     return fs, fs._strip_protocol(url)
 

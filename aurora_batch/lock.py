@@ -46,7 +46,7 @@ class OutputLock:
     output: str
     storage_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     purpose: str = "season"
-    ttl_s: float = 120.0  #: the expiry is refreshed every ttl_s / 4
+    ttl_s: float = 120.0  #: the expiry is refreshed every ttl_s / 4 (seconds)
     owner: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self):

@@ -69,10 +69,14 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
     """List, parse and ephemeris-filter the archive; split dated files into partitions.
 
     Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``; a
-    partition holds every dated file of its (station, wavelength, day), dropped ones too.
+    partition holds every dated file of its (station, wavelength, UTC day), dropped ones too,
+    so the window [start, end) is rounded out to whole days: a partition is never staged
+    with only part of its day.
     """
+    start = pd.Timestamp(job.start).floor("D")
+    end = pd.Timestamp(job.end).ceil("D")
     listing = list_images(job.input, job.storage_options)
-    catalog = annotate_catalog(build_catalog(listing["url"], job.layout_spec(), job.stations, job.start, job.end))
+    catalog = annotate_catalog(build_catalog(listing["url"], job.layout_spec(), job.stations, start, end))
     pending = catalog["status"] == Status.PENDING
     f = job.filter
     reasons = sun_moon_reasons(catalog.loc[pending, "sun_alt"].to_numpy(),
@@ -156,7 +160,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     time axis would lose images (nightly runs).
     """
     t0 = time.perf_counter()
-    with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose):
+    with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
         catalog, partitions = plan_season(job)
         log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
         if client is None:

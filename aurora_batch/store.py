@@ -104,8 +104,9 @@ def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | 
 
 
 def _open_parquet(url: str, storage_options: Mapping[str, Any] | None):
+    """The whole object in memory: one GET, and no stale ETag from an earlier version of it."""
     fs, path = filesystem(url, dict(storage_options or {}))
-    return fs.open(path, "rb")
+    return io.BytesIO(fs.cat_file(path))
 
 
 def part_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
@@ -290,8 +291,7 @@ def read_catalog(output: str, storage_options: Mapping[str, Any] | None = None) 
     files = sorted(fs.glob(f"{path}/*.parquet"))
     frames = []
     for f in files:
-        with fs.open(f, "rb") as fh:
-            frames.append(pq.read_table(fh).to_pandas())
+        frames.append(pq.read_table(io.BytesIO(fs.cat_file(f))).to_pandas())
     if not frames:
         raise FileNotFoundError(f"no catalog under {catalog_url(output)}")
     return pd.concat(frames, ignore_index=True)

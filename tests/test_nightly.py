@@ -1,0 +1,137 @@
+"""Nightly incremental runs on the real S3 server."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import xarray as xr
+
+from aurora_batch.nightly import read_watermarks, run_nightly
+from aurora_batch.synth import write_archive
+from conftest import make_job
+from helpers import assert_same_stores, store_snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def _job(s3, bucket, out="out", **kw):
+    opts = s3.storage_options
+    return make_job(f"s3://{bucket}/archive", f"s3://{bucket}/{out}", storage_options=opts,
+                    output_storage_options=opts, end="2010-12-10", filter={"moon_max_alt": None, "sun_max_alt": -5.0},
+                    nightly={"lookback": "3h"}, **kw)
+
+
+def _add_night(s3, bucket, start, end, seed):
+    return write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], start, end, cadence="30min", seed=seed,
+                         storage_options=s3.storage_options)
+
+
+def _digest(s3, bucket, out="out"):
+    fs = s3.filesystem()
+    return {p: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in fs.find(f"{bucket}/{out}/2010-12.zarr")}
+
+
+def _times(s3, bucket, station="NYA", out="out"):
+    ds = xr.open_zarr(f"s3://{bucket}/{out}/2010-12.zarr", group=station, storage_options=s3.storage_options,
+                      chunks=None)
+    return pd.DatetimeIndex(ds["time"].to_numpy())
+
+
+def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client):
+    job = _job(s3_server, bucket)
+    _add_night(s3_server, bucket, "2010-12-01T12:00", "2010-12-02T12:00", seed=1)
+    first = run_nightly(job, client=dask_client)
+    assert first.status == "ok" and first.season.partitions == 4  # 2 stations x 2 UTC days
+    marks = read_watermarks(job)
+    assert pd.Timestamp(marks["NYA"]) == pd.Timestamp("2010-12-02T11:30")
+    before = _times(s3_server, bucket)
+
+    # New files arrive: only their partitions are processed.
+    _add_night(s3_server, bucket, "2010-12-02T12:00", "2010-12-03T12:00", seed=2)
+    second = run_nightly(job, client=dask_client)
+    s = second.season
+    assert s.partitions - s.resumed_partitions == 4  # day 2 (changed: new files) and day 3, per station
+    assert pd.Timestamp(second.watermarks["NYA"]) == pd.Timestamp("2010-12-03T11:30")
+    after = _times(s3_server, bucket)
+    assert set(before) < set(after) and after.is_unique and after.is_monotonic_increasing
+    assert "status=ok" in second.line() and "new_partitions=4" in second.line()
+
+    # Nothing new: nothing is written; the chunks are byte-identical.
+    digest = _digest(s3_server, bucket)
+    third = run_nightly(job, client=dask_client)
+    assert third.season.partitions == third.season.resumed_partitions and third.season.stores == []
+    assert _digest(s3_server, bucket) == digest
+    assert "stores_written=0" in third.line()
+
+    # A late file, inside the look-back (3 h behind the watermark), is picked up.
+    late = pd.Timestamp("2010-12-03T10:05:00")
+    from aurora_batch.synth import asim_name, render_frame
+
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(render_frame("arc", late, np.random.default_rng(0))).save(buf, format="PNG")
+    s3_server.filesystem().pipe_file(f"{bucket}/archive/{asim_name('NYA', late)}", buf.getvalue())
+    fourth = run_nightly(job, client=dask_client)
+    assert fourth.status == "ok" and late in _times(s3_server, bucket)
+    assert fourth.season.partitions - fourth.season.resumed_partitions == 1
+
+
+def _spec(tmp_path, s3, bucket, out):
+    spec = tmp_path / f"{out}.yaml"
+    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/{out}\nstations: [NYA, LYR]\n"
+                    f"start: 2010-12-01\nend: 2010-12-10\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
+                    f"cluster: {{n_workers: 2}}\nnightly: {{lookback: 3h}}\n")
+    return spec
+
+
+def _cli(spec, s3):
+    return subprocess.Popen([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **s3.env}, start_new_session=True)
+
+
+def _wait(predicate, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    raise TimeoutError
+
+
+def test_overlapping_nightly_runs_and_kill_resume(s3_server, bucket, tmp_path, dask_client):
+    _add_night(s3_server, bucket, "2010-12-01T12:00", "2010-12-04T12:00", seed=3)
+    fs = s3_server.filesystem()
+    # Reference: an uninterrupted nightly run into another output.
+    ref_job = _job(s3_server, bucket, out="ref")
+    assert run_nightly(ref_job, client=dask_client).status == "ok"
+
+    spec = _spec(tmp_path, s3_server, bucket, "out")
+    first = _cli(spec, s3_server)
+    _wait(lambda: fs.exists(f"{bucket}/out/_lock.json") or first.poll() is not None)
+    second = _cli(spec, s3_server)
+    code2 = second.wait(timeout=300)
+    out2, err2 = second.communicate()
+    assert code2 == 3, (out2, err2)
+    assert "is locked by another nightly" in err2 and "status=failed" in out2
+    # Kill the running one mid-way, then run again: the same store as the uninterrupted run.
+    _wait(lambda: bool(fs.glob(f"{bucket}/out/_staging/*/*.parquet")) or first.poll() is not None)
+    assert first.poll() is None, first.communicate()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    rerun = _cli(spec, s3_server)
+    code = rerun.wait(timeout=600)
+    out, err = rerun.communicate()
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].startswith("aurora-batch nightly: status=ok")
+    job = _job(s3_server, bucket)
+    assert_same_stores(store_snapshot(job), store_snapshot(ref_job))
+    assert read_watermarks(job) == read_watermarks(ref_job)
