@@ -71,3 +71,19 @@ def synthetic_head(tmp_path_factory):
     path = tmp_path_factory.mktemp("head") / "synthetic.npz"
     head.save(path)
     return path, ds, feats
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM for the session (fails loudly when it cannot start)."""
+    from slurm import LocalSlurm
+
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ.update(cluster.env)  # sbatch/squeue/scancel from dask-jobqueue find it
+    yield cluster
+    cluster.stop()
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old

@@ -1,0 +1,91 @@
+"""Real distributed engines: separate dask scheduler/worker processes, and a real local SLURM."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from aurora_batch.season import run_season
+from aurora_batch.synth import write_archive
+from conftest import make_job
+from helpers import assert_same_stores, check_season, store_snapshot
+from s3server import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster-archive")
+    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="40min", seed=21,
+                           corrupt=3)
+    return f"file://{root}", len(labels) + 3
+
+
+@pytest.fixture(scope="module")
+def local_result(archive, tmp_path_factory, dask_client):
+    url, n = archive
+    job = make_job(url, f"file://{tmp_path_factory.mktemp('local')}/out", end="2010-12-04")
+    check_season(run_season(job, client=dask_client, progress=False), job, n)
+    return store_snapshot(job)
+
+
+def _bin(name):
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, local_result, tmp_path):
+    url, n = archive
+    port = free_port()
+    procs = [subprocess.Popen([_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([_bin("dask"), "worker", f"tcp://127.0.0.1:{port}", "--host", "127.0.0.1",
+                                           "--nthreads", "1", "--dashboard-address", "127.0.0.1:0"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
+            client.wait_for_workers(2, timeout=120)
+            pids = client.run(os.getpid)
+            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04", cluster={"scheduler": client.scheduler.address})
+            box = {}
+            t = threading.Thread(target=lambda: box.update(s=run_season(job, progress=False)))
+            t.start()
+            deadline = time.time() + 120
+            while time.time() < deadline and not any(
+                    str(k).startswith("partition-") for ks in client.processing().values() for k in ks):
+                time.sleep(0.05)
+            victim = next(a for a, ks in client.processing().items() if ks)
+            time.sleep(0.5)
+            os.kill(pids[victim], signal.SIGKILL)  # the worker process (its nanny restarts it)
+            t.join(timeout=600)
+        assert "s" in box, "season did not finish after a worker was killed"
+        check_season(box["s"], job, n)
+        assert_same_stores(store_snapshot(job), local_result)
+    finally:
+        for p in procs[::-1]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)
+
+
+def test_season_through_real_slurm(archive, local_result, tmp_path, slurm):
+    url, n = archive
+    logs = tmp_path / "slurm-logs"
+    logs.mkdir()
+    job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04",
+                   cluster={"kind": "slurm", "dashboard_address": "127.0.0.1:0",
+                            "slurm": {"jobs": 2, "cores": 1, "memory": "3GB", "queue": "debug", "walltime": "00:30:00",
+                                      "log_directory": str(logs)}})
+    summary = run_season(job, progress=False)
+    check_season(summary, job, n)
+    assert_same_stores(store_snapshot(job), local_result)
+    # The workers really were SLURM jobs: their batch logs exist.
+    assert list(logs.glob("*.err")) or list(logs.glob("*.out"))
