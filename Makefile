@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean system-deps
+SYSTEM_BINS := slurmctld slurmd sbatch munged
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +29,16 @@ demo: $(STAMP)  ## SYNTHETIC archive, head, instruments -> season on a LocalClus
 	$(BIN)/aurora-batch report jobs/demo.yaml --out $(DEMO)/report
 	@echo "open $(DEMO)/report/report.html in a browser"
 
-test: $(STAMP)  ## the whole suite, slow end-to-end tests included
+system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmctld, slurmd, munge)
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing SLURM and munge (missing:$$missing)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; \
+	fi
+
+test: $(STAMP) system-deps  ## the whole suite, slow end-to-end tests included (real S3, Dask, SLURM)
 	$(BIN)/python -m pytest -ra
 
 bench: $(STAMP)
