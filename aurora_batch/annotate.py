@@ -22,7 +22,7 @@ from .fs import filesystem
 from .join import nearest
 from .lock import OutputLock
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, read_many
-from .store import store_url, zarr_store
+from .store import list_groups, store_url, zarr_store
 
 __all__ = ["JoinSummary", "run_join", "month_stores", "load_instruments"]
 
@@ -66,19 +66,6 @@ def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[I
         frame = frame[frame["station"].isin(back)].assign(station=lambda d: d["station"].map(back))
         out.append((src, frame.reset_index(drop=True)))
     return out
-
-
-def _group_paths(store, root: str = "") -> list[str]:
-    import zarr
-
-    group = zarr.open_group(store=store, mode="r", path=root or None)
-    paths = []
-    for name, sub in group.groups():
-        full = f"{root}/{name}" if root else name
-        if "time" in sub.array_keys():
-            paths.append(full)
-        paths += _group_paths(store, full)
-    return paths
 
 
 def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float) -> dict[str, tuple]:
@@ -134,7 +121,7 @@ def run_join(job: JobConfig) -> JoinSummary:
             store = zarr_store(url, job.output_storage_options)
             m0 = pd.Timestamp(month + "-01")
             m1 = m0 + pd.offsets.MonthBegin(1)
-            for gpath in _group_paths(store):
+            for gpath in list_groups(store):
                 station = gpath.split("/")[0]
                 with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
                     times = ds["time"].to_numpy()

@@ -23,7 +23,8 @@ import xarray as xr
 from .annotate import month_stores
 from .config import JobConfig
 from .stations import get_station
-from .store import zarr_store
+from .fs import filesystem, join_url
+from .store import list_groups, zarr_store
 
 __all__ = ["load_joined", "make_report", "ReportResult"]
 
@@ -40,13 +41,11 @@ class ReportResult:
 
 def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Per-image table of all stations (no features) and the feature matrix in the same row order."""
-    from .annotate import _group_paths
-
     frames, feats = [], []
     classes: list[str] = []
     for _, url in month_stores(job):
         store = zarr_store(url, job.output_storage_options)
-        for gpath in _group_paths(store):
+        for gpath in list_groups(store):
             with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
                 cols = {k: ds[k].to_numpy() for k in ds.data_vars if ds[k].dims == ("time",)}
                 if "proba" in ds:
@@ -170,7 +169,7 @@ def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
 
     page = out / "report.html"
-    page.write_text(_html(job, figs, numbers, notes))
+    page.write_text(_html(job, figs, numbers, notes, _synthetic(job)))
     return ReportResult(page, figs, numbers, notes)
 
 
@@ -189,7 +188,17 @@ def _delta_h(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return dh, np.isfinite(dh)
 
 
-def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], notes: list[str]) -> str:
+def _synthetic(job: JobConfig) -> bool:
+    """True when the archive says it is SYNTHETIC (``aurora-batch synth`` writes README.txt)."""
+    fs, path = filesystem(join_url(job.input, "README.txt"), job.storage_options)
+    try:
+        return b"SYNTHETIC" in fs.cat_file(path)
+    except (FileNotFoundError, OSError):
+        return False
+
+
+def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], notes: list[str],
+          synthetic: bool) -> str:
     titles = {"cloud_coverage": "Daily cloud coverage", "cloud_roc": "Cloud prediction vs ceilometer (ROC)",
               "magnetometer_ridge": "Magnetic perturbation from image features (ridge)",
               "class_by_hour": "Class occurrence by local solar hour"}
@@ -197,7 +206,6 @@ def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], note
              f"{base64.b64encode(p.read_bytes()).decode()}'>" for k, p in figs.items()]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    synthetic = "synthetic" in job.input.lower() or "demo" in job.input.lower()
     banner = "<p class='warn'>Built from SYNTHETIC demo data.</p>" if synthetic else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>aurora-batch report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{max-width:100%}}

@@ -34,7 +34,7 @@ from .catalog import CATALOG_COLUMNS, Status
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
 __all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "part_fingerprint", "commit_month",
-           "group_paths", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
+           "group_paths", "list_groups", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
            "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
@@ -257,14 +257,26 @@ class StoreShrinkError(RuntimeError):
     """A rebuilt month would have fewer images than the published one."""
 
 
-def _refuse_shrink(final: str, new_store, new_groups, options) -> None:
-    from .annotate import _group_paths
+def list_groups(store, root: str = "") -> list[str]:
+    """Paths of the groups in a month store that hold images (``NYA``, ``NYA/5577``, ...)."""
+    import zarr
 
+    group = zarr.open_group(store=store, mode="r", path=root or None)
+    paths = []
+    for name, sub in group.groups():
+        full = f"{root}/{name}" if root else name
+        if "time" in sub.array_keys():
+            paths.append(full)
+        paths += list_groups(store, full)
+    return paths
+
+
+def _refuse_shrink(final: str, new_store, new_groups, options) -> None:
     fs, path = filesystem(final, options)
     if not fs.exists(f"{path}/zarr.json"):
         return
     old_store = zarr_store(final, options)
-    for gpath in _group_paths(old_store):
+    for gpath in list_groups(old_store):
         with xr.open_zarr(old_store, group=gpath, consolidated=False) as old:
             old_t = old["time"].to_numpy()
         new_t = np.array([], dtype="datetime64[ns]")

@@ -53,6 +53,7 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     result = make_report(job, tmp_path / "report")
     page = result.html.read_text()
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 4
+    assert "Built from SYNTHETIC demo data" in page  # the archive says so in its README.txt
     assert all(p.stat().st_size > 5000 for p in result.figures.values())
     assert result.numbers["cloud_roc_auc"] > 0.7  # the synthetic ceilometer follows the synthetic clouds
     assert "magnetometer_ridge_r2_mean" in result.numbers
