@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -63,7 +62,8 @@ def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[I
         kw = {"station": next(iter(src.stations.values()))} if kind == "ceilometer" else {}
         frame = read_many(readers[src.format], src.url, src.storage_options, **kw)
         back = {inst: img for img, inst in src.stations.items()}
-        frame = frame[frame["station"].isin(back)].assign(station=lambda d: d["station"].map(back))
+        frame = frame[frame["station"].isin(back)]
+        frame = frame.assign(station=frame["station"].map(back))
         out.append((src, frame.reset_index(drop=True)))
     return out
 

@@ -54,7 +54,8 @@ def _kubernetes_cluster(cfg: ClusterConfig):
     try:
         from dask_kubernetes.operator import KubeCluster
     except ImportError:
-        raise RuntimeError("cluster.kind 'kubernetes' needs dask-kubernetes: pip install 'aurora-batch[kubernetes]'")
+        raise RuntimeError("cluster.kind 'kubernetes' needs dask-kubernetes: "
+                           "pip install 'aurora-batch[kubernetes]'") from None
     k = cfg.kubernetes
     return KubeCluster(name=k.name, namespace=k.namespace, image=k.image, n_workers=k.n_workers,
                        resources=k.resources, env=k.env)

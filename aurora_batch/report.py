@@ -145,7 +145,7 @@ def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
             ax.scatter(y, pred, s=6, alpha=0.5)
             lim = [0, max(float(y.max()), float(pred.max()), 1.0)]
             ax.plot(lim, lim, ":", color="grey")
-            ax.set_title(f"|ΔH| from image features: R² {np.mean(scores):.2f} on held-out nights")
+            ax.set_title(f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights")
         else:
             notes.append("the magnetometer ridge needs images from at least two nights")
     else:
@@ -160,11 +160,14 @@ def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
         g = table[table["station"] == station]
         if "label" in g:
             counts = g.groupby(["local_hour", "label"]).size().unstack(fill_value=0).reindex(range(24), fill_value=0)
-            counts[[c for c in classes if c in counts]].plot.bar(stacked=True, ax=ax, width=0.9, legend=ax is axes[0][0])
+            counts[[c for c in classes if c in counts]].plot.bar(stacked=True, ax=ax, width=0.9, legend=False)
         ax.set_title(f"{station}: classes by local solar hour")
         ax.set_xlabel("local solar hour")
         ax.set_ylabel("images")
-    if "label" not in table:
+    if "label" in table:
+        axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), title="class", fontsize=8,
+                           bbox_to_anchor=(1.01, 1), loc="upper left")
+    else:
         notes.append("class occurrence needs a head (classify.head)")
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
 
@@ -177,7 +180,7 @@ def _delta_h(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """|H − H_quiet| per image, H_quiet the median H of the station's quietest night (nT)."""
     h = np.hypot(table["mag_x"].to_numpy(float), table["mag_y"].to_numpy(float))
     dh = np.full(len(h), np.nan)
-    for station, idx in table.groupby("station").groups.items():
+    for idx in table.groupby("station").groups.values():
         sub = pd.Series(h[idx], index=idx)
         by_night = sub.groupby(table.loc[idx, "night"])
         spread = by_night.std().dropna()

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .fs import filesystem, join_url
+from .fs import filesystem
 
 __all__ = ["CLASSES", "SkyModel", "render_frame", "write_archive", "asim_name"]
 

@@ -108,7 +108,7 @@ def main() -> None:
         p.join()
     n_left = args.left // _n_chunks(args.right) * _n_chunks(args.right)
     print(f"{n_left:,} image rows x {args.right:,} magnetometer rows, {len(STATIONS)} stations, tolerance 60 s")
-    for name, seconds, rss_kb, matched, checksum in results:
+    for name, seconds, rss_kb, matched, _ in results:
         print(f"  {name:18s} {seconds:7.1f} s  {n_left / seconds:12,.0f} rows/s  peak RSS {rss_kb / 1e6:5.2f} GB"
               f"  matched {matched:,}")
     _, t_p, m_p, match_p, sum_p = results[-1]

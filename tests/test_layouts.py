@@ -62,7 +62,7 @@ def test_themis_season_stores_every_frame():
     fs = fsspec.filesystem("memory")
     root = "/themis-season/archive"
     minutes = pd.date_range("2008-01-10T06:00", periods=4, freq="1min")  # deep night at Gillam
-    for i, t in enumerate(minutes):
+    for t in minutes:
         data = write_pgm_frames(_themis_frames(t.to_pydatetime(), n=5), "gill", "gz")
         fs.pipe_file(f"{root}/gill/{t:%Y%m%d_%H%M}_gill_themis19_full.pgm.gz", data)
     fs.pipe_file(f"{root}/gill/20080110_0610_gill_themis19_full.pgm.gz", b"\x1f\x8b broken")

@@ -1,5 +1,4 @@
 """Object storage for real: a SeaweedFS server on 127.0.0.1, s3:// in and out."""
-import json
 import os
 import subprocess
 import sys
