@@ -89,3 +89,35 @@ def test_season_through_real_slurm(archive, local_result, tmp_path, slurm):
     assert_same_stores(store_snapshot(job), local_result)
     # The workers really were SLURM jobs: their batch logs exist.
     assert list(logs.glob("*.err")) or list(logs.glob("*.out"))
+
+
+def test_partitions_route_to_gpu_workers(archive, tmp_path):
+    """A worker that offers GPU=1 gets every partition (the CNN stage); plain workers get none.
+
+    No CUDA device here: the routing is what is tested; features.device 'auto' then runs on CPU.
+    """
+    from distributed import Client, LocalCluster, get_task_stream
+
+    url, n = archive
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as client:
+        procs = []
+        for extra in (["--resources", "GPU=1"], []):  # two worker processes, one offering a GPU
+            procs.append(subprocess.Popen([_bin("dask"), "worker", cluster.scheduler_address, "--host", "127.0.0.1",
+                                           "--nthreads", "1", "--dashboard-address", "127.0.0.1:0", *extra],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        try:
+            client.wait_for_workers(2, timeout=120)
+            gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
+            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04")
+            with get_task_stream(client) as ts:
+                summary = run_season(job, client=client, progress=False)
+            ran = {t["key"]: t["worker"] for t in ts.data}
+            partitions = {k: w for k, w in ran.items() if str(k).startswith("partition-")}
+            assert partitions and set(partitions.values()) == {gpu}
+            check_season(summary, job, n)
+        finally:
+            for p in procs:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=30)
