@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -21,7 +20,7 @@ from .fs import filesystem
 from .join import nearest
 from .lock import OutputLock
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, read_many
-from .store import list_groups, store_url, zarr_store
+from .store import consolidate, list_groups, store_url, zarr_store
 
 __all__ = ["JoinSummary", "run_join", "month_stores", "load_instruments"]
 
@@ -107,8 +106,6 @@ def _join_kind(left: pd.DataFrame, sources: list[tuple[InstrumentSource, pd.Data
 
 def run_join(job: JobConfig) -> JoinSummary:
     """Join the configured instruments into every month store of ``job``."""
-    import zarr
-
     if not (job.join.ceilometer or job.join.magnetometer):
         raise ValueError("join: the job spec names no ceilometer or magnetometer sources")
     instruments = [(kind, src, frame) for kind in ("ceilometer", "magnetometer")
@@ -138,8 +135,6 @@ def run_join(job: JobConfig) -> JoinSummary:
                 out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()}, coords={"time": times})
                 out = out.drop_vars("time")  # the coordinate is already in the store
                 out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                zarr.consolidate_metadata(store)
+            consolidate(store)
             stores.append(url)
     return JoinSummary(stores, matched, images)

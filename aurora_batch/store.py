@@ -34,7 +34,7 @@ from .catalog import CATALOG_COLUMNS, Status
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
 __all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "part_fingerprint", "commit_month",
-           "group_paths", "list_groups", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
+           "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
            "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
@@ -244,9 +244,7 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
             else:
                 ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
             counts[gpath] += len(sub)
-    with warnings.catch_warnings():  # consolidated metadata is an extension in v3; xarray reads it
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(store)
+    consolidate(store)
     if not allow_shrink:
         _refuse_shrink(final, store, paths.values(), options)
     publish_tree(url, final, options)
@@ -255,6 +253,15 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
 
 class StoreShrinkError(RuntimeError):
     """A rebuilt month would have fewer images than the published one."""
+
+
+def consolidate(store) -> None:
+    """Consolidate a store's metadata (an extension in Zarr v3 that xarray reads: fast opens)."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store)
 
 
 def list_groups(store, root: str = "") -> list[str]:
