@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -141,12 +142,27 @@ def fit_head(features: np.ndarray, labels: np.ndarray, kind: str = "ridge", clas
 
 
 def load_head(path: str | Path) -> LinearHead:
-    """Load a head saved by :meth:`LinearHead.save`; errors name the file."""
+    """Load a head saved by :meth:`LinearHead.save`; errors name the file.
+
+    Cached per process until either file changes (path, size and modification time), so the
+    many callers of one job (validation, every partition, the commit) read and hash it once.
+    Treat the returned head as read-only.
+    """
     path = Path(path).with_suffix(".npz")
-    sidecar = path.with_suffix(".json")
-    for p in (path, sidecar):
+    stamps = []
+    for p in (path, path.with_suffix(".json")):
         if not p.exists():
             raise FileNotFoundError(f"head file {p} does not exist")
+        st = p.stat()
+        stamps += [st.st_size, st.st_mtime_ns]
+    return _load_head(str(path.resolve()), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_head(path_str: str, stamps: tuple[int, ...]) -> LinearHead:
+    """The uncached load; ``stamps`` (sizes and mtimes of both files) only key the cache."""
+    path = Path(path_str)
+    sidecar = path.with_suffix(".json")
     try:
         meta = json.loads(sidecar.read_text())
     except ValueError as err:

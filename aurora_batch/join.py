@@ -39,7 +39,7 @@ def _nearest_pandas(left: pd.DataFrame, right: pd.DataFrame, on: str, by: str | 
     out = left.copy()
     for c in values:
         out[c + suffix] = merged[c + suffix].to_numpy()
-    out["dt"] = (merged[f"_{on}_right"] - merged[on].where(merged[on].notna(), lft[on].to_numpy())).to_numpy()
+    out["dt"] = merged[f"_{on}_right"].to_numpy() - lft[on].to_numpy()  # NaT where no partner
     return out
 
 

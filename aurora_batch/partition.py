@@ -9,13 +9,13 @@ storage outage) fails the task, which Dask retries, so no good image is ever rej
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 
 import numpy as np
 import pandas as pd
 
 from .catalog import Status
+from .classify import load_head
 from .config import JobConfig
 from .features import extract_features, pick_device, tune_process
 from .fs import read_bytes
@@ -55,13 +55,6 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFram
         log.warning("staged part %s unreadable (%s); recomputing", url, err)
         return None
     return staged if set(staged["url"]) == set(rows["url"]) else None
-
-
-@functools.lru_cache(maxsize=2)
-def _head(path: str):
-    from .classify import load_head
-
-    return load_head(path)
 
 
 def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
@@ -111,6 +104,6 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
     if chunks:
         arrays["features"] = np.concatenate(chunks)
         if job.classify.head:
-            arrays["proba"] = _head(job.classify.head).predict_proba(arrays["features"])
+            arrays["proba"] = load_head(job.classify.head).predict_proba(arrays["features"])
     write_part(url, staged, arrays, job.output_storage_options, job.feature_fingerprint())
     return _result(key, month, url, staged, resumed=False)
