@@ -43,9 +43,20 @@ class FeatureConfig(_Strict):
     backbone: str = "efficientnet-lite0"
     weights: str | None = Field(None, description="user weights file (state dict), loaded with weights_only=True")
     recipe: str = "lite128"
-    batch_size: int = Field(64, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=8192, description="images per forward pass; default: "
+                                   "16 on CPU, 512 on CUDA (halved on out-of-memory)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="autocast precision of the network (for CUDA); stored features stay float32")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the backbone: 1.7x faster on CPU after a warm-up of 7-50 s per worker; "
+                            "auto: when the run has at least 10,000 files to process")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
+    decode_threads: int | None = Field(None, ge=0, le=64, description="threads decoding and preprocessing per "
+                                       "task (0: the task's own thread); default: 0 on CPU, the worker's cores "
+                                       "less one on a GPU worker")
+    fetch_concurrency: int = Field(16, ge=1, le=256, description="file reads in flight per task")
+    prefetch_mb: float = Field(256, gt=0, description="listed MB of files read ahead of the network per task")
 
 
 class ClassifyConfig(_Strict):
@@ -258,7 +269,8 @@ class JobConfig(_Strict):
 
             head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
         flt = self.filter
-        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{head}"
+        precision = "" if f.precision == "float32" else f"|{f.precision}"
+        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}"
                 f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}")
 
     @model_validator(mode="after")

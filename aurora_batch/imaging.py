@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import gzip
 import io
+import math
 import re
 from collections.abc import Callable
 
@@ -18,23 +19,31 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["ImageError", "decode", "read_frames", "read_pgm_frames", "write_pgm_frames", "Recipe", "RECIPES",
-           "get_recipe", "to_grey", "circle_mask", "resize"]
+           "get_recipe", "to_grey", "circle_mask", "resize", "reduce_to"]
 
 
 class ImageError(ValueError):
     """An image that cannot be decoded (empty, truncated, not an image)."""
 
 
-def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode PNG/JPEG/PGM bytes (8 or 16 bit, grey or RGB) to float32 in native units."""
+def decode(data: bytes, name: str = "<bytes>", min_side: int | None = None) -> np.ndarray:
+    """Decode PNG/JPEG/PGM bytes (8 or 16 bit, grey or RGB) to an array in the file's own units.
+
+    Returns ``(H, W)`` or ``(H, W, 3)`` in the file's dtype (``uint8``, ``uint16``...).  With
+    ``min_side`` (pixels), an image whose shorter side is at least twice that is returned
+    reduced, its shorter side still ``>= min_side``: JPEGs are decoded at a reduced DCT scale
+    (1/2, 1/4 or 1/8: Pillow's ``draft``, 20-50x faster for multi-megapixel frames), other
+    images are averaged over whole ``f×f`` blocks (float32, same units).
+    """
     if not data:
         raise ImageError(f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
+                scale = min_side / min(im.size)
+                im.draft(im.mode, (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "L", "F"):
-                arr = np.asarray(im)
-            elif im.mode in ("RGB",):
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "L", "F", "RGB"):
                 arr = np.asarray(im)
             else:  # palette, alpha, CMYK...: flatten to RGB
                 arr = np.asarray(im.convert("RGB"))
@@ -42,7 +51,23 @@ def decode(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise ImageError(f"{name}: cannot decode image ({err})") from None
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise ImageError(f"{name}: unexpected image shape {arr.shape}")
-    return arr.astype(np.float32, copy=False)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return reduce_to(arr, min_side) if min_side else arr
+
+
+def reduce_to(img: np.ndarray, min_side: int) -> np.ndarray:
+    """Average whole ``f×f`` blocks, the largest ``f`` that keeps the shorter side ``>= min_side``.
+
+    Returns ``img`` itself when ``f`` would be 1; otherwise float32 in the same units (the
+    last ``H mod f`` rows and ``W mod f`` columns are dropped).
+    """
+    f = min(img.shape[:2]) // min_side
+    if f < 2:
+        return img
+    h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+    blocks = img[:h, :w].reshape(h // f, f, w // f, f, *img.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 _PGM_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?)")
@@ -106,7 +131,7 @@ def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetim
         dtype = ">u2" if maxval > 255 else "u1"
         img = np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width)
         pos += size
-        frames.append((_frame_time(comments), img.astype(np.float32)))
+        frames.append((_frame_time(comments), img.astype(np.uint16 if maxval > 255 else np.uint8)))
     if not frames:
         raise ImageError(f"{name}: no PGM frames")
     return frames
@@ -136,16 +161,20 @@ def write_pgm_frames(frames: list[tuple[dt.datetime, np.ndarray]], site: str = "
     return bytes(out)
 
 
-def read_frames(data: bytes, name: str) -> list[tuple[dt.datetime | None, np.ndarray]]:
-    """The frames of one file: many for a THEMIS PGM stream, one (time ``None``) otherwise."""
+def read_frames(data: bytes, name: str, min_side: int | None = None) -> list[tuple[dt.datetime | None, np.ndarray]]:
+    """The frames of one file: many for a THEMIS PGM stream, one (time ``None``) otherwise.
+
+    ``min_side``: the smallest image side the consumer needs (see :func:`decode`).
+    """
     base = name.lower()
     if base.endswith((".pgm", ".pgm.gz", ".pgm.bz2")):
-        return read_pgm_frames(data, name)
-    return [(None, decode(data, name))]
+        return [(t, reduce_to(img, min_side) if min_side else img) for t, img in read_pgm_frames(data, name)]
+    return [(None, decode(data, name, min_side))]
 
 
 def to_grey(img: np.ndarray) -> np.ndarray:
-    """Mean over colour channels; grey images pass through."""
+    """float32 grey: the mean over colour channels; grey images are only converted."""
+    img = img.astype(np.float32, copy=False)
     return img.mean(axis=2) if img.ndim == 3 else img
 
 
@@ -193,9 +222,14 @@ def _unit_range(img: np.ndarray) -> np.ndarray:
 
 
 def oath(img: np.ndarray) -> np.ndarray:
-    """OATH: the 256×256 crops as they are (grey or RGB), full-range scaled to [-1, 1]."""
+    """OATH: the 256×256 crops as they are (grey or RGB), full-range scaled to [-1, 1].
+
+    Other sizes are box-resized to 256×256 first (OATH's crops are 256²).
+    """
     x = _unit_range(img.astype(np.float32))
-    x = np.repeat(x[None], 3, axis=0) if x.ndim == 2 else np.moveaxis(x[..., :3], 2, 0)
+    x = x[None] if x.ndim == 2 else np.moveaxis(x[..., :3], 2, 0)
+    x = np.stack([resize(c, 256) for c in x])
+    x = np.repeat(x, 3, axis=0) if len(x) == 1 else x
     return (x * 2.0 - 1.0).astype(np.float32)
 
 
@@ -220,18 +254,26 @@ def tame(img: np.ndarray) -> np.ndarray:
 
 
 def kvammen_steps(img: np.ndarray, crop: int = 128) -> np.ndarray:
-    """Kvammen et al. 2020: rotate 90° clockwise, flip east–west, 3×3 median, 2×2 mean bin, central crop."""
+    """Kvammen et al. 2020: rotate 90° clockwise, flip east–west, 3×3 median, 2×2 mean bin, central crop.
+
+    Needs the full resolution by definition (the crop is 256×256 pixels of the original
+    frame).  Rotating clockwise and then flipping east–west is a transpose, and only the
+    pixels under the crop (plus the median's one-pixel margin) are converted and filtered, so
+    a multi-megapixel frame costs little more than its decoding; the result is identical to
+    filtering the whole frame (the margin is exact, and at the frame's edges ``nearest``
+    padding sees the same pixels).
+    """
     from scipy.ndimage import median_filter
 
-    x = np.rot90(to_grey(img).astype(np.float32), k=-1)
-    x = np.fliplr(x)
-    x = median_filter(x, size=3, mode="nearest")
-    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
-    x = x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
-    if min(x.shape) < crop:
+    h, w = (img.shape[1] // 2) * 2, (img.shape[0] // 2) * 2  # transposed, trimmed to even for binning
+    if min(h, w) // 2 < crop:
         raise ImageError(f"image of {img.shape} is too small for a {crop}×{crop} crop after 2×2 binning")
-    top, left = (x.shape[0] - crop) // 2, (x.shape[1] - crop) // 2
-    return np.ascontiguousarray(x[top:top + crop, left:left + crop])
+    top, left = 2 * ((h // 2 - crop) // 2), 2 * ((w // 2 - crop) // 2)
+    r0, r1 = max(top - 1, 0), min(top + 2 * crop + 1, img.shape[1])
+    c0, c1 = max(left - 1, 0), min(left + 2 * crop + 1, img.shape[0])
+    window = to_grey(img[c0:c1, r0:r1]).T  # rows of the transposed frame are columns of the original
+    x = median_filter(window, size=3, mode="nearest")[top - r0:top - r0 + 2 * crop, left - c0:left - c0 + 2 * crop]
+    return np.ascontiguousarray(x.reshape(crop, 2, crop, 2).mean(axis=(1, 3)))
 
 
 def kvammen(img: np.ndarray) -> np.ndarray:
@@ -242,19 +284,25 @@ def kvammen(img: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
+    """A named preprocessing recipe: image in native units -> ``(3, size, size)`` float32."""
+
     name: str
     fn: Callable[[np.ndarray], np.ndarray]
-    size: int
+    size: int  #: output side, pixels
     description: str
+    #: the shorter image side the recipe needs (pixels): larger frames are decoded reduced to it
+    #: (twice ``size``, so percentiles and the final box filter still see >= 4 samples an output
+    #: pixel); None: the recipe needs the full resolution
+    min_side: int | None = None
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         return self.fn(img)
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0]),
-    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0]),
-    Recipe("tame", tame, 224, tame.__doc__.splitlines()[0]),
+    Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0], min_side=256),
+    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512),
+    Recipe("tame", tame, 224, tame.__doc__.splitlines()[0], min_side=448),
     Recipe("kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0]),
 )}
 

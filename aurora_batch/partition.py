@@ -1,10 +1,12 @@
 """The unit of work: one (station, wavelength, day) partition, from file URLs to a staged part.
 
 Runs inside a Dask worker but is a plain function of its arguments, testable without a
-cluster.  Per file: read (fsspec), decode into frames (one, or many for THEMIS PGM),
-preprocess; per batch: CNN features.  A file that is gone or cannot be decoded becomes one
-row ``unreadable_image`` with the reason, and the partition goes on; any other error (a
-storage outage) fails the task, which Dask retries, so no good image is ever rejected for it.
+cluster.  Files stream through :func:`aurora_batch.stream.stream_files`: many reads in
+flight (fsspec), decoding into frames (one, or many for THEMIS PGM) at the resolution the
+recipe needs and preprocessing in threads, while this thread feeds the network whole
+batches.  A file that is gone or cannot be decoded becomes one row ``unreadable_image``
+with the reason, and the partition goes on; any other error (a storage outage) fails the
+task, which Dask retries, so no good image is ever rejected for it.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ import pandas as pd
 from .catalog import Status
 from .classify import load_head
 from .config import JobConfig
-from .features import extract_features, pick_device, tune_process
+from .features import FeatureExtractor, default_decode_threads, tune_process
 from .fs import read_bytes
-from .imaging import ImageError, get_recipe, read_frames
+from .imaging import get_recipe, read_frames
 from .store import part_fingerprint, read_part, staging_url, write_part
+from .stream import StreamSettings, stream_files
 
 __all__ = ["PartitionResult", "process_partition"]
 
@@ -70,40 +73,50 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
     if not force and (staged := _already_staged(url, rows, job)) is not None:
         return _result(key, month, url, staged, resumed=True)
     out: list[dict] = [{**row, "frame": 0} for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
-    todo = rows[rows["status"] == Status.PENDING]
-    if len(todo):
-        tune_process(job.features.torch_threads)
-    recipe = get_recipe(job.features.recipe)
-    device = pick_device(job.features.device) if len(todo) else "cpu"
-    chunks: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
-
-    def flush():
-        if batch:
-            chunks.append(extract_features(np.stack(batch), job.features.backbone, job.features.weights,
-                                           device, job.features.batch_size))
-            batch.clear()
-
-    for row in todo.sort_values("time").to_dict("records"):
-        try:
-            frames = read_frames(read_bytes(row["url"], job.storage_options), row["url"])
-            tensors = [recipe(img) for _, img in frames]
-        except (ImageError, FileNotFoundError) as err:  # a network error is not the image's fault: it fails the task
-            out.append({**row, "status": Status.UNREADABLE, "detail": str(err) or type(err).__name__, "frame": 0})
-            continue
-        for i, ((t, _), x) in enumerate(zip(frames, tensors)):
-            out.append({**row, "time": t or row["time"], "status": Status.KEPT, "detail": "", "frame": i})
-            batch.append(x)
-            if len(batch) >= job.features.batch_size:
-                flush()
-    flush()
+    todo = rows[rows["status"] == Status.PENDING].sort_values("time").to_dict("records")
+    features = np.empty((0, 0), np.float32)
+    if todo:
+        features = _featurise(job, todo, out)
     staged = pd.DataFrame(out)  # row order matches the feature order; the commit sorts by time
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
     arrays = {}
-    if chunks:
-        arrays["features"] = np.concatenate(chunks)
+    if len(features):
+        arrays["features"] = features
         if job.classify.head:
-            arrays["proba"] = load_head(job.classify.head).predict_proba(arrays["features"])
+            arrays["proba"] = load_head(job.classify.head).predict_proba(features)
     write_part(url, staged, arrays, job.output_storage_options, job.feature_fingerprint())
     return _result(key, month, url, staged, resumed=False)
+
+
+def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> np.ndarray:
+    """Stream the ``todo`` files through decode, recipe and network; append their rows to ``out``.
+
+    Returns the features of the kept frames, in the order of their rows in ``out``.
+    """
+    f = job.features
+    tune_process(f.torch_threads)
+    recipe = get_recipe(f.recipe)
+    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile is True)
+    settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20),
+                              f.decode_threads or default_decode_threads(extractor.device))
+
+    def load(data: bytes, row: dict) -> list[tuple]:
+        return [(t, recipe(img)) for t, img in read_frames(data, row["url"], recipe.min_side)]
+
+    batch: list[np.ndarray] = []
+    for row, frames in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
+                                    size=lambda r: r.get("size"), settings=settings):
+        if isinstance(frames, Exception):
+            out.append({**row, "status": Status.UNREADABLE, "detail": str(frames) or type(frames).__name__,
+                        "frame": 0})
+            continue
+        for i, (t, x) in enumerate(frames):
+            out.append({**row, "time": t or row["time"], "status": Status.KEPT, "detail": "", "frame": i})
+            batch.append(x)
+        while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
+            extractor.push(np.stack(batch[:extractor.batch_size]))
+            del batch[:extractor.batch_size]
+    if batch:
+        extractor.push(np.stack(batch))
+    return extractor.result()

@@ -24,6 +24,7 @@ from .classify import load_head
 from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
+from .features import resolve_compile
 from .fs import filesystem, join_url
 from .lock import OutputLock
 from .partition import PartitionResult, process_partition
@@ -71,7 +72,8 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
     Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``; a
     partition holds every dated file of its (station, wavelength, UTC day), dropped ones too,
     so the window [start, end) is rounded out to whole days: a partition is never staged
-    with only part of its day.
+    with only part of its day.  Partition rows also carry each file's listed ``size`` (bytes),
+    which bounds the bytes a partition reads ahead.
     """
     start = pd.Timestamp(job.start).floor("D")
     end = pd.Timestamp(job.end).ceil("D")
@@ -89,6 +91,7 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
         catalog.loc[hit, "status"] = reason
         catalog.loc[hit, "detail"] = detail
     dated = catalog[catalog["time"].notna()]
+    dated = dated.assign(size=dated["url"].map(listing.set_index("url")["size"]))
     partitions: dict[str, tuple[str, pd.DataFrame]] = {}
     day = dated["time"].dt.floor("D")
     for (station, wl, d), rows in dated.groupby([dated["station"], dated["wavelength"], day], dropna=False, sort=True):
@@ -162,7 +165,10 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     t0 = time.perf_counter()
     with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
         catalog, partitions = plan_season(job)
-        log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
+        todo = int((catalog["status"] == Status.PENDING).sum())
+        log.info("catalog: %d files (%d to process), %d partitions", len(catalog), todo, len(partitions))
+        features = job.features.model_copy(update={"compile": resolve_compile(job.features.compile, todo)})
+        job = job.model_copy(update={"features": features})
         if client is None:
             if job.features.torch_threads is None and job.cluster.kind == "local" and not job.cluster.scheduler:
                 cores = os.cpu_count() or 1

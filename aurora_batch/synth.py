@@ -19,7 +19,8 @@ from PIL import Image
 
 from .fs import filesystem
 
-__all__ = ["CLASSES", "SkyModel", "render_frame", "write_archive", "asim_name"]
+__all__ = ["CLASSES", "SkyModel", "render_frame", "render_colour_frame", "write_archive", "write_colour_archive",
+           "asim_name", "colour_name"]
 
 CLASSES = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")  #: OATH class6 order
 SIDEREAL_DAY_S = 86164.0905
@@ -95,6 +96,61 @@ def render_frame(cls: str, t: pd.Timestamp, rng: np.random.Generator, model: Sky
     img = sky + stars + light + rng.normal(0, model.noise, (size, size))
     img = np.where(fov, img, rng.normal(100, 10, (size, size)))
     return np.clip(img, 0, 65535).astype(np.uint16)
+
+
+#: colour of each sky state's light in a colour camera (R, G, B weights): green aurora, grey cloud
+_TINT = {"arc": (0.35, 1.0, 0.45), "diffuse": (0.35, 1.0, 0.45), "discrete": (0.5, 1.0, 0.5),
+         "cloudy": (0.8, 0.8, 0.85), "moon": (0.9, 0.9, 1.0), "clear": (0.4, 0.5, 0.9)}
+
+
+def render_colour_frame(cls: str, t: pd.Timestamp, rng: np.random.Generator, size: int = 2832,
+                        star_field: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 frame like a modern colour all-sky camera's (DSLR/mirrorless).
+
+    The sky model is drawn at a quarter of the size, upsampled, tinted by the sky state,
+    and overlaid with full-resolution sensor noise (``noise``: a ``(size, size, 3)`` int8
+    field, shifted at random each frame), so that JPEG sizes are realistic (about 1 MB at
+    quality 90 for 2832²).
+    """
+    small = render_frame(cls, t, rng, SkyModel(size=size // 4), star_field).astype(np.float32)
+    grey = np.asarray(Image.fromarray(small, mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    unit = np.clip((grey - 100.0) / 9000.0, 0, 1) ** 0.6 * 235.0
+    if noise is None:
+        noise = _noise_field(rng, size)
+    shift = rng.integers(0, size, 2)
+    rgb = unit[..., None] * np.asarray(_TINT[cls], np.float32) + 8.0
+    rgb += np.roll(noise, tuple(shift), axis=(0, 1))
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _noise_field(rng: np.random.Generator, size: int) -> np.ndarray:
+    return np.clip(rng.normal(0, 4.0, (size, size, 3)), -127, 127).astype(np.int8)
+
+
+def colour_name(station: str, t: pd.Timestamp) -> str:
+    """Relative path in the ``kiruna`` layout: ``LYR/2010/20101201/LYR_20101201_221500.jpg``."""
+    return f"{station.upper()}/{t:%Y}/{t:%Y%m%d}/{station.upper()}_{t:%Y%m%d_%H%M%S}.jpg"
+
+
+def write_colour_archive(url: str, station: str, start, end, cadence: str = "1min", seed: int = 1,
+                         size: int = 2832, quality: int = 90, storage_options: dict | None = None) -> pd.DataFrame:
+    """Write a SYNTHETIC archive of ``size``² colour JPEGs (``kiruna`` layout); returns its labels."""
+    rng = np.random.default_rng(seed)
+    fs, root = filesystem(url, storage_options)
+    times = pd.date_range(pd.Timestamp(start), pd.Timestamp(end), freq=cadence, inclusive="left")
+    star_field = rng.random((SkyModel().n_stars, 3))
+    noise = _noise_field(rng, size)
+    rows, state = [], int(rng.integers(len(CLASSES)))
+    for t in times:
+        if rng.random() > 0.85:
+            state = int(rng.integers(len(CLASSES)))
+        buf = io.BytesIO()
+        Image.fromarray(render_colour_frame(CLASSES[state], t, rng, size, star_field, noise)).save(
+            buf, format="JPEG", quality=quality)
+        rel = colour_name(station, t)
+        fs.pipe_file(f"{root}/{rel}", buf.getvalue())
+        rows.append((rel, station.upper(), t, CLASSES[state], buf.tell()))
+    return pd.DataFrame(rows, columns=["file", "station", "time", "label", "bytes"])
 
 
 def asim_name(station: str, t: pd.Timestamp, wavelength: int = 5577, camera: int = 4) -> str:

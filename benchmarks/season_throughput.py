@@ -1,73 +1,50 @@
 """Season-job throughput against plain model inference, in the same process.
 
-Writes a SYNTHETIC archive, runs a season on a LocalCluster (started before timing), and
-times plain ``extract_features`` on the same batch shape with the same total thread count.
-Prints images/s of each and their ratio.  Usage::
+Writes a SYNTHETIC archive of 256² 16-bit PNGs, runs the season on a LocalCluster (started
+before timing) with the backbone compiled (``features.compile: true``; its warm-up is part
+of the season's time) and eager, and times plain eager inference with all cores, at batch
+64 (this benchmark's earlier baseline) and at batch 16 (the best eager rate on this CPU).
+Prints images/s of each and the ratios.  Usage::
 
-    python benchmarks/season_throughput.py [--images 2000] [--workers 2]
+    python benchmarks/season_throughput.py [--images 20000] [--workers 2] [--precision bfloat16]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
-import warnings
 
-import numpy as np
-
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
+from _common import CORES, plain_inference_rate, run_season_on_local_cluster, season_job, write_synthetic_archive
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=2000, help="frames in the synthetic archive")
-    ap.add_argument("--days", type=int, default=6, help="nights the frames spread over (one partition each)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--images", type=int, default=20000, help="frames in the synthetic archive")
+    ap.add_argument("--days", type=int, default=10, help="nights the frames spread over (one partition each)")
+    ap.add_argument("--workers", type=int, default=CORES)
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--no-eager-season", action="store_true", help="skip the eager season")
     args = ap.parse_args()
 
-    import pandas as pd
-    import torch
-    from distributed import Client, LocalCluster
-
-    from aurora_batch.config import JobConfig
-    from aurora_batch.features import extract_features
-    from aurora_batch.season import run_season
-    from aurora_batch.synth import write_archive
-
     tmp = tempfile.mkdtemp(prefix="aurora-bench-")
-    # Polar night at Ny-Ålesund, Moon test off: every frame is processed.
-    start = pd.Timestamp("2010-12-20T00:00")
-    cadence = pd.Timedelta(days=args.days) / args.images
-    end = start + cadence * args.images
     t0 = time.perf_counter()
-    write_archive(f"file://{tmp}/archive", ["NYA"], start, end, cadence=cadence, seed=1)
-    print(f"synthetic archive: {args.images} frames in {time.perf_counter() - t0:.1f} s")
-    job = JobConfig(input=f"file://{tmp}/archive", output=f"file://{tmp}/out", stations=["NYA"],
-                    start=start.to_pydatetime(), end=end.to_pydatetime(),
-                    filter={"sun_max_alt": 90, "moon_max_alt": None},
-                    features={"batch_size": args.batch_size,
-                              "torch_threads": max(1, (os.cpu_count() or 1) // args.workers)})
-    cores = os.cpu_count() or 1
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        client.run(lambda: None)
-        summary = run_season(job, client=client, progress=False)
-    job_rate = summary.kept / summary.seconds
-    print(f"season job: {summary.kept} images in {summary.seconds:.1f} s -> {job_rate:.1f} img/s "
-          f"({args.workers} workers)")
+    # Polar night at Ny-Ålesund, Moon test off: every frame is processed.
+    start, end = write_synthetic_archive(f"file://{tmp}/archive", "NYA", "2010-12-10", args.images, args.days)
+    print(f"synthetic archive: {args.images} frames (256² 16-bit PNG) in {time.perf_counter() - t0:.1f} s")
 
-    torch.set_num_threads(cores)
-    batch = np.random.default_rng(0).random((args.batch_size, 3, 128, 128), dtype=np.float32) * 2 - 1
-    extract_features(batch, device="cpu")  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 10:
-        extract_features(batch, device="cpu", batch_size=args.batch_size)
-        n += len(batch)
-    infer_rate = n / (time.perf_counter() - t0)
-    print(f"plain inference: {infer_rate:.1f} img/s (batch {args.batch_size}, 128 px, {cores} threads)")
-    print(f"ratio season/inference: {job_rate / infer_rate:.2f}")
+    plain = {bs: plain_inference_rate(128, bs, CORES) for bs in (64, 16)}
+    for bs, rate in plain.items():
+        print(f"plain eager inference: {rate:.1f} img/s (batch {bs}, 128 px, {CORES} threads, float32)")
+    modes = [("compiled", True)] + ([] if args.no_eager_season else [("eager", False)])
+    for name, compile in modes:
+        job = season_job(f"file://{tmp}/archive", f"file://{tmp}/out-{name}", "NYA", start.to_pydatetime(),
+                         end.to_pydatetime(), compile=compile, precision=args.precision)
+        summary, peak = run_season_on_local_cluster(job, args.workers)
+        rate = summary.images / summary.seconds
+        print(f"season, {name} {args.precision}: {summary.images} images in {summary.seconds:.1f} s -> "
+              f"{rate:.1f} img/s ({args.workers} workers, batch {job.features.batch_size or 'default'}; busiest "
+              f"worker peak RSS {peak:.0f} MB); ratio to plain eager batch 64: {rate / plain[64]:.2f}, "
+              f"batch 16: {rate / plain[16]:.2f}")
 
 
 if __name__ == "__main__":

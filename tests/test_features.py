@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from aurora_batch.features import BACKBONES, extract_features, load_backbone
+from aurora_batch.features import BACKBONES, FeatureExtractor, extract_features, load_backbone, resolve_compile
 
 
 def test_pretrained_features_shape_and_determinism():
@@ -43,3 +43,43 @@ def test_bad_weights_file(tmp_path):
         load_backbone("efficientnet-lite0", str(path), "cpu")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_backbone("efficientnet-lite0", str(tmp_path / "missing.pth"), "cpu")
+
+
+def _batch(n, seed=0):
+    return np.random.default_rng(seed).random((n, 3, 96, 96), dtype=np.float32) * 2 - 1
+
+
+def test_extractor_splits_and_keeps_order():
+    x = _batch(7)
+    ext = FeatureExtractor(device="cpu", batch_size=3)
+    ext.push(x[:5])
+    ext.push(x[5:])
+    out = ext.result()
+    np.testing.assert_allclose(out, extract_features(x, device="cpu"), rtol=1e-4, atol=1e-4)
+    assert ext.result().shape == (0, 1280)  # result() resets
+
+
+def test_bfloat16_autocast_returns_float32_close_to_float32():
+    x = _batch(4)
+    ref = extract_features(x, device="cpu")
+    ext = FeatureExtractor(device="cpu", precision="bfloat16")
+    ext.push(x)
+    out = ext.result()
+    assert out.dtype == np.float32
+    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() > 0.98 and not np.array_equal(out, ref)
+
+
+@pytest.mark.slow
+def test_compiled_backbone_pads_the_last_batch():
+    x = _batch(5)
+    ext = FeatureExtractor(device="cpu", batch_size=4, compile=True)
+    ext.push(x)  # 4 + 1: the last batch is padded to 4, so the graph is not rebuilt
+    out = ext.result()
+    assert out.shape == (5, 1280)
+    np.testing.assert_allclose(out, extract_features(x, device="cpu"), rtol=1e-3, atol=1e-3)
+
+
+def test_compile_auto_only_for_large_runs():
+    assert resolve_compile("auto", 50_000) and not resolve_compile("auto", 500)
+    assert resolve_compile(True, 1) and not resolve_compile(False, 10**9)

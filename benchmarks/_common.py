@@ -1,0 +1,94 @@
+"""Shared pieces of the benchmarks: plain inference rates, seasons on a fresh LocalCluster, peak memory."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # s3server, latency_proxy
+
+CORES = os.cpu_count() or 1
+
+
+def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = CORES, compile: bool = False,
+                         seconds: float = 10.0, device: str = "cpu") -> float:
+    """Images/s of the backbone alone on random ``(batch, 3, size, size)`` batches (after a warm-up)."""
+    import torch
+
+    from aurora_batch.features import FeatureExtractor, tune_process
+
+    tune_process(threads)
+    batch = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32) * 2 - 1
+    extractor = FeatureExtractor(device=device, batch_size=batch_size, compile=compile)
+    extractor.push(batch)
+    extractor.result()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        extractor.push(batch)
+        n += batch_size
+    extractor.result()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def _write_asim(args):
+    from aurora_batch.synth import write_archive
+
+    url, station, start, end, cadence, seed = args
+    return len(write_archive(url, [station], start, end, cadence=cadence, seed=seed))
+
+
+def write_synthetic_archive(url: str, station: str, start, images: int, days: float,
+                            processes: int = CORES) -> tuple:
+    """A SYNTHETIC ASIM archive of ``images`` 256² frames over ``days``, written by ``processes`` in parallel.
+
+    Returns ``(start, end)`` of the frames (UTC).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
+
+    start = pd.Timestamp(start)
+    cadence = pd.Timedelta(days=days) / images
+    bounds = [start + cadence * (images * i // processes) for i in range(processes + 1)]
+    with ProcessPoolExecutor(processes) as pool:
+        written = sum(pool.map(_write_asim, [(url, station, a, b, cadence, i)
+                                             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]))
+    assert written == images, (written, images)
+    return bounds[0], bounds[-1]
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_season_on_local_cluster(job, workers: int = CORES, **cluster_kwargs):
+    """``(summary, busiest worker's peak RSS in MB)`` for ``job`` on a fresh LocalCluster (started before timing)."""
+    from distributed import Client, LocalCluster
+
+    from aurora_batch.season import run_season
+
+    kwargs = dict(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    kwargs.update(cluster_kwargs)
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        client.run(lambda: None)
+        summary = run_season(job, client=client, progress=False)
+        peak = max(client.run(_peak_mb).values())
+    return summary, peak
+
+
+def season_job(input_url: str, output_url: str, station: str, start, end, layout: str = "asim",
+               storage_options: dict | None = None, **features):
+    """A job that processes every frame (Sun and Moon tests off), one torch thread per worker."""
+    from aurora_batch.config import JobConfig
+
+    return JobConfig(input=input_url, output=output_url, stations=[station], start=start, end=end, layout=layout,
+                     filter={"sun_max_alt": 90, "moon_max_alt": None}, storage_options=storage_options or {},
+                     features={"torch_threads": 1, **features})
