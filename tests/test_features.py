@@ -16,11 +16,32 @@ def test_pretrained_features_shape_and_determinism():
 
 
 def test_pretrained_weights_are_not_random():
-    # Pretrained BN statistics differ from a freshly built network's defaults.
     model = load_backbone("efficientnet-lite0", None, "cpu")
     fresh = BACKBONES["efficientnet-lite0"].build()
-    key = "body._bn0.running_mean"
-    assert not torch.equal(model.state_dict()[key], fresh.state_dict()[key])
+    key = "body._conv_stem.weight"
+    assert model.state_dict()[key].shape == fresh.state_dict()[key].shape
+    assert not torch.allclose(model.state_dict()[key], fresh.state_dict()[key])
+
+
+def test_batch_norms_fold_into_convolutions():
+    import copy
+
+    from aurora_batch.features import fold_batchnorm
+
+    spec = BACKBONES["efficientnet-lite0"]
+    model = spec.build().eval()
+    torch.manual_seed(0)
+    for m in model.modules():  # non-trivial statistics, as in trained weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.2, 0.2)
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded, spec.conv_bn_pairs) == 49
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32))
+    with torch.inference_mode():
+        a, b = model(x), folded(x)
+    assert float((a - b).norm() / a.norm()) < 1e-4
 
 
 def test_user_weights_file(tmp_path):
