@@ -48,9 +48,8 @@ class FeatureConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="autocast precision of the network (for CUDA); stored features stay float32")
-    compile: bool | Literal["auto"] = Field(
-        "auto", description="torch.compile the backbone: 1.7x faster on CPU after a warm-up of 7-50 s per worker; "
-                            "auto: when the run has at least 10,000 files to process")
+    compile: bool = Field(False, description="torch.compile the backbone (warm-up 7-90 s per worker; on 2 CPU "
+                                             "cores plain inference gains 1.25x, a whole season did not)")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
     decode_threads: int | None = Field(None, ge=0, le=64, description="threads decoding and preprocessing per "
                                        "task (0: the task's own thread); default: 0 on CPU, the worker's cores "

@@ -15,21 +15,10 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "load_backbone", "extract_features", "FeatureExtractor", "pick_device",
-           "tune_process", "default_batch_size", "default_decode_threads", "resolve_compile",
-           "freeze_long_lived_objects"]
+           "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
-#: ``features.compile: auto`` compiles when a run has this many files to process: the warm-up
-#: (7 s per worker with a warm Inductor cache, 30-50 s cold, on 2 cores) then costs a few %
-COMPILE_AUTO_MIN_FILES = 10_000
-
-
-def resolve_compile(setting: bool | str, files: int) -> bool:
-    """``features.compile`` for a run with ``files`` to process (``auto``: a large run)."""
-    return files >= COMPILE_AUTO_MIN_FILES if setting == "auto" else bool(setting)
-
-
 @dataclasses.dataclass(frozen=True)
 class Backbone:
     name: str

@@ -97,7 +97,7 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> np.ndarray:
     f = job.features
     tune_process(f.torch_threads)
     recipe = get_recipe(f.recipe)
-    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile is True)
+    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 

@@ -24,7 +24,6 @@ from .classify import load_head
 from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
-from .features import resolve_compile
 from .fs import filesystem, join_url
 from .lock import OutputLock
 from .partition import PartitionResult, process_partition
@@ -165,10 +164,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     t0 = time.perf_counter()
     with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
         catalog, partitions = plan_season(job)
-        todo = int((catalog["status"] == Status.PENDING).sum())
-        log.info("catalog: %d files (%d to process), %d partitions", len(catalog), todo, len(partitions))
-        features = job.features.model_copy(update={"compile": resolve_compile(job.features.compile, todo)})
-        job = job.model_copy(update={"features": features})
+        log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
         if client is None:
             if job.features.torch_threads is None and job.cluster.kind == "local" and not job.cluster.scheduler:
                 cores = os.cpu_count() or 1

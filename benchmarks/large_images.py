@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import CORES, plain_inference_rate, run_season_on_local_cluster, season_job
+from _common import CORES, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job
 
 
 def _write(args):
@@ -65,14 +65,7 @@ def main() -> None:
     plain = plain_inference_rate(recipe.size, 64, CORES)
     print(f"plain inference: {plain:.1f} img/s (batch 64, {recipe.size} px, {CORES} threads)")
 
-    def prepare(path):
-        return recipe(decode(path.read_bytes(), path.name, recipe.min_side))
-
-    with ThreadPoolExecutor(CORES) as pool:
-        list(pool.map(prepare, files[:CORES]))
-        t0 = time.perf_counter()
-        list(pool.map(prepare, files))
-    roof = len(files) / (time.perf_counter() - t0)
+    roof = decoding_rate(files, args.recipe)
     shared = 1 / (1 / roof + 1 / plain)
     print(f"decoding roof: {roof:.1f} img/s (decode at reduced scale + {args.recipe}, {CORES} threads, no network); "
           f"CPU roof with the network on the same cores: {shared:.1f} img/s")
@@ -87,7 +80,7 @@ def main() -> None:
 
     sample = files[:: max(1, len(files) // 24)]
     full = np.stack([recipe(decode(p.read_bytes(), p.name)) for p in sample])
-    reduced = np.stack([prepare(p) for p in sample])
+    reduced = np.stack([recipe(decode(p.read_bytes(), p.name, recipe.min_side)) for p in sample])
     fa, fr = extract_features(full, device="cpu"), extract_features(reduced, device="cpu")
     rel = np.linalg.norm(fa - fr, axis=1) / np.linalg.norm(fa, axis=1)
     cos = (fa * fr).sum(1) / (np.linalg.norm(fa, axis=1) * np.linalg.norm(fr, axis=1))

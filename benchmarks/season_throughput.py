@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
-from _common import CORES, plain_inference_rate, run_season_on_local_cluster, season_job, write_synthetic_archive
+from _common import (CORES, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
+                     write_synthetic_archive)
 
 
 def main() -> None:
@@ -35,6 +37,10 @@ def main() -> None:
     plain = {bs: plain_inference_rate(128, bs, CORES) for bs in (64, 16)}
     for bs, rate in plain.items():
         print(f"plain eager inference: {rate:.1f} img/s (batch {bs}, 128 px, {CORES} threads, float32)")
+    roof = decoding_rate(sorted(Path(tmp, "archive").rglob("*.png"))[:2000])
+    shared = 1 / (1 / roof + 1 / max(plain.values()))
+    print(f"decoding roof: {roof:.1f} img/s (decode + lite128, {CORES} threads, no network); "
+          f"CPU roof with the eager network on the same cores: {shared:.1f} img/s")
     modes = [("compiled", True)] + ([] if args.no_eager_season else [("eager", False)])
     for name, compile in modes:
         job = season_job(f"file://{tmp}/archive", f"file://{tmp}/out-{name}", "NYA", start.to_pydatetime(),
@@ -44,7 +50,7 @@ def main() -> None:
         print(f"season, {name} {args.precision}: {summary.images} images in {summary.seconds:.1f} s -> "
               f"{rate:.1f} img/s ({args.workers} workers, batch {job.features.batch_size or 'default'}; busiest "
               f"worker peak RSS {peak:.0f} MB); ratio to plain eager batch 64: {rate / plain[64]:.2f}, "
-              f"batch 16: {rate / plain[16]:.2f}")
+              f"batch 16: {rate / plain[16]:.2f}; to the eager CPU roof: {rate / shared:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from aurora_batch.features import BACKBONES, FeatureExtractor, extract_features, load_backbone, resolve_compile
+from aurora_batch.features import BACKBONES, FeatureExtractor, extract_features, load_backbone
 
 
 def test_pretrained_features_shape_and_determinism():
@@ -100,7 +100,3 @@ def test_compiled_backbone_pads_the_last_batch():
     assert out.shape == (5, 1280)
     np.testing.assert_allclose(out, extract_features(x, device="cpu"), rtol=1e-3, atol=1e-3)
 
-
-def test_compile_auto_only_for_large_runs():
-    assert resolve_compile("auto", 50_000) and not resolve_compile("auto", 500)
-    assert resolve_compile(True, 1) and not resolve_compile(False, 10**9)
