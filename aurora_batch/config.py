@@ -47,7 +47,8 @@ class FeatureConfig(_Strict):
                                    "16 on CPU, 512 on CUDA (halved on out-of-memory)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="autocast precision of the network (for CUDA); stored features stay float32")
+        "float32", description="autocast precision of the network (GPUs; bfloat16 also on CPUs with AMX or "
+                               "AVX-512 BF16); stored features stay float32")
     compile: bool = Field(False, description="torch.compile the backbone (warm-up 7-90 s per worker; on 2 CPU "
                                              "cores plain inference gains 1.25x, a whole season did not)")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")

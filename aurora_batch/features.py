@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "load_backbone", "extract_features", "FeatureExtractor", "pick_device",
-           "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects"]
+__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "load_backbone", "extract_features", "FeatureExtractor",
+           "pick_device", "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
@@ -162,12 +162,12 @@ def default_decode_threads(device: str) -> int:
 
 @functools.lru_cache(maxsize=4)
 def load_backbone(name: str, weights: str | None = None, device: str = "cpu", compile: bool = False):
-    """Build ``name``, load pretrained or user weights, fold its batch norms, and put it in eval mode on ``device``.
+    """Build ``name``, load pretrained or user weights, fold its batch norms, eval mode on ``device``.
 
     Cached per process, so each Dask worker loads (and compiles) a model once.  With
     ``compile``, the model is wrapped by ``torch.compile(dynamic=False)``: the first batch of
-    each shape pays the compilation (20–30 s on 2 CPU cores; Inductor caches the result on
-    disk, so later processes on the machine start faster).
+    each shape pays the compilation (60–90 s on 2 CPU cores with a cold Inductor cache, 7 s
+    with a warm one: Inductor caches the result on disk for later processes).
     """
     import torch
 
@@ -215,7 +215,7 @@ class FeatureExtractor:
 
         self.device = pick_device(device)
         self.cuda = self.device.startswith("cuda")
-        self.backbone, self.weights, self.compile = backbone, weights, compile
+        self.compile = compile
         self.model = load_backbone(backbone, weights, self.device, compile)
         self.dim = BACKBONES[backbone].feature_dim
         self.batch_size = batch_size or default_batch_size(self.device)

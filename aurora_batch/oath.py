@@ -154,7 +154,8 @@ def oath_features(ds: OathDataset, backbone: str = "efficientnet-lite0", recipe:
     paths = list(ds.table["path"])
     for i in tqdm(range(0, len(paths), batch_size), desc=f"OATH features ({backbone}, {recipe})", unit="batch",
                   disable=not progress, file=sys.stderr):
-        batch = np.stack([rec(decode(p.read_bytes(), str(p), rec.min_side)) for p in paths[i:i + batch_size]])  # as seasons do
+        # Decoded at the recipe's resolution, exactly as seasons do, so heads fit season features.
+        batch = np.stack([rec(decode(p.read_bytes(), str(p), rec.min_side)) for p in paths[i:i + batch_size]])
         out.append(extract_features(batch, backbone, weights, device, batch_size))
     feats = np.concatenate(out)
     if store is not None:
