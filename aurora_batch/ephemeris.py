@@ -108,13 +108,10 @@ def _chunk(tt: np.ndarray, obs: np.ndarray, up: np.ndarray, step_days: float) ->
     turn = np.mod(gast[i1] - gast[i0], 2 * np.pi)  # +2.5 deg per 10 min, whatever the wrap
     g = gast[i0] + w * turn
     cos_g, sin_g = np.cos(g), np.sin(g)
-    vectors = []
-    for body in (sun, moon):
-        x, y, z = lerp(body)
-        vectors.append((x, y, z))
+    (sx, sy, sz), (mx, my, mz) = lerp(sun), lerp(moon)
+    for column, (x, y, z) in enumerate(((sx, sy, sz), (mx, my, mz))):
         # True-of-date -> Earth-fixed: rotate by -GAST about the pole.
-        out[:, len(vectors) - 1] = _altitude_deg(cos_g * x + sin_g * y, cos_g * y - sin_g * x, z, obs, up)
-    (sx, sy, sz), (mx, my, mz) = vectors
+        out[:, column] = _altitude_deg(cos_g * x + sin_g * y, cos_g * y - sin_g * x, z, obs, up)
     # Illuminated fraction from the phase angle at the Moon (geocentric): (1 + cos(phase)) / 2.
     ex, ey, ez = -mx, -my, -mz
     px, py, pz = sx - mx, sy - my, sz - mz

@@ -56,18 +56,23 @@ def decoding_rate(paths, recipe: str = "lite128", threads: int = CORES) -> float
     return frames / (time.perf_counter() - t0)
 
 
-def _write_asim(args):
-    from aurora_batch.synth import write_archive
+def _write_part(args) -> "pd.DataFrame":  # noqa: F821
+    from aurora_batch.synth import write_archive, write_colour_archive
 
-    url, station, start, end, cadence, seed = args
-    return len(write_archive(url, [station], start, end, cadence=cadence, seed=seed))
+    kind, url, station, start, end, cadence, seed, storage_options = args
+    if kind == "colour":
+        return write_colour_archive(url, station, start, end, cadence=cadence, seed=seed,
+                                    storage_options=storage_options)
+    return write_archive(url, [station], start, end, cadence=cadence, seed=seed, storage_options=storage_options)
 
 
-def write_synthetic_archive(url: str, station: str, start, images: int, days: float,
-                            processes: int = CORES) -> tuple:
-    """A SYNTHETIC ASIM archive of ``images`` 256² frames over ``days``, written by ``processes`` in parallel.
+def write_synthetic_archive(url: str, station: str, start, images: int, days: float, kind: str = "asim",
+                            storage_options: dict | None = None, processes: int = CORES) -> tuple:
+    """A SYNTHETIC archive of ``images`` frames over ``days``, written by ``processes`` in parallel.
 
-    Returns ``(start, end)`` of the frames (UTC).
+    ``kind``: ``asim`` (256² 16-bit PNGs, :func:`~aurora_batch.synth.write_archive`) or ``colour``
+    (2832² JPEGs, :func:`~aurora_batch.synth.write_colour_archive`).  Returns ``(start, end,
+    labels)``: the frames' time range (UTC) and the writers' label tables.
     """
     from concurrent.futures import ProcessPoolExecutor
 
@@ -77,10 +82,15 @@ def write_synthetic_archive(url: str, station: str, start, images: int, days: fl
     cadence = pd.Timedelta(days=days) / images
     bounds = [start + cadence * (images * i // processes) for i in range(processes + 1)]
     with ProcessPoolExecutor(processes) as pool:
-        written = sum(pool.map(_write_asim, [(url, station, a, b, cadence, i)
-                                             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]))
-    assert written == images, (written, images)
-    return bounds[0], bounds[-1]
+        labels = pd.concat(pool.map(_write_part, [(kind, url, station, a, b, cadence, i, storage_options)
+                                                  for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]))
+    assert len(labels) == images, (len(labels), images)
+    return bounds[0], bounds[-1], labels
+
+
+def cpu_roof(decoding: float, network: float) -> float:
+    """Images/s when decoding and the network share the same cores: 1 / (1/decoding + 1/network)."""
+    return 1 / (1 / decoding + 1 / network)
 
 
 def _peak_mb() -> float:

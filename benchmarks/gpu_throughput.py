@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from _common import CORES, plain_inference_rate, run_season_on_local_cluster, season_job
+from _common import CORES, plain_inference_rate, run_season_on_local_cluster, season_job, write_synthetic_archive
 
 
 class GpuSampler:
@@ -63,17 +63,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
 
-    import pandas as pd
-
     from aurora_batch.imaging import get_recipe
-    from aurora_batch.synth import write_archive
 
     tmp = tempfile.mkdtemp(prefix="aurora-gpu-")
-    start = pd.Timestamp("2010-12-10T00:00")
-    cadence = pd.Timedelta(days=args.days) / args.images
-    end = start + cadence * args.images
     t0 = time.perf_counter()
-    write_archive(f"file://{tmp}/archive", ["NYA"], start, end, cadence=cadence, seed=1)
+    start, end, _ = write_synthetic_archive(f"file://{tmp}/archive", "NYA", "2010-12-10", args.images, args.days)
     print(f"synthetic archive: {args.images} frames in {time.perf_counter() - t0:.1f} s")
     size = get_recipe(args.recipe).size
     plain = plain_inference_rate(size, args.batch_size, CORES, compile=args.compile, device=args.device)

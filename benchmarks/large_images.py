@@ -21,18 +21,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import CORES, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job
-
-
-def _write(args):
-    from aurora_batch.synth import write_colour_archive
-
-    url, start, end, cadence, seed = args
-    return write_colour_archive(url, "LYR", start, end, cadence=cadence, seed=seed)
+from _common import (CORES, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
+                     write_synthetic_archive)
 
 
 def main() -> None:
@@ -43,20 +36,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=CORES)
     args = ap.parse_args()
 
-    import pandas as pd
-
     from aurora_batch.features import extract_features
     from aurora_batch.imaging import decode, get_recipe
 
     tmp = Path(tempfile.mkdtemp(prefix="aurora-large-"))
-    start = pd.Timestamp("2010-12-10T00:00")
-    cadence = pd.Timedelta(days=args.days) / args.images
-    end = start + cadence * args.images
     t0 = time.perf_counter()
-    edges = [start + cadence * (args.images * i // CORES) for i in range(CORES + 1)]
-    with ProcessPoolExecutor(CORES) as pool:
-        labels = pd.concat(pool.map(_write, [(f"file://{tmp}/archive", a, b, cadence, i)
-                                             for i, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]))
+    start, end, labels = write_synthetic_archive(f"file://{tmp}/archive", "LYR", "2010-12-10", args.images,
+                                                 args.days, kind="colour")
     print(f"synthetic archive: {len(labels)} colour JPEGs 2832x2832, mean {labels['bytes'].mean() / 1e6:.2f} MB, "
           f"in {time.perf_counter() - t0:.1f} s")
     recipe = get_recipe(args.recipe)
@@ -66,7 +52,7 @@ def main() -> None:
     print(f"plain inference: {plain:.1f} img/s (batch 64, {recipe.size} px, {CORES} threads)")
 
     roof = decoding_rate(files, args.recipe)
-    shared = 1 / (1 / roof + 1 / plain)
+    shared = cpu_roof(roof, plain)
     print(f"decoding roof: {roof:.1f} img/s (decode at reduced scale + {args.recipe}, {CORES} threads, no network); "
           f"CPU roof with the network on the same cores: {shared:.1f} img/s")
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CORES, run_season_on_local_cluster, season_job
+from _common import CORES, run_season_on_local_cluster, season_job, write_synthetic_archive
 
 
 def main() -> None:
@@ -26,23 +26,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=CORES)
     args = ap.parse_args()
 
-    import pandas as pd
     from latency_proxy import LatencyProxy
     from s3server import SeaweedServer
-
-    from aurora_batch.synth import write_archive
 
     tmp = Path(tempfile.mkdtemp(prefix="aurora-s3-bench-"))
     server = SeaweedServer(tmp / "seaweed").start()
     proxy = LatencyProxy(server.port, latency_s=args.latency_ms / 1000)
     try:
         server.filesystem().mkdir("archive")
-        start = pd.Timestamp("2010-12-10T00:00")
-        cadence = pd.Timedelta(days=args.days) / args.images
-        end = start + cadence * args.images
         t0 = time.perf_counter()
-        write_archive("s3://archive/asim", ["NYA"], start, end, cadence=cadence, seed=1,
-                      storage_options=server.storage_options)
+        start, end, _ = write_synthetic_archive("s3://archive/asim", "NYA", "2010-12-10", args.images, args.days,
+                                                storage_options=server.storage_options)
         print(f"synthetic archive: {args.images} frames on SeaweedFS in {time.perf_counter() - t0:.1f} s")
         rates = {}
         for name, endpoint in (("direct", server.endpoint), (f"+{args.latency_ms:g} ms", proxy.endpoint)):

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import (CORES, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
+from _common import (CORES, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
                      write_synthetic_archive)
 
 
@@ -31,14 +31,14 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="aurora-bench-")
     t0 = time.perf_counter()
     # Polar night at Ny-Ålesund, Moon test off: every frame is processed.
-    start, end = write_synthetic_archive(f"file://{tmp}/archive", "NYA", "2010-12-10", args.images, args.days)
+    start, end, _ = write_synthetic_archive(f"file://{tmp}/archive", "NYA", "2010-12-10", args.images, args.days)
     print(f"synthetic archive: {args.images} frames (256² 16-bit PNG) in {time.perf_counter() - t0:.1f} s")
 
     plain = {bs: plain_inference_rate(128, bs, CORES) for bs in (64, 16)}
     for bs, rate in plain.items():
         print(f"plain eager inference: {rate:.1f} img/s (batch {bs}, 128 px, {CORES} threads, float32)")
     roof = decoding_rate(sorted(Path(tmp, "archive").rglob("*.png"))[:2000])
-    shared = 1 / (1 / roof + 1 / max(plain.values()))
+    shared = cpu_roof(roof, max(plain.values()))
     print(f"decoding roof: {roof:.1f} img/s (decode + lite128, {CORES} threads, no network); "
           f"CPU roof with the eager network on the same cores: {shared:.1f} img/s")
     modes = [("compiled", True)] + ([] if args.no_eager_season else [("eager", False)])
