@@ -61,13 +61,16 @@ def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[I
         kw = {"station": next(iter(src.stations.values()))} if kind == "ceilometer" else {}
         frame = read_many(readers[src.format], src.url, src.storage_options, **kw)
         back = {inst: img for img, inst in src.stations.items()}
-        frame = frame[frame["station"].isin(back)]
-        frame = frame.assign(station=frame["station"].map(back))
-        out.append((src, frame.reset_index(drop=True)))
+        mine = frame[frame["station"].isin(back)]
+        mine = mine.assign(station=mine["station"].map(back)).reset_index(drop=True)
+        mine.attrs = dict(frame.attrs)  # the reader's units
+        out.append((src, mine))
     return out
 
 
-def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float) -> dict[str, tuple]:
+def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float,
+               units: dict[str, str]) -> dict[str, tuple]:
+    """The store variables of one joined instrument kind; magnetometer units are the readers' (nT, arcmin)."""
     dt_s = joined["dt"].dt.total_seconds().to_numpy(np.float32)
     if kind == "ceilometer":
         det = joined["cloud_detected"].astype("Float64").to_numpy(np.float32, na_value=np.nan)
@@ -80,7 +83,8 @@ def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cb
                                                               "units": "1"}),
             "cbh_dt": (dt_s, {"long_name": "ceilometer time - image time", "units": "s"}),
         }
-    out = {f"mag_{c}": (joined[c].to_numpy(np.float32), {"long_name": f"magnetometer {c.upper()}", "units": "nT"})
+    out = {f"mag_{c}": (joined[c].to_numpy(np.float32),
+                        {"long_name": f"magnetometer {c.upper()}", **({"units": units[c]} if c in units else {})})
            for c in columns}
     out["mag_dt"] = (dt_s, {"long_name": "magnetometer time - image time", "units": "s"})
     return out
@@ -131,7 +135,8 @@ def run_join(job: JobConfig) -> JoinSummary:
                         continue
                     matched[kind] += int(joined["dt"].notna().sum())
                     values = [c for c in joined.columns if c not in ("time", "station", "dt")]
-                    new.update(_variables(joined, kind, values, job.join.cloud_max_cbh))
+                    units = {c: u for k, _, f in instruments if k == kind for c, u in f.attrs.get("units", {}).items()}
+                    new.update(_variables(joined, kind, values, job.join.cloud_max_cbh, units))
                 out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()}, coords={"time": times})
                 out = out.drop_vars("time")  # the coordinate is already in the store
                 out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False)

@@ -1,14 +1,13 @@
-"""The catalog: one row per input file, with station, time (UTC), wavelength and status.
+"""The catalog: one row per input file, with station, time (UTC), wavelength, format and status.
 
-Archive layouts are declared, not coded: a :class:`Layout` is a regular expression over the
-file name with named groups, plus the strftime format of its date and time.  The status
-column is the job's ledger: ``kept``, or the reason a file was dropped.
+Archive conventions are declared, not coded: :mod:`aurora_batch.formats` binds file-name
+patterns to readers.  The status column is the job's ledger: ``kept``, or the reason a file
+was dropped.  A multi-frame file keeps one row; its frames dropped by the Sun, the Moon or as
+not sky are counted in ``frames_sun``, ``frames_moon`` and ``frames_not_sky``.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,98 +15,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .formats import FORMATS, Format, extensions, match_name
 from .fs import filesystem
 
-__all__ = ["Layout", "LAYOUTS", "Status", "parse_name", "list_images", "build_catalog",
-           "IMAGE_EXTENSIONS", "CATALOG_COLUMNS"]
+__all__ = ["Status", "list_images", "build_catalog", "IMAGE_EXTENSIONS", "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS",
+           "file_ledger", "WHOLE_FILE"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pgm", ".pgm.gz", ".pgm.bz2")
+IMAGE_EXTENSIONS = extensions(list(FORMATS.values()))
 
 
 class Status:
-    """Values of the catalog's ``status`` column."""
+    """Values of the catalog's ``status`` column (files) and of staged rows (frames)."""
 
     KEPT = "kept"
     PENDING = "pending"  #: passed the ephemeris filter, not yet read
     SUN = "sun"
     MOON = "moon"
+    NOT_SKY = "not_sky"  #: a frame that is no sky image (constant, non-finite, too small or too large, odd shape)
     UNPARSEABLE = "unparseable_name"
     UNREADABLE = "unreadable_image"
     DUPLICATE = "duplicate"
 
 
-CATALOG_COLUMNS = ["url", "station", "time", "wavelength", "status", "detail",
+CATALOG_COLUMNS = ["url", "station", "time", "wavelength", "format", "status", "detail",
                    "sun_alt", "moon_alt", "moon_illumination"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """How station, time and wavelength are encoded in an archive's file names.
-
-    ``pattern`` is matched against the file's base name and must define the groups
-    ``station``, ``date`` and ``time``; ``wavelength`` (Å) is optional.
-    ``time_format`` is the strptime format of ``f"{date}_{time}"``.
-    """
-
-    name: str
-    pattern: str
-    time_format: str = "%Y%m%d_%H%M%S"
-    default_wavelength: int | None = None
-
-    @property
-    def regex(self) -> re.Pattern:
-        return re.compile(self.pattern, re.IGNORECASE)
-
-    def __post_init__(self):
-        try:
-            groups = set(self.regex.groupindex)
-        except re.error as err:
-            raise ValueError(f"layout {self.name!r}: bad pattern ({err})") from None
-        missing = {"station", "date", "time"} - groups
-        if missing:
-            raise ValueError(f"layout {self.name!r}: pattern lacks the named group(s) {sorted(missing)}")
-
-
-LAYOUTS: dict[str, Layout] = {
-    # UiO ASIM, flat or in its <loc>/<wvl>/<YYYY>/<YYYYMMDD>/ tree: nya4_20101207_233450_5577_cal.png
-    "asim": Layout(
-        "asim",
-        r"^(?P<station>[a-z]+)(?P<camera>\d)_(?P<date>\d{8})_(?P<time>\d{6})_(?P<wavelength>\d{4})(?:_cal)?\.png$",
-    ),
-    # THEMIS ASI stream0, one file a minute, ~20 frames each: 20080305_0600_gill_themis19_full.pgm.gz
-    "themis": Layout(
-        "themis",
-        r"^(?P<date>\d{8})_(?P<time>\d{4})_(?P<station>[a-z]{4})_themis(?P<camera>\d{2})_full\.pgm(?:\.gz|\.bz2)?$",
-        time_format="%Y%m%d_%H%M",
-    ),
-    # Kiruna-style colour JPEGs named by station, date and time: KIR_20101201_221500.jpg
-    "kiruna": Layout(
-        "kiruna",
-        r"^(?P<station>[a-z]{3})_?(?P<date>\d{8})_?(?P<time>\d{6})(?:_[a-z0-9]+)?\.jpe?g$",
-    ),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ParsedName:
-    station: str
-    time: dt.datetime
-    wavelength: int | None
-
-
-def parse_name(name: str, layout: Layout) -> ParsedName:
-    """Parse a file's base name; raises ``ValueError`` saying why it does not fit ``layout``."""
-    base = name.rsplit("/", 1)[-1]
-    m = layout.regex.match(base)
-    if not m:
-        raise ValueError(f"{base!r} does not match the {layout.name!r} layout")
-    groups = m.groupdict()
-    try:
-        time = dt.datetime.strptime(f"{groups['date']}_{groups['time']}", layout.time_format)
-    except ValueError as err:
-        raise ValueError(f"{base!r}: bad date/time ({err})") from None
-    wl = groups.get("wavelength")
-    return ParsedName(groups["station"].upper(), time, int(wl) if wl else layout.default_wavelength)
+WHOLE_FILE = -1  #: the ``frame`` of a staged row that stands for a whole file whose frames were not read
+#: per-file counts of frames, by what became of them, in the month catalogs
+FRAME_COUNT_COLUMNS = {"frames": Status.KEPT, "frames_sun": Status.SUN, "frames_moon": Status.MOON,
+                       "frames_not_sky": Status.NOT_SKY}
 
 
 def list_images(url: str, storage_options: dict[str, Any] | None = None,
@@ -143,9 +78,9 @@ def list_images(url: str, storage_options: dict[str, Any] | None = None,
     return pd.DataFrame(rows, columns=["url", "size"])
 
 
-def build_catalog(urls: Iterable[str], layout: Layout, stations: Sequence[str],
+def build_catalog(urls: Iterable[str], formats: Sequence[Format], stations: Sequence[str],
                   start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
-    """Parse ``urls`` into a catalog restricted to ``stations`` and [start, end).
+    """Parse ``urls`` with the first of ``formats`` that fits into a catalog of ``stations`` in [start, end).
 
     Files whose names do not parse are kept as rows with status ``unparseable_name``; files
     of other stations or times are not inputs of this job and are left out.  A second file
@@ -155,17 +90,18 @@ def build_catalog(urls: Iterable[str], layout: Layout, stations: Sequence[str],
     rows = []
     for url in urls:
         try:
-            p = parse_name(url, layout)
+            p = match_name(url, formats)
         except ValueError as err:
-            rows.append((url, None, pd.NaT, pd.NA, Status.UNPARSEABLE, str(err)))
+            rows.append((url, None, pd.NaT, pd.NA, None, Status.UNPARSEABLE, str(err)))
             continue
         if p.station in wanted and start <= p.time < end:
-            rows.append((url, p.station, p.time, p.wavelength if p.wavelength is not None else pd.NA,
+            rows.append((url, p.station, p.time, p.wavelength if p.wavelength is not None else pd.NA, p.format,
                          Status.PENDING, ""))
-    cat = pd.DataFrame(rows, columns=["url", "station", "time", "wavelength", "status", "detail"])
+    cat = pd.DataFrame(rows, columns=["url", "station", "time", "wavelength", "format", "status", "detail"])
     cat["time"] = pd.to_datetime(cat["time"]).astype("datetime64[ns]")
     cat["wavelength"] = cat["wavelength"].astype("Int64")
     cat["station"] = cat["station"].astype(object)
+    cat["format"] = cat["format"].astype(object)
     for col in ("sun_alt", "moon_alt", "moon_illumination"):
         cat[col] = np.nan
     cat = cat.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
@@ -173,6 +109,35 @@ def build_catalog(urls: Iterable[str], layout: Layout, stations: Sequence[str],
     cat.loc[dup, "status"] = Status.DUPLICATE
     cat.loc[dup, "detail"] = "another file has the same station, wavelength and time"
     return cat.reset_index(drop=True)[CATALOG_COLUMNS]
+
+
+def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per file from staged rows (one per frame): the file's status and its frame counts.
+
+    A file is ``kept`` when any of its frames is; one whose frames were all dropped takes the
+    most frequent frame reason (``sun``, ``moon``, ``not_sky``), with a detail that counts
+    them.  Files decided as a whole, without reading frames (``frame`` is
+    :data:`WHOLE_FILE`: unreadable, duplicate, filtered by name), keep their row as it is.
+    The time, Sun and Moon columns are those of the file's first frame.
+    """
+    read = rows[rows["frame"] != WHOLE_FILE]
+    counts = pd.crosstab(read["url"], read["status"])
+    files = rows.drop_duplicates("url").set_index("url")
+    for column, status in FRAME_COUNT_COLUMNS.items():
+        files[column] = counts[status].reindex(files.index).fillna(0).astype(int) if status in counts else 0
+    frame_reasons = ["frames_sun", "frames_moon", "frames_not_sky"]
+    multi = files[frame_reasons].sum(axis=1) > 0
+    kept = files["frames"] > 0
+    files.loc[kept, ["status", "detail"]] = [Status.KEPT, ""]
+    dropped = multi & ~kept
+    if dropped.any():
+        worst = files.loc[dropped, frame_reasons].idxmax(axis=1)
+        files.loc[dropped, "status"] = worst.map({c: FRAME_COUNT_COLUMNS[c] for c in frame_reasons})
+        n = files.loc[dropped, frame_reasons].sum(axis=1)
+        first = rows.drop_duplicates("url", keep="first").set_index("url")["detail"]
+        files.loc[dropped, "detail"] = [f"all {k} frame(s) dropped: {first.get(u, '')}"
+                                        for u, k in zip(files.index[dropped], n)]
+    return files.reset_index().reindex(columns=[*CATALOG_COLUMNS, *FRAME_COUNT_COLUMNS])
 
 
 def partition_key(station: str, wavelength: Any, day: pd.Timestamp) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig", "KubernetesConfig", "NightlyConfig", "LayoutConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig", "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -57,6 +57,10 @@ class FeatureConfig(_Strict):
                                        "less one on a GPU worker")
     fetch_concurrency: int = Field(16, ge=1, le=256, description="file reads in flight per task")
     prefetch_mb: float = Field(256, gt=0, description="listed MB of files read ahead of the network per task")
+    max_pixels: int = Field(64_000_000, ge=1, description="frames with more pixels are refused from their header, "
+                            "before decoding (status not_sky)")
+    min_elevation: float = Field(10.0, ge=0, lt=90, description="with a skymap, the field of view is the pixels at "
+                                 "least this high (deg); without one, the inscribed circle")
 
 
 class ClassifyConfig(_Strict):
@@ -157,23 +161,36 @@ class ClusterConfig(_Strict):
     timeout_s: float = Field(600, gt=0, description="how long to wait for the first worker")
 
 
-class LayoutConfig(_Strict):
-    """A user-declared archive layout: a regex over file names with named groups."""
+class FormatConfig(_Strict):
+    """A user-declared archive format: trollsift patterns over file names, and a reader."""
 
     name: str = "custom"
-    pattern: str = Field(description="regex with groups station, date, time (and optionally wavelength)")
-    time_format: str = "%Y%m%d_%H%M%S"
+    pattern: str | list[str] = Field(description="trollsift pattern(s) with {station} and {time:<strftime>}, "
+                                     "optionally {wavelength:d}, e.g. 'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'")
+    reader: Literal["image", "pgm", "cdf", "trex_h5"] = "image"
     default_wavelength: int | None = None
+    span_s: float = Field(0.0, ge=0, description="how long after its name's time a file's frames run (s)")
+
+    @field_validator("pattern")
+    @classmethod
+    def _not_regex(cls, value: str | list[str]) -> str | list[str]:
+        for p in [value] if isinstance(value, str) else value:
+            if "(?P<" in p:
+                raise ValueError(f"{p!r} is a regular expression; formats take trollsift patterns such as "
+                                 "'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'")
+        return value
 
     @model_validator(mode="after")
-    def _compiles(self) -> "LayoutConfig":
-        self.to_layout()  # raises ValueError naming the problem
+    def _compiles(self) -> "FormatConfig":
+        self.to_format()  # raises ValueError naming the problem
         return self
 
-    def to_layout(self):
-        from .catalog import Layout
+    def to_format(self):
+        from .formats import Format
 
-        return Layout(self.name, self.pattern, self.time_format, self.default_wavelength)
+        patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
+        return Format(self.name, patterns, self.reader, default_wavelength=self.default_wavelength,
+                      span_s=self.span_s, frame_times=self.reader if self.reader != "image" else "name")
 
 
 class NightlyConfig(_Strict):
@@ -191,7 +208,13 @@ class JobConfig(_Strict):
     stations: list[str] = Field(min_length=1)
     start: dt.datetime = Field(description="first time included, UTC (rounded down to midnight: whole days)")
     end: dt.datetime = Field(description="first time excluded, UTC (rounded up to midnight: whole days)")
-    layout: str | LayoutConfig = Field("asim", description="a layout name (asim, themis, kiruna) or a pattern")
+    layout: str | FormatConfig | list[str | FormatConfig] = Field(
+        "auto", description="the archive's format: auto (every built-in one), a built-in name, a user format "
+                            "(mapping with a pattern), or a list of those, tried in order")
+    skymaps: str | dict[str, str] | None = Field(
+        None, description="UCalgary skymap .sav files: a folder URL searched for *_skymap_<site>_*.sav, or "
+                          "station -> file or folder URL; the field of view is then elevation >= "
+                          "features.min_elevation")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
                                             description="fsspec options for input (endpoint, credentials)")
     output_storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
@@ -213,12 +236,37 @@ class JobConfig(_Strict):
             self.cluster.processes = False
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stations_mapping(cls, data: Any) -> Any:
+        """``stations: {GILL: {skymap: URL}}`` is ``stations: [GILL]`` plus ``skymaps: {GILL: URL}``."""
+        if isinstance(data, dict) and isinstance(data.get("stations"), dict):
+            data = dict(data)
+            table = data.pop("stations")
+            skymaps = dict(data.get("skymaps") or {}) if not isinstance(data.get("skymaps"), str) else {}
+            for code, opts in table.items():
+                opts = opts or {}
+                unknown = set(opts) - {"skymap"}
+                if unknown:
+                    raise ValueError(f"stations.{code}: unknown option(s) {sorted(unknown)}; known: skymap")
+                if opts.get("skymap"):
+                    skymaps[str(code).upper()] = opts["skymap"]
+            data["stations"] = list(table)
+            if skymaps:
+                data["skymaps"] = skymaps
+        return data
+
     @field_validator("stations", mode="before")
     @classmethod
     def _split_stations(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [s for s in value.split(",") if s.strip()]
         return value
+
+    @field_validator("skymaps")
+    @classmethod
+    def _skymap_codes(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        return {k.upper(): v for k, v in value.items()} if isinstance(value, dict) else value
 
     @field_validator("stations")
     @classmethod
@@ -247,18 +295,23 @@ class JobConfig(_Strict):
 
     @field_validator("layout")
     @classmethod
-    def _known_layout(cls, value: str | LayoutConfig) -> str | LayoutConfig:
-        from .catalog import LAYOUTS
+    def _known_layout(cls, value):
+        from .formats import FORMATS
 
-        if isinstance(value, str) and value not in LAYOUTS:
-            raise ValueError(f"unknown layout {value!r}; known: {sorted(LAYOUTS)}, or give a mapping with a pattern")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and item != "auto" and item not in FORMATS:
+                raise ValueError(f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, "
+                                 "or a mapping with a pattern")
         return value
 
-    def layout_spec(self):
-        """The :class:`~aurora_batch.catalog.Layout` this job parses names with."""
-        from .catalog import LAYOUTS
+    def formats(self):
+        """The :class:`~aurora_batch.formats.Format` list this job parses names with, in order."""
+        from .formats import get_formats
 
-        return LAYOUTS[self.layout] if isinstance(self.layout, str) else self.layout.to_layout()
+        out = []
+        for item in self.layout if isinstance(self.layout, list) else [self.layout]:
+            out += get_formats([item]) if isinstance(item, str) else [item.to_format()]
+        return list({f.name: f for f in out}.values())
 
     def feature_fingerprint(self) -> str:
         """What makes a staged part reusable: backbone, weights, recipe, head and filter thresholds."""
@@ -270,8 +323,9 @@ class JobConfig(_Strict):
             head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
         flt = self.filter
         precision = "" if f.precision == "float32" else f"|{f.precision}"
-        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}"
-                f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}")
+        skymaps = f"|skymaps:{self.skymaps}>={f.min_elevation}" if self.skymaps else ""
+        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
+                f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}")
 
     @model_validator(mode="after")
     def _head_fits(self) -> "JobConfig":

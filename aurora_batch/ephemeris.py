@@ -45,6 +45,9 @@ def _skyfield():
     return ts, eph
 
 
+_MIDNIGHT_TT: dict[int, float] = {}  #: UTC day number -> TT Julian day of its midnight (leap seconds included)
+
+
 def _tt_days(times: pd.DatetimeIndex) -> np.ndarray:
     """Terrestrial Time of UTC ``times`` as Julian days.
 
@@ -55,9 +58,13 @@ def _tt_days(times: pd.DatetimeIndex) -> np.ndarray:
     ns = times.asi8
     day, within = np.divmod(ns, _NS_PER_DAY)
     days, inverse = np.unique(day, return_inverse=True)
-    midnights = pd.DatetimeIndex(days * _NS_PER_DAY)
-    tt_midnight = ts.utc(midnights.year.values, midnights.month.values, midnights.day.values).tt
-    return np.atleast_1d(tt_midnight)[inverse] + within / (_NS_PER_DAY)
+    missing = [int(d) for d in days if int(d) not in _MIDNIGHT_TT]
+    if missing:
+        midnights = pd.DatetimeIndex(np.asarray(missing) * _NS_PER_DAY)
+        tt = ts.utc(midnights.year.values, midnights.month.values, midnights.day.values).tt
+        _MIDNIGHT_TT.update(zip(missing, np.atleast_1d(tt).tolist()))
+    tt_midnight = np.array([_MIDNIGHT_TT[int(d)] for d in days])
+    return tt_midnight[inverse] + within / (_NS_PER_DAY)
 
 
 def _nodes(tt_nodes: np.ndarray):
@@ -72,6 +79,28 @@ def _nodes(tt_nodes: np.ndarray):
     sun = mxv(t.M, geo.observe(eph["sun"]).apparent().position.au)
     moon = mxv(t.M, geo.observe(eph["moon"]).apparent().position.au)
     return sun, moon, np.asarray(t.gast) * (np.pi / 12.0)
+
+
+_NODE_CACHE: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, float]] = {}
+_NODE_CACHE_MAX = 20_000  #: grid nodes kept (about four months at 10 min): per-file calls reuse them
+
+
+def _cached_nodes(nodes: np.ndarray, step_days: float):
+    """:func:`_nodes` at ``nodes * step_days``, computing only nodes not seen before in this process.
+
+    Workers evaluate the ephemeris per file, for its frames' own times; consecutive files share
+    their grid nodes, so Skyfield runs about once per node instead of once per file.
+    """
+    missing = [int(k) for k in nodes if (step_days, int(k)) not in _NODE_CACHE]
+    if missing:
+        if len(_NODE_CACHE) + len(missing) > _NODE_CACHE_MAX:
+            _NODE_CACHE.clear()
+        sun, moon, gast = _nodes(np.asarray(missing, dtype=float) * step_days)
+        for i, k in enumerate(missing):
+            _NODE_CACHE[(step_days, k)] = (sun[:, i], moon[:, i], float(gast[i]))
+    values = [_NODE_CACHE[(step_days, int(k))] for k in nodes]
+    return (np.stack([v[0] for v in values], axis=1), np.stack([v[1] for v in values], axis=1),
+            np.array([v[2] for v in values]))
 
 
 def _sites(sites: dict[str, tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +127,7 @@ def _chunk(tt: np.ndarray, obs: np.ndarray, up: np.ndarray, step_days: float) ->
     k = np.floor(tt / step_days).astype(np.int64)
     nodes, where = np.unique(np.concatenate([k, k + 1]), return_inverse=True)
     i0, i1 = where[: len(k)], where[len(k):]
-    sun, moon, gast = _nodes(nodes * step_days)
+    sun, moon, gast = _cached_nodes(nodes, step_days)
     w = tt / step_days - k
     out = np.empty((len(tt), 3))
 

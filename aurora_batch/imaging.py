@@ -13,13 +13,15 @@ import gzip
 import io
 import math
 import re
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageError", "decode", "read_frames", "read_pgm_frames", "write_pgm_frames", "Recipe", "RECIPES",
-           "get_recipe", "to_grey", "circle_mask", "resize", "reduce_to"]
+__all__ = ["ImageError", "decode", "image_shape", "read_pgm", "read_pgm_frames", "write_pgm_frames", "Recipe",
+           "RECIPES", "get_recipe", "to_grey", "circle_mask", "resize", "reduce_to", "sky_problem",
+           "saturated_fraction", "range_fraction", "full_scale"]
 
 
 class ImageError(ValueError):
@@ -27,16 +29,45 @@ class ImageError(ValueError):
 
 
 def decode(data: bytes, name: str = "<bytes>", min_side: int | None = None) -> np.ndarray:
-    """Decode PNG/JPEG/PGM bytes (8 or 16 bit, grey or RGB) to an array in the file's own units.
+    """Decode PNG/JPEG/TIFF/PGM bytes (8 or 16 bit, grey or RGB) to an array in the file's own units.
 
-    Returns ``(H, W)`` or ``(H, W, 3)`` in the file's dtype (``uint8``, ``uint16``...).  With
+    Returns ``(H, W)`` or ``(H, W, 3)`` in the file's dtype (``uint8``, ``uint16``, ``float32``).
+    PNG and TIFF are decoded with imagecodecs, which keeps 16 bits per colour channel (Pillow
+    silently reduces 16-bit RGB PNGs to 8 bits); JPEG and the rest with Pillow.  With
     ``min_side`` (pixels), an image whose shorter side is at least twice that is returned
     reduced, its shorter side still ``>= min_side``: JPEGs are decoded at a reduced DCT scale
     (1/2, 1/4 or 1/8: Pillow's ``draft``, 20-50x faster for multi-megapixel frames), other
-    images are averaged over whole ``f×f`` blocks (float32, same units).
+    images are averaged over whole ``f×f`` blocks (same dtype).
     """
     if not data:
         raise ImageError(f"{name}: empty file")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] in (b"II*\x00", b"MM\x00*"):
+        arr = _decode_imagecodecs(data, name)
+    else:
+        arr = _decode_pillow(data, name, min_side)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    elif arr.ndim == 3 and arr.shape[2] == 4:  # drop alpha
+        arr = arr[..., :3]
+    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ImageError(f"{name}: unexpected image shape {arr.shape}")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return reduce_to(arr, min_side) if min_side else arr
+
+
+def _decode_imagecodecs(data: bytes, name: str) -> np.ndarray:
+    import imagecodecs
+
+    try:
+        if data[:4] == b"\x89PNG":
+            return np.asarray(imagecodecs.png_decode(data))
+        return np.asarray(imagecodecs.tiff_decode(data))
+    except Exception as err:  # imagecodecs raises its own *Error classes per codec
+        raise ImageError(f"{name}: cannot decode image ({err})") from None
+
+
+def _decode_pillow(data: bytes, name: str, min_side: int | None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
@@ -44,22 +75,30 @@ def decode(data: bytes, name: str = "<bytes>", min_side: int | None = None) -> n
                 im.draft(im.mode, (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I", "L", "F", "RGB"):
-                arr = np.asarray(im)
-            else:  # palette, alpha, CMYK...: flatten to RGB
-                arr = np.asarray(im.convert("RGB"))
+                return np.asarray(im)
+            return np.asarray(im.convert("RGB"))  # palette, alpha, CMYK...: flatten to RGB
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(f"{name}: cannot decode image ({err})") from None
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise ImageError(f"{name}: unexpected image shape {arr.shape}")
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return reduce_to(arr, min_side) if min_side else arr
+
+
+def image_shape(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
+    """``(height, width)`` from the image's header, without decoding its pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size[1], im.size[0]
+    except Image.DecompressionBombError as err:  # still only the header: report the size
+        raise ImageError(f"{name}: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: cannot decode image ({err})") from None
 
 
 def reduce_to(img: np.ndarray, min_side: int) -> np.ndarray:
     """Average whole ``f×f`` blocks, the largest ``f`` that keeps the shorter side ``>= min_side``.
 
-    Returns ``img`` itself when ``f`` would be 1; otherwise float32 in the same units (the
+    Returns ``img`` itself when ``f`` would be 1; otherwise the block means in the same dtype
+    (rounded for integers, so the container's range and saturation keep their meaning; the
     last ``H mod f`` rows and ``W mod f`` columns are dropped).
     """
     f = min(img.shape[:2]) // min_side
@@ -67,17 +106,20 @@ def reduce_to(img: np.ndarray, min_side: int) -> np.ndarray:
         return img
     h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
     blocks = img[:h, :w].reshape(h // f, f, w // f, f, *img.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    mean = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return np.rint(mean).astype(img.dtype) if img.dtype.kind in "ui" else mean.astype(img.dtype, copy=False)
 
 
 _PGM_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?)")
+_PGM_KEY = re.compile(r'^"([^"]+)"\s*(.*)$')
 
 
-def _decompress(data: bytes, name: str) -> bytes:
+def decompress(data: bytes, name: str) -> bytes:
+    """Gunzip or bunzip2 ``data`` when ``name`` ends in ``.gz`` or ``.bz2``; else return it."""
     try:
-        if name.endswith(".gz"):
+        if name.lower().endswith(".gz"):
             return gzip.decompress(data)
-        if name.endswith(".bz2"):
+        if name.lower().endswith(".bz2"):
             return bz2.decompress(data)
     except (OSError, EOFError, ValueError) as err:
         raise ImageError(f"{name}: cannot decompress ({err})") from None
@@ -85,17 +127,24 @@ def _decompress(data: bytes, name: str) -> bytes:
 
 
 def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetime | None, np.ndarray]]:
-    """All frames of a multi-frame binary PGM (THEMIS stream0), with their time stamps.
+    """All frames of a (possibly ``.gz``/``.bz2``) multi-frame binary PGM, with their UTC times."""
+    return read_pgm(decompress(data, name), name)[0]
+
+
+def read_pgm(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+             ) -> tuple[list[tuple[dt.datetime | None, np.ndarray]], dict[str, str]]:
+    """Frames of an uncompressed multi-frame binary PGM (UCalgary stream0), and the first frame's keys.
 
     Each frame is a ``P5`` header (width, height, maxval; ``#`` comment lines anywhere in
     it) followed by big-endian samples (2 bytes when maxval > 255).  The frame's UTC time is
     read from the comment that contains ``Image request start`` (else the first comment
-    holding an ISO date-time); ``None`` when there is none.
+    holding an ISO date-time); ``None`` when there is none.  Comments of the form
+    ``#"Key" value`` of the first frame are returned as ``{key: value}`` (values stripped).
+    A frame of more than ``max_pixels`` is refused from its header.
     """
-    data = _decompress(data, name)
     if not data:
         raise ImageError(f"{name}: empty file")
-    frames, pos, n = [], 0, len(data)
+    frames, keys, pos, n = [], {}, 0, len(data)
     while pos < n:
         while pos < n and data[pos:pos + 1].isspace():
             pos += 1
@@ -124,6 +173,9 @@ def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetim
             width, height, maxval = (int(t) for t in tokens)
         except ValueError:
             raise ImageError(f"{name}: frame {len(frames)} has a bad header {tokens}") from None
+        if max_pixels and width * height > max_pixels:
+            raise ImageError(f"{name}: frame {len(frames)} has {width}×{height} pixels, more than the limit of "
+                             f"{max_pixels} (features.max_pixels)")
         pos += 1  # the single whitespace byte after maxval
         size = width * height * (2 if maxval > 255 else 1)
         if pos + size > n:
@@ -131,10 +183,12 @@ def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetim
         dtype = ">u2" if maxval > 255 else "u1"
         img = np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width)
         pos += size
+        if not frames:
+            keys = {m.group(1): m.group(2).strip() for c in comments if (m := _PGM_KEY.match(c))}
         frames.append((_frame_time(comments), img.astype(np.uint16 if maxval > 255 else np.uint8)))
     if not frames:
         raise ImageError(f"{name}: no PGM frames")
-    return frames
+    return frames, keys
 
 
 def _frame_time(comments: list[str]) -> dt.datetime | None:
@@ -159,17 +213,6 @@ def write_pgm_frames(frames: list[tuple[dt.datetime, np.ndarray]], site: str = "
     if compress == "bz2":
         return bz2.compress(bytes(out))
     return bytes(out)
-
-
-def read_frames(data: bytes, name: str, min_side: int | None = None) -> list[tuple[dt.datetime | None, np.ndarray]]:
-    """The frames of one file: many for a THEMIS PGM stream, one (time ``None``) otherwise.
-
-    ``min_side``: the smallest image side the consumer needs (see :func:`decode`).
-    """
-    base = name.lower()
-    if base.endswith((".pgm", ".pgm.gz", ".pgm.bz2")):
-        return [(t, reduce_to(img, min_side) if min_side else img) for t, img in read_pgm_frames(data, name)]
-    return [(None, decode(data, name, min_side))]
 
 
 def to_grey(img: np.ndarray) -> np.ndarray:
@@ -201,13 +244,18 @@ def _robust_unit(grey: np.ndarray, mask: np.ndarray, lo_pct: float, hi_pct: floa
     return np.where(mask, scaled, 0).astype(np.float32)
 
 
-def lite128(img: np.ndarray) -> np.ndarray:
+def _field_of_view(shape: tuple[int, int], mask: np.ndarray | None) -> np.ndarray:
+    return circle_mask(shape) if mask is None else mask
+
+
+def lite128(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Default recipe: grey; zero outside the field of view; 1–99.5 % stretch; 128 px; [-1, 1].
 
-    The ``x*2-1`` scaling matches EfficientNet-Lite's training input.
+    The field of view is ``mask`` (a skymap's elevation mask) or the inscribed circle.  The
+    ``x*2-1`` scaling matches EfficientNet-Lite's training input.
     """
     grey = to_grey(img)
-    unit = _robust_unit(grey, circle_mask(grey.shape), 1.0, 99.5)
+    unit = _robust_unit(grey, _field_of_view(grey.shape, mask), 1.0, 99.5)
     x = resize(unit, 128) * 2.0 - 1.0
     return np.repeat(x[None], 3, axis=0).astype(np.float32)
 
@@ -216,31 +264,45 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def _unit_range(img: np.ndarray) -> np.ndarray:
-    """Scale by the container's full range: 255 for 8-bit data, 65535 above."""
-    return img / (255.0 if img.max(initial=0) <= 255 else 65535.0)
+def full_scale(img: np.ndarray) -> float:
+    """The container's full range as the paper recipes assume it: 255 for 8-bit data, 65535 above."""
+    return 255.0 if img.max(initial=0) <= 255 else 65535.0
 
 
-def oath(img: np.ndarray) -> np.ndarray:
-    """OATH: the 256×256 crops as they are (grey or RGB), full-range scaled to [-1, 1].
-
-    Other sizes are box-resized to 256×256 first (OATH's crops are 256²).
-    """
-    x = _unit_range(img.astype(np.float32))
+def _oath_tensor(x: np.ndarray) -> np.ndarray:
+    """Unit-range (H, W) or (H, W, C) -> OATH's 256² input in [-1, 1], three channels."""
     x = x[None] if x.ndim == 2 else np.moveaxis(x[..., :3], 2, 0)
     x = np.stack([resize(c, 256) for c in x])
     x = np.repeat(x, 3, axis=0) if len(x) == 1 else x
     return (x * 2.0 - 1.0).astype(np.float32)
 
 
-def tame_steps(img: np.ndarray, size: int = 224) -> np.ndarray:
-    """TAME before normalisation: grey, zero outside the circle, 0.5–99.5 % clip, min–max, green only."""
+def oath(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """OATH: the 256×256 crops as they are (grey or RGB), full-range scaled to [-1, 1].
+
+    For OATH's own pre-scaled PNG crops.  Other sizes are box-resized to 256×256 first.
+    ``mask`` is not used (OATH feeds whole crops).
+    """
+    return _oath_tensor(img.astype(np.float32) / full_scale(img))
+
+
+def oath_stretch(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """OATH on raw frames: each channel stretched 1–99.5 % over the field of view, then as :func:`oath`."""
+    x = img.astype(np.float32)
+    fov = _field_of_view(x.shape[:2], mask)
+    x = _robust_unit(x, fov, 1.0, 99.5) if x.ndim == 2 else np.stack(
+        [_robust_unit(x[..., c], fov, 1.0, 99.5) for c in range(min(3, x.shape[2]))], axis=2)
+    return _oath_tensor(x)
+
+
+def tame_steps(img: np.ndarray, size: int = 224, mask: np.ndarray | None = None) -> np.ndarray:
+    """TAME before normalisation: grey, zero outside the field of view, 0.5–99.5 % clip, min–max, green only."""
     grey = to_grey(img).astype(np.float32)
-    mask = circle_mask(grey.shape)
-    lo, hi = np.percentile(grey[mask], [0.5, 99.5])
+    mask = _field_of_view(grey.shape, mask)
+    lo, hi = np.percentile(grey[mask], [0.5, 99.5]) if mask.any() else (0.0, 0.0)
     clipped = np.clip(grey, lo, hi)
     inside = clipped[mask]
-    span = inside.max() - inside.min()
+    span = inside.max() - inside.min() if inside.size else 0.0
     unit = (clipped - inside.min()) / span if span > 0 else np.zeros_like(clipped)
     unit = np.where(mask, unit, 0.0).astype(np.float32)
     rgb = np.zeros((3, size, size), np.float32)
@@ -248,9 +310,10 @@ def tame_steps(img: np.ndarray, size: int = 224) -> np.ndarray:
     return rgb
 
 
-def tame(img: np.ndarray) -> np.ndarray:
+def tame(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """TAME (Sado et al. 2022): :func:`tame_steps` at 224 px, then ImageNet mean/std."""
-    return ((tame_steps(img, 224) - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
+    x = tame_steps(img, 224, mask)
+    return ((x - IMAGENET_MEAN[:, None, None]) / IMAGENET_STD[:, None, None]).astype(np.float32)
 
 
 def kvammen_steps(img: np.ndarray, crop: int = 128) -> np.ndarray:
@@ -276,35 +339,82 @@ def kvammen_steps(img: np.ndarray, crop: int = 128) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(crop, 2, crop, 2).mean(axis=(1, 3)))
 
 
-def kvammen(img: np.ndarray) -> np.ndarray:
-    """Kvammen: :func:`kvammen_steps`, full-range scaled to [-1, 1], three equal channels."""
-    x = kvammen_steps(img) / (255.0 if img.max(initial=0) <= 255 else 65535.0)
+def _three(x: np.ndarray) -> np.ndarray:
     return np.repeat((x * 2.0 - 1.0)[None], 3, axis=0).astype(np.float32)
+
+
+def kvammen(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Kvammen: :func:`kvammen_steps`, full-range scaled to [-1, 1], three equal channels."""
+    return _three(kvammen_steps(img) / full_scale(img))
+
+
+def kvammen_stretch(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Kvammen on raw frames: :func:`kvammen_steps`, the crop stretched 1–99.5 %, [-1, 1], three channels."""
+    x = kvammen_steps(img)
+    return _three(_robust_unit(x, np.ones(x.shape, bool), 1.0, 99.5))
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A named preprocessing recipe: image in native units -> ``(3, size, size)`` float32."""
+    """A named preprocessing recipe: image in native units (and a field-of-view mask) -> ``(3, size, size)``."""
 
     name: str
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Callable[..., np.ndarray]
     size: int  #: output side, pixels
     description: str
     #: the shorter image side the recipe needs (pixels): larger frames are decoded reduced to it
     #: (twice ``size``, so percentiles and the final box filter still see >= 4 samples an output
     #: pixel); None: the recipe needs the full resolution
     min_side: int | None = None
+    #: the smallest shorter side (pixels) of a frame this recipe can use; smaller ones are not_sky
+    smallest: int = 32
+    #: for recipes that scale by the container's full range: the variant that stretches each image
+    stretch_variant: str | None = None
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        return self.fn(img)
+    def __call__(self, img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        return self.fn(img, mask)
 
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0], min_side=256),
-    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512),
+    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512, stretch_variant="oath_stretch"),
+    Recipe("oath_stretch", oath_stretch, 256, oath_stretch.__doc__.splitlines()[0], min_side=512),
     Recipe("tame", tame, 224, tame.__doc__.splitlines()[0], min_side=448),
-    Recipe("kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0]),
+    Recipe("kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0], smallest=256,
+           stretch_variant="kvammen_stretch"),
+    Recipe("kvammen_stretch", kvammen_stretch, 128, kvammen_stretch.__doc__.splitlines()[0], smallest=256),
 )}
+
+MAX_ASPECT = 4.0  #: frames with a longer side more than this many times the shorter are not_sky
+
+
+def sky_problem(img: np.ndarray, recipe: Recipe) -> str | None:
+    """Why ``img`` is no sky image ``recipe`` can use, or None: odd shape, too small, non-finite, constant."""
+    h, w = img.shape[:2]
+    if min(h, w) < recipe.smallest:
+        return f"{w}×{h} pixels is smaller than the {recipe.smallest} px the {recipe.name!r} recipe needs"
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        return f"{w}×{h} pixels is not an all-sky frame (aspect ratio above {MAX_ASPECT:g})"
+    if img.dtype.kind == "f" and not np.isfinite(img).all():
+        return f"{int((~np.isfinite(img)).sum())} non-finite pixel(s)"
+    lo, hi = img.min(), img.max()
+    if lo == hi:
+        return f"constant frame (every pixel {lo})"
+    return None
+
+
+def saturated_fraction(img: np.ndarray) -> float:
+    """Fraction of pixel values at the integer container's maximum (255, 65535); NaN for float images."""
+    if img.dtype.kind not in "ui":
+        return float("nan")
+    return float(np.count_nonzero(img == np.iinfo(img.dtype).max) / img.size)
+
+
+def range_fraction(img: np.ndarray) -> float:
+    """The share of its container's range (:func:`full_scale`) that ``img`` spans, 0–1 (1st to 99th percentile,
+    so a few hot or saturated pixels do not count)."""
+    lo, hi = np.percentile(img, [1.0, 99.0])
+    return float((hi - lo) / full_scale(img))
 
 
 def get_recipe(name: str) -> Recipe:

@@ -2,11 +2,14 @@
 
 Runs inside a Dask worker but is a plain function of its arguments, testable without a
 cluster.  Files stream through :func:`aurora_batch.stream.stream_files`: many reads in
-flight (fsspec), decoding into frames (one, or many for THEMIS PGM) at the resolution the
-recipe needs and preprocessing in threads, while this thread feeds the network whole
-batches.  A file that is gone or cannot be decoded becomes one row ``unreadable_image``
-with the reason, and the partition goes on; any other error (a storage outage) fails the
-task, which Dask retries, so no good image is ever rejected for it.
+flight (fsspec), decoding into frames (one, or many for PGM streams, CDF and HDF5 files) at
+the resolution the recipe needs, and per-frame work in threads, while this thread feeds the
+network whole batches.  Each frame gets the Sun and Moon at its own time stamp and its own
+verdict: ``kept``, ``sun``, ``moon`` or ``not_sky`` (a constant, non-finite, too small or
+implausibly shaped frame); only kept frames reach the network.  A file that is gone or cannot
+be decoded becomes one row ``unreadable_image`` with the reason, and the partition goes on;
+any other error (a storage outage) fails the task, which Dask retries, so no good image is
+ever rejected for it.
 """
 from __future__ import annotations
 
@@ -16,18 +19,24 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .catalog import Status
+from .catalog import WHOLE_FILE, Status, file_ledger
 from .classify import load_head
-from .config import JobConfig
+from .config import FilterConfig, JobConfig
+from .ephemeris import sun_moon, sun_moon_reasons
 from .features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects, tune_process
+from .formats import FileFrames, read_file
 from .fs import read_bytes
-from .imaging import get_recipe, read_frames
+from .imaging import Recipe, get_recipe, range_fraction, saturated_fraction, sky_problem
+from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
+from .stations import get_station
 from .store import part_fingerprint, read_part, staging_url, write_part
 from .stream import StreamSettings, stream_files
 
-__all__ = ["PartitionResult", "process_partition"]
+__all__ = ["PartitionResult", "process_partition", "judge_frames", "SITE_TOLERANCE_DEG", "LOW_RANGE"]
 
 log = logging.getLogger(__name__)
+SITE_TOLERANCE_DEG = 0.05  #: a file's stated site position may differ this much from the station table
+LOW_RANGE = 0.10  #: warn when a container-scaled recipe's input spans less than this share of its range
 
 
 @dataclasses.dataclass
@@ -39,19 +48,22 @@ class PartitionResult:
     images: int  #: kept images (frames)
     last_time: pd.Timestamp  #: latest file time in the partition (UTC)
     resumed: bool  #: True when an identical staged part already existed
+    warnings: list[str] = dataclasses.field(default_factory=list)  #: for the user, one line each
 
 
-def _result(key: str, month: str, url: str, rows: pd.DataFrame, resumed: bool) -> PartitionResult:
-    per_file = rows.drop_duplicates("url")
-    return PartitionResult(key, month, url, per_file["status"].value_counts().to_dict(),
-                           int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(per_file["time"].max()), resumed)
+def _result(key: str, month: str, url: str, rows: pd.DataFrame, resumed: bool,
+            warnings: list[str] | None = None) -> PartitionResult:
+    files = file_ledger(rows)
+    return PartitionResult(key, month, url, files["status"].value_counts().to_dict(),
+                           int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
+                           warnings or [])
 
 
 def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFrame | None:
     try:
         if part_fingerprint(url, job.output_storage_options) != job.feature_fingerprint():
             return None
-        staged, _ = read_part(url, job.output_storage_options, columns=["url", "status", "time"])
+        staged, _ = read_part(url, job.output_storage_options, columns=["url", "status", "detail", "time", "frame"])
     except FileNotFoundError:
         return None
     except Exception as err:  # an unreadable staged part is recomputed
@@ -62,65 +74,137 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFram
 
 def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
                       force: bool = False) -> PartitionResult:
-    """Read, preprocess and featurise the files of ``rows``; stage the result atomically.
+    """Read, judge, preprocess and featurise the files of ``rows``; stage the result atomically.
 
     ``rows`` are all catalog rows of one partition: ``pending`` ones are processed, rows
     already decided (``sun``, ``moon``, ``duplicate``) are staged as they are, so the part is
-    the partition's whole ledger.  When a part with the same input URLs and settings is
-    already staged, nothing is recomputed unless ``force``.
+    the partition's whole ledger (one row per frame of the files read).  When a part with the
+    same input URLs and settings is already staged, nothing is recomputed unless ``force``.
     """
     url = staging_url(job.output, month, key)
     if not force and (staged := _already_staged(url, rows, job)) is not None:
         return _result(key, month, url, staged, resumed=True)
-    out: list[dict] = [{**row, "frame": 0} for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
+    out: list[dict] = [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
+                       for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
     todo = rows[rows["status"] == Status.PENDING].sort_values("time").to_dict("records")
-    features = np.empty((0, 0), np.float32)
+    features, notes = np.empty((0, 0), np.float32), []
     if todo:
-        features = _featurise(job, todo, out)
+        features, notes = _featurise(job, todo, out)
     staged = pd.DataFrame(out)  # row order matches the feature order; the commit sorts by time
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
+    staged["saturated"] = staged["saturated"].astype("float32")
     arrays = {}
     if len(features):
         arrays["features"] = features
         if job.classify.head:
             arrays["proba"] = load_head(job.classify.head).predict_proba(features)
     write_part(url, staged, arrays, job.output_storage_options, job.feature_fingerprint())
-    return _result(key, month, url, staged, resumed=False)
+    return _result(key, month, url, staged, resumed=False, warnings=notes)
 
 
-def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> np.ndarray:
-    """Stream the ``todo`` files through decode, recipe and network; append their rows to ``out``.
+@dataclasses.dataclass
+class _Judged:
+    """One file's frames, judged: a row per frame and the network input of the kept ones."""
 
-    Returns the features of the kept frames, in the order of their rows in ``out``.
+    rows: list[dict]
+    inputs: list[np.ndarray]
+    site_offset: float | None = None  #: degrees between the file's stated site and the station table
+    low_range: bool = False  #: a container-scaled recipe's input spans < LOW_RANGE of its range
+
+
+def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float],
+                 flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0) -> _Judged:
+    """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
+
+    ``row`` is the file's catalog row (its ``time`` stands in for frames without a stamp);
+    ``site`` is (latitude deg, longitude deg, altitude m).  Kept frames are preprocessed by
+    ``recipe`` over the field of view of the skymap valid at their time (elevation at least
+    ``min_elevation`` degrees), else the recipe's own.
+    """
+    times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
+    eph = sun_moon(times, *site)
+    reasons = sun_moon_reasons(eph["sun_alt"].to_numpy(), eph["moon_alt"].to_numpy(),
+                               eph["moon_illumination"].to_numpy(), flt.sun_max_alt, flt.moon_max_alt,
+                               flt.moon_min_illumination)
+    judged = _Judged([], [])
+    for i, (t, img) in enumerate(zip(times, frames.images)):
+        status, detail, saturated = Status.KEPT, "", np.nan
+        if reasons[i] == "sun":
+            status, detail = Status.SUN, f"Sun above {flt.sun_max_alt} deg"
+        elif reasons[i] == "moon":
+            status, detail = Status.MOON, f"Moon above {flt.moon_max_alt} deg"
+        elif (problem := sky_problem(img, recipe)) is not None:
+            status, detail = Status.NOT_SKY, problem
+        else:
+            saturated = saturated_fraction(img)
+            skymap = skymap_for(skymaps, t.to_pydatetime())
+            mask = elevation_mask(skymap, img.shape[:2], min_elevation) if skymap else None
+            judged.inputs.append(recipe(img, mask))
+            judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
+        judged.rows.append({**row, "time": t, "status": status, "detail": detail, "frame": i,
+                            "sun_alt": eph["sun_alt"].iat[i], "moon_alt": eph["moon_alt"].iat[i],
+                            "moon_illumination": eph["moon_illumination"].iat[i], "saturated": saturated})
+    if frames.site is not None:
+        judged.site_offset = max(abs(frames.site[0] - site[0]), abs((frames.site[1] - site[1] + 180) % 360 - 180))
+    return judged
+
+
+def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """Stream the ``todo`` files through decode, judgement, recipe and network; append their rows to ``out``.
+
+    Returns the features of the kept frames, in the order of their rows in ``out``, and
+    warnings for the user (stated site positions off the table, inputs using little of their
+    container's range).
     """
     f = job.features
     tune_process(f.torch_threads)
     recipe = get_recipe(f.recipe)
+    formats = {fmt.name: fmt for fmt in job.formats()}
+    station = get_station(todo[0]["station"])
+    site = (station.latitude, station.longitude, station.altitude_m)
+    skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps else []
     extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
-    def load(data: bytes, row: dict) -> list[tuple]:
-        return [(t, recipe(img)) for t, img in read_frames(data, row["url"], recipe.min_side)]
+    def load(data: bytes, row: dict) -> _Judged:
+        frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
+        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation)
 
     def push(images: list[np.ndarray]) -> None:
         extractor.push(np.stack(images))
         freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
     batch: list[np.ndarray] = []
-    for row, frames in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
+    off_site: list[tuple[str, float]] = []
+    low_range: list[str] = []
+    for row, judged in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
                                     size=lambda r: r.get("size"), settings=settings):
-        if isinstance(frames, Exception):
-            out.append({**row, "status": Status.UNREADABLE, "detail": str(frames) or type(frames).__name__,
-                        "frame": 0})
+        if isinstance(judged, Exception):
+            out.append({**row, "status": Status.UNREADABLE, "detail": str(judged) or type(judged).__name__,
+                        "frame": WHOLE_FILE, "saturated": np.nan})
             continue
-        for i, (t, x) in enumerate(frames):
-            out.append({**row, "time": t or row["time"], "status": Status.KEPT, "detail": "", "frame": i})
-            batch.append(x)
+        out += judged.rows
+        batch += judged.inputs
+        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
+            off_site.append((row["url"], judged.site_offset))
+        if judged.low_range:
+            low_range.append(row["url"])
         while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
             push(batch[:extractor.batch_size])
             del batch[:extractor.batch_size]
     if batch:
         push(batch)
-    return extractor.result()
+    notes = []
+    if off_site:
+        url, worst = max(off_site, key=lambda x: x[1])
+        notes.append(f"{len(off_site)} file(s) of {station.code} state a site position up to {worst:.3f} deg from "
+                     f"the station table ({station.latitude}, {station.longitude}), e.g. {url}")
+    if low_range:
+        notes.append(f"recipe {recipe.name!r} scales by the container's full range, but the frames of "
+                     f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "
+                     f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}")
+    for note in notes:
+        log.warning(note)
+    return extractor.result(), notes

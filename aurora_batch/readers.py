@@ -61,7 +61,7 @@ def read_many(reader: Callable[..., pd.DataFrame], url: str, storage_options: Ma
 
 def _text(url: str, storage_options) -> str:
     fs, path = filesystem(url, dict(storage_options or {}))
-    with fs.open(path, "rb") as f:
+    with fs.open(path, "rb", compression="infer") as f:  # .gz and .bz2 as INTERMAGNET distributes them
         raw = f.read()
     return raw.decode("latin-1")
 

@@ -16,14 +16,16 @@ import sys
 import time
 from collections import Counter, defaultdict
 
+import numpy as np
 import pandas as pd
 
 from . import __version__
-from .catalog import CATALOG_COLUMNS, Status, build_catalog, list_images, partition_key
+from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, Status, build_catalog, file_ledger, list_images, partition_key
 from .classify import load_head
 from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
+from .formats import extensions
 from .fs import filesystem, join_url
 from .lock import OutputLock
 from .partition import PartitionResult, process_partition
@@ -50,6 +52,7 @@ class SeasonSummary:
     resumed_partitions: int
     seconds: float
     last_time: dict[str, pd.Timestamp] = dataclasses.field(default_factory=dict)  #: station → latest file time
+    warnings: list[str] = dataclasses.field(default_factory=list)  #: from the partitions, one line each
 
     def format(self) -> str:
         lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
@@ -62,6 +65,7 @@ class SeasonSummary:
             lines.append(f"  store {store_url(self.output, month)}  [{desc}]")
         if not self.groups:
             lines.append("  no store changed")
+        lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -76,19 +80,10 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
     """
     start = pd.Timestamp(job.start).floor("D")
     end = pd.Timestamp(job.end).ceil("D")
-    listing = list_images(job.input, job.storage_options)
-    catalog = annotate_catalog(build_catalog(listing["url"], job.layout_spec(), job.stations, start, end))
-    pending = catalog["status"] == Status.PENDING
-    f = job.filter
-    reasons = sun_moon_reasons(catalog.loc[pending, "sun_alt"].to_numpy(),
-                               catalog.loc[pending, "moon_alt"].to_numpy(),
-                               catalog.loc[pending, "moon_illumination"].to_numpy(),
-                               f.sun_max_alt, f.moon_max_alt, f.moon_min_illumination)
-    idx = catalog.index[pending]
-    for reason, detail in (("sun", f"Sun above {f.sun_max_alt} deg"), ("moon", f"Moon above {f.moon_max_alt} deg")):
-        hit = idx[reasons == reason]
-        catalog.loc[hit, "status"] = reason
-        catalog.loc[hit, "detail"] = detail
+    formats = job.formats()
+    listing = list_images(job.input, job.storage_options, extensions(formats))
+    catalog = annotate_catalog(build_catalog(listing["url"], formats, job.stations, start, end))
+    catalog = _filter_files(catalog, job, {f.name: f.span_s for f in formats})
     dated = catalog[catalog["time"].notna()]
     dated = dated.assign(size=dated["url"].map(listing.set_index("url")["size"]))
     partitions: dict[str, tuple[str, pd.DataFrame]] = {}
@@ -98,21 +93,52 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
     return catalog, partitions
 
 
+def _filter_files(catalog: pd.DataFrame, job: JobConfig, spans: dict[str, float]) -> pd.DataFrame:
+    """Drop whole files by the Sun and Moon where that is safe; the rest is judged per frame.
+
+    A single-frame file is judged at its name's time, exactly.  A file whose frames run
+    ``span_s`` past its name's time (a one-minute PGM stream, an hourly CDF) is dropped only
+    when both ends of its span fail the same test by a margin that bounds how far an altitude
+    can sag below the chord between them (altitude curvature is at most about 4 deg/h², so
+    0.5 deg × span_h² + 0.01 deg).  Files near a threshold go to their partition, where every
+    frame is judged at its own time stamp.
+    """
+    pending = catalog.index[catalog["status"] == Status.PENDING]
+    if not len(pending):
+        return catalog
+    sub = catalog.loc[pending]
+    span = sub["format"].map(spans).fillna(0.0).to_numpy(float)
+    margin = np.where(span > 0, 0.5 * (span / 3600.0) ** 2 + 0.01, 0.0)
+    f = job.filter
+    moon_max = None if f.moon_max_alt is None else f.moon_max_alt + margin
+
+    def reasons(rows: pd.DataFrame) -> np.ndarray:
+        return sun_moon_reasons(rows["sun_alt"].to_numpy(), rows["moon_alt"].to_numpy(),
+                                rows["moon_illumination"].to_numpy(), f.sun_max_alt + margin, moon_max,
+                                f.moon_min_illumination)
+
+    first = reasons(sub)
+    spanned = span > 0
+    if spanned.any():
+        last = reasons(annotate_catalog(sub.assign(time=sub["time"] + pd.to_timedelta(span, unit="s"))))
+        first = np.where(first == last, first, "")
+    for reason, detail in (("sun", f"Sun above {f.sun_max_alt} deg"), ("moon", f"Moon above {f.moon_max_alt} deg")):
+        hit = pending[first == reason]
+        catalog.loc[hit, "status"] = reason
+        catalog.loc[hit, "detail"] = detail
+    return catalog
+
+
 def _month_parts(job: JobConfig, month: str) -> list[str]:
     fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
     return sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/*.parquet"))
 
 
 def _month_catalog(job: JobConfig, parts: list[str]) -> pd.DataFrame:
-    """Catalog rows of one month from its staged parts: one row per file, with its frame count."""
-    frames = []
-    for url in parts:
-        rows, _ = read_part(url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])
-        kept_frames = rows[rows["status"] == Status.KEPT].groupby("url").size()
-        files = rows.drop_duplicates("url").set_index("url")
-        files["frames"] = kept_frames.reindex(files.index).fillna(0).astype(int)
-        frames.append(files.reset_index()[[*CATALOG_COLUMNS, "frames"]])
-    return pd.concat(frames, ignore_index=True)
+    """Catalog rows of one month from its staged parts: one row per file, with its frame counts."""
+    ledgers = [file_ledger(read_part(url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])[0])
+               for url in parts]
+    return pd.concat(ledgers, ignore_index=True)
 
 
 def _commit(job: JobConfig, month: str, results: list[PartitionResult], group_attrs: dict, common_attrs: dict,
@@ -174,7 +200,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
                 results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
         else:
             results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
-        undated = catalog[catalog["time"].isna()].assign(frames=0)
+        undated = catalog[catalog["time"].isna()].assign(**{c: 0 for c in FRAME_COUNT_COLUMNS})
         write_month_catalog(job.output, "undated", undated, job.output_storage_options)
     statuses = Counter(catalog.loc[catalog["time"].isna(), "status"])
     last: dict[str, pd.Timestamp] = {}
@@ -185,7 +211,8 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     kept = statuses.pop(Status.KEPT, 0)
     return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
                          len(catalog), kept, sum(r.images for r in results), dict(statuses), groups,
-                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last)
+                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
+                         [w for r in results for w in r.warnings])
 
 
 def _run_graph(job: JobConfig, partitions, client, progress: bool, allow_shrink: bool):

@@ -38,7 +38,7 @@ __all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "p
            "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
-PART_COLUMNS = [*CATALOG_COLUMNS, "frame"]
+PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
 TIME_ENCODING = {"units": "microseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian",
                  "dtype": "int64"}
 
@@ -49,6 +49,8 @@ VARIABLE_ATTRS = {
     "moon_illumination": {"long_name": "illuminated fraction of the Moon's disc", "units": "1"},
     "url": {"long_name": "source file URL"},
     "frame": {"long_name": "frame index within the source file (multi-frame formats)"},
+    "saturated_fraction": {"long_name": "fraction of pixels at the integer container's maximum, as decoded",
+                           "units": "1"},
     "wavelength": {"long_name": "filter wavelength (0: unfiltered)", "units": "angstrom"},
     "proba": {"long_name": "class probability from the linear head", "units": "1"},
     "label": {"long_name": "most probable class"},
@@ -100,7 +102,8 @@ def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | 
         full[kept] = values
         flat = pa.array(full.reshape(-1), type=pa.float32())
         extra[name] = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~kept))
-    write_parquet(url, rows[PART_COLUMNS], storage_options, {_FINGERPRINT_KEY: fingerprint.encode()}, extra)
+    write_parquet(url, rows.reindex(columns=PART_COLUMNS), storage_options, {_FINGERPRINT_KEY: fingerprint.encode()},
+                  extra)
 
 
 def _open_parquet(url: str, storage_options: Mapping[str, Any] | None):
@@ -160,7 +163,8 @@ def _dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes: Sequ
         "moon_alt": ("time", rows["moon_alt"].to_numpy(np.float32)),
         "moon_illumination": ("time", rows["moon_illumination"].to_numpy(np.float32)),
         "url": ("time", rows["url"].to_numpy(dtype=object)),
-        "frame": ("time", rows["frame"].to_numpy(np.int16)),
+        "frame": ("time", rows["frame"].to_numpy(np.int32)),
+        "saturated_fraction": ("time", rows["saturated"].to_numpy(np.float32)),
         "wavelength": ("time", rows["wavelength"].fillna(0).to_numpy(np.int32)),
     }
     coords = {"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .formats import FORMATS
 from .fs import filesystem
 
 __all__ = ["CLASSES", "SkyModel", "render_frame", "render_colour_frame", "write_archive", "write_colour_archive",
@@ -129,7 +130,7 @@ def _noise_field(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def colour_name(station: str, t: pd.Timestamp) -> str:
     """Relative path in the ``kiruna`` layout: ``LYR/2010/20101201/LYR_20101201_221500.jpg``."""
-    return f"{station.upper()}/{t:%Y}/{t:%Y%m%d}/{station.upper()}_{t:%Y%m%d_%H%M%S}.jpg"
+    return f"{station.upper()}/{t:%Y}/{t:%Y%m%d}/" + FORMATS["kiruna"].compose(station.upper(), t)
 
 
 def write_colour_archive(url: str, station: str, start, end, cadence: str = "1min", seed: int = 1,
@@ -155,8 +156,8 @@ def write_colour_archive(url: str, station: str, start, end, cadence: str = "1mi
 
 def asim_name(station: str, t: pd.Timestamp, wavelength: int = 5577, camera: int = 4) -> str:
     """UiO ASIM relative path: ``nya4/5577/2010/20101207/nya4_20101207_233450_5577_cal.png``."""
-    loc = f"{station.lower()}{camera}"
-    return f"{loc}/{wavelength}/{t:%Y}/{t:%Y%m%d}/{loc}_{t:%Y%m%d_%H%M%S}_{wavelength}_cal.png"
+    name = FORMATS["asim"].compose(station.lower(), t, camera=camera, wavelength=wavelength)
+    return f"{station.lower()}{camera}/{wavelength}/{t:%Y}/{t:%Y%m%d}/{name}"
 
 
 def _png16(img: np.ndarray) -> bytes:

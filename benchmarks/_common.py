@@ -42,12 +42,13 @@ def decoding_rate(paths, recipe: str = "lite128", threads: int = CORES) -> float
     """Images/s of decoding (at the recipe's reduced scale) + preprocessing alone, in ``threads`` threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from aurora_batch.imaging import get_recipe, read_frames
+    from aurora_batch.formats import read_file
+    from aurora_batch.imaging import get_recipe
 
     rec = get_recipe(recipe)
 
     def prepare(path):
-        return [rec(img) for _, img in read_frames(path.read_bytes(), path.name, rec.min_side)]
+        return [rec(img) for img in read_file(path.read_bytes(), path.name, min_side=rec.min_side).images]
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(prepare, paths[:threads]))

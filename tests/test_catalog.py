@@ -4,9 +4,10 @@ import fsspec
 import pandas as pd
 import pytest
 
-from aurora_batch.catalog import LAYOUTS, Status, build_catalog, list_images, parse_name
+from aurora_batch.catalog import Status, build_catalog, list_images
+from aurora_batch.formats import FORMATS, parse_name
 
-ASIM = LAYOUTS["asim"]
+ASIM = FORMATS["asim"]
 
 
 def test_parse_asim_name():
@@ -24,8 +25,8 @@ def test_parse_full_url_uses_basename():
 @pytest.mark.parametrize("name, why", [
     ("nya_20101207_233450_5577_cal.png", "does not match"),        # no camera digit
     ("nya4_2010127_233450_5577_cal.png", "does not match"),        # short date
-    ("nya4_20101307_233450_5577_cal.png", "bad date/time"),        # month 13
-    ("nya4_20101207_256000_5577_cal.png", "bad date/time"),        # hour 25
+    ("nya4_20101307_233450_5577_cal.png", "does not match"),       # month 13
+    ("nya4_20101207_256000_5577_cal.png", "does not match"),       # hour 25
     ("nya4_20101207_233450_5577_cal.jpg", "does not match"),       # wrong extension
     ("README.png", "does not match"),
 ])
@@ -45,7 +46,7 @@ def test_build_catalog_statuses_and_duplicates():
         "memory://a/nya4_20101203_000000_5577_cal.png",   # outside the time range
         "memory://a/garbage.png",
     ]
-    cat = build_catalog(urls, ASIM, ["NYA", "LYR"], dt.datetime(2010, 12, 1), dt.datetime(2010, 12, 2))
+    cat = build_catalog(urls, [ASIM], ["NYA", "LYR"], dt.datetime(2010, 12, 1), dt.datetime(2010, 12, 2))
     assert len(cat) == 5
     assert cat["url"].is_unique
     counts = cat["status"].value_counts().to_dict()

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aurora_batch.catalog import LAYOUTS, Layout, parse_name
 from aurora_batch.config import JobSpecError
-from aurora_batch.imaging import ImageError, read_frames, read_pgm_frames, write_pgm_frames
+from aurora_batch.formats import FORMATS, Format, parse_name, read_file
+from aurora_batch.imaging import ImageError, read_pgm_frames, write_pgm_frames
 from aurora_batch.season import run_season
 from aurora_batch.store import read_catalog
 from aurora_batch.synth import render_frame
@@ -26,9 +26,9 @@ def test_pgm_reader_roundtrip_and_times():
     frames = _themis_frames(dt.datetime(2008, 3, 5, 6, 0, 0, 21000), n=4)
     for comp in ("", "gz", "bz2"):
         name = "20080305_0600_gill_themis19_full.pgm" + (f".{comp}" if comp else "")
-        out = read_frames(write_pgm_frames(frames, "gill", comp), name)
-        assert [t for t, _ in out] == [t for t, _ in frames]
-        np.testing.assert_array_equal(out[2][1], frames[2][1])
+        out = read_file(write_pgm_frames(frames, "gill", comp), name, FORMATS["themis"])
+        assert out.times == [t for t, _ in frames]
+        np.testing.assert_array_equal(out.images[2], frames[2][1])
 
 
 def test_pgm_8bit_comment_between_tokens_and_no_time():
@@ -49,12 +49,12 @@ def test_pgm_errors_name_the_problem(data, why):
 
 
 def test_layout_names():
-    p = parse_name("20080305_0600_gill_themis19_full.pgm.gz", LAYOUTS["themis"])
+    p = parse_name("20080305_0600_gill_themis19_full.pgm.gz", FORMATS["themis"])
     assert (p.station, p.time, p.wavelength) == ("GILL", dt.datetime(2008, 3, 5, 6, 0), None)
-    p = parse_name("KIR_20101201_221506.jpg", LAYOUTS["kiruna"])
+    p = parse_name("KIR_20101201_221506.jpg", FORMATS["kiruna"])
     assert (p.station, p.time) == ("KIR", dt.datetime(2010, 12, 1, 22, 15, 6))
-    with pytest.raises(ValueError, match="named group"):
-        Layout("bad", r"^(?P<station>x)\.png$")
+    with pytest.raises(ValueError, match="needs the fields"):
+        Format("bad", "{station}.png")
 
 
 @pytest.mark.slow
@@ -96,8 +96,10 @@ def test_kiruna_jpeg_and_custom_layout_from_spec(tmp_path):
                 cluster={"n_workers": 1})
     job = make_job("memory://kir-season/a", "memory://kir-season/out-a", layout="kiruna", **base)
     assert run_season(job, progress=False).images == 3
-    custom = {"name": "cam", "pattern": r"^cam-(?P<station>[A-Z]+)-(?P<date>\d{8})T(?P<time>\d{6})\.jpg$"}
+    custom = {"name": "cam", "pattern": "cam-{station}-{time:%Y%m%dT%H%M%S}.jpg"}
     job = make_job("memory://kir-season/b", "memory://kir-season/out-b", layout=custom, **base)
     assert run_season(job, progress=False).images == 3
-    with pytest.raises(JobSpecError, match="layout"):
+    with pytest.raises(JobSpecError, match="regular expression"):
         make_job("a", "b", layout={"pattern": "^(?P<station>x)$"})
+    with pytest.raises(JobSpecError, match="needs the fields"):
+        make_job("a", "b", layout={"pattern": "{station}.jpg"})

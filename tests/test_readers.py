@@ -150,3 +150,24 @@ def test_read_many_glob(tmp_path):
     assert frame["x"].tolist() == [1.0, 5.0]
     with pytest.raises(FileNotFoundError, match="no files match"):
         read_many(read_iaga2002, f"file://{tmp_path}/none*.sec")
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", "gzip"), (".bz2", "bz2")])
+def test_compressed_instrument_files_read_like_plain_ones(tmp_path, suffix, compress):
+    """INTERMAGNET distributes IAGA-2002 files gzip-compressed (``ott20181201vsec.sec.gz``)."""
+    import bz2
+    import gzip
+
+    raw = (DATA / "bou20141101vmin.min").read_bytes()
+    packed = tmp_path / f"bou20141101vmin.min{suffix}"
+    packed.write_bytes(gzip.compress(raw) if compress == "gzip" else bz2.compress(raw))
+    pd.testing.assert_frame_equal(read_iaga2002(f"file://{packed}"), read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}"))
+
+
+def test_join_takes_units_from_the_reader():
+    from aurora_batch.annotate import _variables
+
+    mag = read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}")
+    joined = mag.assign(dt=pd.Timedelta(0))
+    out = _variables(joined, "magnetometer", ["h", "d", "z"], 2000.0, mag.attrs["units"])
+    assert out["mag_d"][1]["units"] == "arcmin" and out["mag_h"][1]["units"] == "nT"

@@ -13,7 +13,8 @@ def _rows(station, wl, times, statuses=None):
         "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
         "station": station, "time": pd.DatetimeIndex(times), "wavelength": pd.array([wl] * n, dtype="Int64"),
         "status": statuses or [Status.KEPT] * n, "detail": "",
-        "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5, "frame": 0,
+        "format": "asim", "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5, "frame": 0,
+        "saturated": np.float32(0.01),
     })[PART_COLUMNS]
 
 

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aurora_batch.catalog import Status
+from aurora_batch.catalog import WHOLE_FILE, Status
 from aurora_batch.features import extract_features
 from aurora_batch.fs import read_bytes
-from aurora_batch.imaging import ImageError, get_recipe, read_frames
+from aurora_batch.formats import read_file
+from aurora_batch.imaging import ImageError, get_recipe
 from aurora_batch.partition import process_partition
 from aurora_batch.store import read_part, staging_url
 from aurora_batch.stream import StreamSettings, stream_files
@@ -125,12 +126,12 @@ def _sequential_reference(rows: pd.DataFrame, recipe_name: str):
     out, tensors = [], []
     for row in rows.sort_values("time").to_dict("records"):
         try:
-            frames = read_frames(read_bytes(row["url"]), row["url"], recipe.min_side)
-            xs = [recipe(img) for _, img in frames]
+            frames = read_file(read_bytes(row["url"]), row["url"], min_side=recipe.min_side)
+            xs = [recipe(img) for img in frames.images]
         except (ImageError, FileNotFoundError) as err:
-            out.append((row["url"], Status.UNREADABLE, str(err), 0, row["time"]))
+            out.append((row["url"], Status.UNREADABLE, str(err), WHOLE_FILE, row["time"]))
             continue
-        for i, ((t, _), x) in enumerate(zip(frames, xs)):
+        for i, (t, x) in enumerate(zip(frames.times, xs)):
             out.append((row["url"], Status.KEPT, "", i, pd.Timestamp(t or row["time"])))
             tensors.append(x)
     return out, extract_features(np.stack(tensors), device="cpu")
@@ -142,7 +143,8 @@ def test_pipelined_partition_matches_sequential_path(tmp_path, recipe, fetch, de
     rows = _mixed_partition(tmp_path / "in")
     job = make_job(f"file://{tmp_path}/in", f"file://{tmp_path}/out",
                    features={"recipe": recipe, "fetch_concurrency": fetch, "decode_threads": decode,
-                             "prefetch_mb": prefetch_mb, "batch_size": 4})
+                             "prefetch_mb": prefetch_mb, "batch_size": 4},
+                   filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
     result = process_partition(job, "NYA_5577_20101201", "2010-12", rows)
     staged, arrays = read_part(staging_url(job.output, "2010-12", "NYA_5577_20101201"))
     expected, features = _sequential_reference(rows, recipe)
@@ -173,7 +175,8 @@ def test_storage_outage_during_prefetch_fails_the_task(s3_server, bucket, tmp_pa
     opts = {**s3_server.storage_options, "client_kwargs": {"endpoint_url": proxy.endpoint},
             "config_kwargs": {"retries": {"max_attempts": 1}}}  # fail fast
     job = make_job(f"s3://{bucket}/in", f"file://{tmp_path}/out", storage_options=opts,
-                   features={"fetch_concurrency": 4, "decode_threads": 2})
+                   features={"fetch_concurrency": 4, "decode_threads": 2},
+                   filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
     try:
         with pytest.raises(Exception) as info:
             process_partition(job, "NYA_5577_20101201", "2010-12", rows)

@@ -1,0 +1,294 @@
+"""The registry of all-sky image formats, the Satpy way: a file-name pattern bound to a reader.
+
+A :class:`Format` names one archive convention: a `trollsift <https://trollsift.readthedocs.io>`_
+pattern that both parses and composes file names (fields ``station``, ``time`` and optionally
+``wavelength``, ``microsecond``...), the reader that turns the file's bytes into frames, and
+where the frames' times come from (the name, the PGM comments, the CDF epochs, the HDF5 time
+stamps).  ``layout: auto`` tries every built-in format, in order.
+
+Readers return frames in the file's own orientation and bit depth: row 0 is the first row
+stored in the file.  (UCalgary's official readers flip stream0 images vertically for display;
+:func:`read_file` does not.)  Times are UTC.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+from .imaging import ImageError, decode, decompress, image_shape, read_pgm, reduce_to
+
+__all__ = ["Format", "FORMATS", "ParsedName", "FileFrames", "get_formats", "parse_name", "match_name",
+           "read_file", "extensions", "COMPRESSIONS"]
+
+COMPRESSIONS = (".gz", ".bz2")
+READERS = ("image", "pgm", "cdf", "trex_h5")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedName:
+    station: str  #: upper-case station code
+    time: dt.datetime  #: UTC, from the name
+    wavelength: int | None  #: Å; None: unfiltered or unknown
+    format: str  #: the :class:`Format` that matched
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """One archive convention.
+
+    ``patterns`` are trollsift patterns over the base name without a ``.gz``/``.bz2`` suffix,
+    tried in order; the first one composes names.  Literal text is matched as written, then
+    against the lower-cased name (station codes are upper-cased either way).  ``reader`` is
+    ``image`` (PNG, JPEG, TIFF, single-frame PGM), ``pgm`` (UCalgary stream0, many frames),
+    ``cdf`` (THEMIS L1) or ``trex_h5`` (TREx RGB stream0).  ``span_s`` is how long after its
+    name's time a file's frames may run (seconds), used to filter whole files safely.
+    """
+
+    name: str
+    patterns: tuple[str, ...]
+    reader: str = "image"
+    network: str = ""
+    default_wavelength: int | None = None
+    span_s: float = 0.0
+    frame_times: str = "name"  #: where frame times come from: name, pgm comments, cdf epochs, h5 stamps
+    example: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.patterns, str):
+            object.__setattr__(self, "patterns", (self.patterns,))
+        if self.reader not in READERS:
+            raise ValueError(f"format {self.name!r}: unknown reader {self.reader!r}; known: {list(READERS)}")
+        for p in self.patterns:
+            if "{station" not in p or "{time" not in p:
+                raise ValueError(f"format {self.name!r}: pattern {p!r} needs the fields {{station}} and {{time:...}}")
+        if self.example:
+            parse_name(self.example, self)  # the example must parse: raises ValueError naming the format
+
+    def compose(self, station: str, time: dt.datetime, **fields) -> str:
+        """The file name of ``station`` (written as given) at ``time`` (UTC), e.g. for synthetic archives."""
+        import trollsift
+
+        values = {"station": station, "time": time, "microsecond": time.microsecond, **fields}
+        return trollsift.compose(self.patterns[0], values)
+
+    @property
+    def extensions(self) -> tuple[str, ...]:
+        exts = {p[p.rindex("."):].lower() for p in self.patterns if "." in p.rsplit("}", 1)[-1]}
+        return tuple(sorted(exts))
+
+
+def _strip_compression(base: str) -> str:
+    for suffix in COMPRESSIONS:
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def parse_name(name: str, fmt: Format) -> ParsedName:
+    """Parse a file's base name with ``fmt``; raises ``ValueError`` saying why it does not fit."""
+    import trollsift
+
+    base = name.rsplit("/", 1)[-1]
+    stem = _strip_compression(base)
+    for pattern in fmt.patterns:
+        for candidate in dict.fromkeys((stem, stem.lower())):
+            try:
+                fields = trollsift.parse(pattern, candidate)
+            except ValueError:
+                continue
+            return _parsed(fields, fmt, base)
+    raise ValueError(f"{base!r} does not match the {fmt.name!r} format ({fmt.patterns[0]})")
+
+
+def _parsed(fields: dict, fmt: Format, base: str) -> ParsedName:
+    time = fields["time"]
+    if not isinstance(time, dt.datetime):
+        raise ValueError(f"{base!r}: format {fmt.name!r} must give {{time}} a strftime format")
+    if isinstance(fields.get("date"), dt.datetime):  # {date:%Y%m%d}_{time:%H%M%S}
+        time = dt.datetime.combine(fields["date"].date(), time.time())
+    if "microsecond" in fields:
+        time = time.replace(microsecond=int(fields["microsecond"]))
+    station = str(fields["station"]).strip().upper()
+    if not station.isalnum():
+        raise ValueError(f"{base!r}: station {station!r} is not a station code")
+    wl = fields.get("wavelength")
+    try:
+        wavelength = int(wl) if wl not in (None, "") else fmt.default_wavelength
+    except ValueError:
+        raise ValueError(f"{base!r}: wavelength {wl!r} is not a number of angstroms") from None
+    return ParsedName(station, time, wavelength, fmt.name)
+
+
+def match_name(name: str, formats: Sequence[Format]) -> ParsedName:
+    """The first of ``formats`` that parses ``name``; ``ValueError`` listing them when none does."""
+    for fmt in formats:
+        try:
+            return parse_name(name, fmt)
+        except ValueError:
+            continue
+    base = name.rsplit("/", 1)[-1]
+    raise ValueError(f"{base!r} matches none of the formats {[f.name for f in formats]}")
+
+
+def extensions(formats: Sequence[Format]) -> tuple[str, ...]:
+    """File-name endings to list for ``formats``, with their compressed variants."""
+    exts = {e for f in formats for e in f.extensions}
+    return tuple(sorted(exts | {e + c for e in exts for c in COMPRESSIONS}))
+
+
+_UCALGARY = "{time:%Y%m%d_%H%M}_{station:4s}"
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("asim", ("{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}_cal.png",
+                    "{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}.png"),
+           network="ASIM", example="nya4_20101207_233450_5577_cal.png"),
+    Format("themis", f"{_UCALGARY}_themis{{camera:2d}}_full.pgm", "pgm", "THEMIS", span_s=60,
+           frame_times="pgm", example="20140310_0601_gill_themis19_full.pgm.gz"),
+    Format("rego", f"{_UCALGARY}_rego-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "REGO", 6300, span_s=60,
+           frame_times="pgm", example="20141216_0600_gill_rego-652_6300.pgm.gz"),
+    Format("trex_nir", f"{_UCALGARY}_nir-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "TREx", 8446, span_s=60,
+           frame_times="pgm", example="20220307_0601_gill_nir-216_8446.pgm.gz"),
+    Format("trex_blue", f"{_UCALGARY}_blue-{{camera:3d}}_full.pgm", "pgm", "TREx", 4861, span_s=60,
+           frame_times="pgm", example="20220308_0601_gill_blue-814_full.pgm.gz"),
+    Format("trex_rgb_h5", f"{_UCALGARY}_rgb-{{camera:2d}}_full.h5", "trex_h5", "TREx", span_s=60,
+           frame_times="h5", example="20210205_0600_gill_rgb-04_full.h5"),
+    Format("trex_rgb_png", "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_full.png",
+           network="TREx", example="20200508_060500_122643_gill_rgb-04_320ms_full.png"),
+    Format("themis_cdf", "thg_l1_asf_{station:4s}_{time:%Y%m%d%H}_v{version:2d}.cdf", "cdf", "THEMIS", span_s=3600,
+           frame_times="cdf", example="thg_l1_asf_gako_2011010617_v01.cdf"),
+    Format("nascam", "{time:%Y%m%d_%H%M%S}_{station}_{imager}_{wavelength:d}_{exposure:d}ms.png",
+           example="20101205_221500_nya_nascam_5577_2000ms.png"),
+    Format("kiruna", ("{station:3s}_{time:%Y%m%d_%H%M%S}.jpg", "{station:3s}_{time:%Y%m%d_%H%M%S}.jpeg",
+                      "{station:3s}_{time:%Y%m%d_%H%M%S}_{tag}.jpg", "{station:3s}{time:%Y%m%d%H%M%S}.jpg"),
+           network="IRF", example="KIR_20101201_221500.jpg"),
+)}
+
+
+def get_formats(names: Sequence[str]) -> list[Format]:
+    """Built-in formats by name; ``auto`` expands to all of them."""
+    out: list[Format] = []
+    for name in names:
+        if name == "auto":
+            out += list(FORMATS.values())
+        elif name in FORMATS:
+            out.append(FORMATS[name])
+        else:
+            raise KeyError(f"unknown format {name!r}; known: auto, {', '.join(FORMATS)}")
+    return list({f.name: f for f in out}.values())
+
+
+# --- readers ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class FileFrames:
+    """The frames of one file, in the file's own dtype and orientation."""
+
+    times: list[dt.datetime | None]  #: UTC per frame; None: only the name's time is known
+    images: list[np.ndarray]
+    site: tuple[float, float] | None = None  #: (latitude, longitude) in degrees, where the file states them
+
+
+def read_file(data: bytes, name: str, fmt: Format | None = None, min_side: int | None = None,
+              max_pixels: int | None = None) -> FileFrames:
+    """Decode one file of ``fmt`` (guessed from the name when None) into frames.
+
+    ``min_side``: the smallest side the consumer needs; larger frames come back reduced (see
+    :func:`~aurora_batch.imaging.decode`).  ``max_pixels``: frames larger than this are refused
+    from their header, before any pixel is decoded (:class:`ImageError`).
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    reader = fmt.reader if fmt else _guess_reader(name)
+    data = decompress(data, name)
+    if reader == "pgm":
+        frames, keys = read_pgm(data, name, max_pixels)
+        return FileFrames([t for t, _ in frames], [_reduce(img, min_side) for _, img in frames], _pgm_site(keys))
+    if reader == "cdf":
+        return _read_cdf(data, name, min_side)
+    if reader == "trex_h5":
+        return _read_trex_h5(data, name, min_side)
+    if max_pixels:
+        h, w = image_shape(data, name)
+        if h * w > max_pixels:
+            raise ImageError(f"{name}: {w}×{h} pixels is more than the limit of {max_pixels} (features.max_pixels)")
+    return FileFrames([None], [decode(data, name, min_side)])
+
+
+def _pgm_site(keys: dict[str, str]) -> tuple[float, float] | None:
+    """The site position a stream0 frame states: ``Geodetic latitude`` (THEMIS) or ``Geographic latitude`` (TREx)."""
+    lower = {k.lower(): v for k, v in keys.items()}
+    for kind in ("geodetic", "geographic"):
+        lat, lon = lower.get(f"{kind} latitude"), lower.get(f"{kind} longitude")
+        if lat and lon:
+            try:
+                return float(lat.split()[0]), float(lon.split()[0])
+            except ValueError:
+                return None
+    return None
+
+
+def _guess_reader(name: str) -> str:
+    stem = _strip_compression(name.rsplit("/", 1)[-1]).lower()
+    if stem.endswith(".cdf"):
+        return "cdf"
+    if stem.endswith(".h5"):
+        return "trex_h5"
+    if stem.endswith(".pgm"):
+        return "pgm"
+    return "image"
+
+
+def _reduce(img: np.ndarray, min_side: int | None) -> np.ndarray:
+    return reduce_to(img, min_side) if min_side else img
+
+
+def _read_cdf(data: bytes, name: str, min_side: int | None) -> FileFrames:
+    """THEMIS L1 ``thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf``: ``thg_asf_<site>`` (N, 256, 256) with CDF_EPOCH stamps."""
+    import tempfile
+
+    import cdflib
+
+    with tempfile.NamedTemporaryFile(suffix=".cdf") as tmp:  # cdflib reads from a path
+        tmp.write(data)
+        tmp.flush()
+        try:
+            cdf = cdflib.CDF(tmp.name)
+            names = cdf.cdf_info().zVariables
+            image_var = next((v for v in names if v.startswith("thg_asf_") and v.count("_") == 2), None)
+            if image_var is None:
+                raise ImageError(f"{name}: no thg_asf_<site> image variable (variables: {names})")
+            images = np.asarray(cdf.varget(image_var))
+            epochs = cdf.varget(f"{image_var}_epoch")
+        except ImageError:
+            raise
+        except Exception as err:  # cdflib raises bare exceptions for damaged files
+            raise ImageError(f"{name}: cannot read CDF ({type(err).__name__}: {err})") from None
+    if images.ndim == 2:
+        images = images[None]
+    stamps = cdflib.cdfepoch.to_datetime(np.atleast_1d(epochs))
+    if len(stamps) != len(images):
+        raise ImageError(f"{name}: {len(images)} images but {len(stamps)} epochs")
+    times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="us"))) for t in stamps]
+    return FileFrames(times, [_reduce(img, min_side) for img in images])
+
+
+def _read_trex_h5(data: bytes, name: str, min_side: int | None) -> FileFrames:
+    """TREx RGB stream0 HDF5: ``data/images`` (H, W, 3, N) uint8 and ``data/timestamp`` strings (UTC)."""
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            images = np.asarray(f["data/images"])
+            stamps = [s.decode() if isinstance(s, bytes) else str(s) for s in np.asarray(f["data/timestamp"])]
+    except (OSError, KeyError, ValueError) as err:
+        raise ImageError(f"{name}: cannot read TREx RGB HDF5 ({err})") from None
+    if images.ndim != 4 or images.shape[-1] != len(stamps):
+        raise ImageError(f"{name}: data/images has shape {images.shape} for {len(stamps)} time stamps")
+    try:
+        times = [dt.datetime.strptime(s.strip().removesuffix("UTC").strip(), "%Y-%m-%d %H:%M:%S.%f") for s in stamps]
+    except ValueError as err:
+        raise ImageError(f"{name}: bad time stamp ({err})") from None
+    return FileFrames(times, [_reduce(np.ascontiguousarray(images[..., i]), min_side) for i in range(len(times))])
