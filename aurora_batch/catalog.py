@@ -134,9 +134,8 @@ def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
         worst = files.loc[dropped, frame_reasons].idxmax(axis=1)
         files.loc[dropped, "status"] = worst.map({c: FRAME_COUNT_COLUMNS[c] for c in frame_reasons})
         n = files.loc[dropped, frame_reasons].sum(axis=1)
-        first = rows.drop_duplicates("url", keep="first").set_index("url")["detail"]
-        files.loc[dropped, "detail"] = [f"all {k} frame(s) dropped: {first.get(u, '')}"
-                                        for u, k in zip(files.index[dropped], n)]
+        files.loc[dropped, "detail"] = [f"all {k} frame(s) dropped: {d}"
+                                        for k, d in zip(n, files.loc[dropped, "detail"])]
     return files.reset_index().reindex(columns=[*CATALOG_COLUMNS, *FRAME_COUNT_COLUMNS])
 
 

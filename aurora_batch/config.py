@@ -190,7 +190,7 @@ class FormatConfig(_Strict):
 
         patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
         return Format(self.name, patterns, self.reader, default_wavelength=self.default_wavelength,
-                      span_s=self.span_s, frame_times=self.reader if self.reader != "image" else "name")
+                      span_s=self.span_s)
 
 
 class NightlyConfig(_Strict):

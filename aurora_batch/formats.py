@@ -25,7 +25,10 @@ __all__ = ["Format", "FORMATS", "ParsedName", "FileFrames", "get_formats", "pars
            "read_file", "extensions", "COMPRESSIONS"]
 
 COMPRESSIONS = (".gz", ".bz2")
-READERS = ("image", "pgm", "cdf", "trex_h5")
+#: the readers, and where each takes its frames' times (UTC) from
+FRAME_TIMES = {"image": "the file name", "pgm": "each frame's 'Image request start' comment",
+               "cdf": "the CDF_EPOCH variable <image>_epoch", "trex_h5": "the data/timestamp strings"}
+READERS = tuple(FRAME_TIMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +57,6 @@ class Format:
     network: str = ""
     default_wavelength: int | None = None
     span_s: float = 0.0
-    frame_times: str = "name"  #: where frame times come from: name, pgm comments, cdf epochs, h5 stamps
     example: str = ""
 
     def __post_init__(self):
@@ -74,6 +76,11 @@ class Format:
 
         values = {"station": station, "time": time, "microsecond": time.microsecond, **fields}
         return trollsift.compose(self.patterns[0], values)
+
+    @property
+    def frame_times(self) -> str:
+        """Where this format's frame times come from."""
+        return FRAME_TIMES[self.reader]
 
     @property
     def extensions(self) -> tuple[str, ...]:
@@ -146,19 +153,19 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
                     "{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}.png"),
            network="ASIM", example="nya4_20101207_233450_5577_cal.png"),
     Format("themis", f"{_UCALGARY}_themis{{camera:2d}}_full.pgm", "pgm", "THEMIS", span_s=60,
-           frame_times="pgm", example="20140310_0601_gill_themis19_full.pgm.gz"),
+           example="20140310_0601_gill_themis19_full.pgm.gz"),
     Format("rego", f"{_UCALGARY}_rego-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "REGO", 6300, span_s=60,
-           frame_times="pgm", example="20141216_0600_gill_rego-652_6300.pgm.gz"),
+           example="20141216_0600_gill_rego-652_6300.pgm.gz"),
     Format("trex_nir", f"{_UCALGARY}_nir-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "TREx", 8446, span_s=60,
-           frame_times="pgm", example="20220307_0601_gill_nir-216_8446.pgm.gz"),
+           example="20220307_0601_gill_nir-216_8446.pgm.gz"),
     Format("trex_blue", f"{_UCALGARY}_blue-{{camera:3d}}_full.pgm", "pgm", "TREx", 4861, span_s=60,
-           frame_times="pgm", example="20220308_0601_gill_blue-814_full.pgm.gz"),
+           example="20220308_0601_gill_blue-814_full.pgm.gz"),
     Format("trex_rgb_h5", f"{_UCALGARY}_rgb-{{camera:2d}}_full.h5", "trex_h5", "TREx", span_s=60,
-           frame_times="h5", example="20210205_0600_gill_rgb-04_full.h5"),
+           example="20210205_0600_gill_rgb-04_full.h5"),
     Format("trex_rgb_png", "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_full.png",
            network="TREx", example="20200508_060500_122643_gill_rgb-04_320ms_full.png"),
     Format("themis_cdf", "thg_l1_asf_{station:4s}_{time:%Y%m%d%H}_v{version:2d}.cdf", "cdf", "THEMIS", span_s=3600,
-           frame_times="cdf", example="thg_l1_asf_gako_2011010617_v01.cdf"),
+           example="thg_l1_asf_gako_2011010617_v01.cdf"),
     Format("nascam", "{time:%Y%m%d_%H%M%S}_{station}_{imager}_{wavelength:d}_{exposure:d}ms.png",
            example="20101205_221500_nya_nascam_5577_2000ms.png"),
     Format("kiruna", ("{station:3s}_{time:%Y%m%d_%H%M%S}.jpg", "{station:3s}_{time:%Y%m%d_%H%M%S}.jpeg",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bz2
 import dataclasses
+import functools
 import datetime as dt
 import gzip
 import io
@@ -221,12 +222,15 @@ def to_grey(img: np.ndarray) -> np.ndarray:
     return img.mean(axis=2) if img.ndim == 3 else img
 
 
+@functools.lru_cache(maxsize=16)
 def circle_mask(shape: tuple[int, int]) -> np.ndarray:
-    """Boolean mask of the circle inscribed in an image of ``shape`` (the all-sky field of view)."""
+    """Boolean mask of the circle inscribed in an image of ``shape`` (the all-sky field of view); read-only."""
     h, w = shape
     yy, xx = np.ogrid[:h, :w]
     cy, cx, r = (h - 1) / 2, (w - 1) / 2, min(h, w) / 2
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    mask.flags.writeable = False
+    return mask
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:

@@ -123,10 +123,8 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
     ``min_elevation`` degrees), else the recipe's own.
     """
     times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
-    eph = sun_moon(times, *site)
-    reasons = sun_moon_reasons(eph["sun_alt"].to_numpy(), eph["moon_alt"].to_numpy(),
-                               eph["moon_illumination"].to_numpy(), flt.sun_max_alt, flt.moon_max_alt,
-                               flt.moon_min_illumination)
+    sun, moon, illumination = sun_moon(times, *site).to_numpy().T
+    reasons = sun_moon_reasons(sun, moon, illumination, flt.sun_max_alt, flt.moon_max_alt, flt.moon_min_illumination)
     judged = _Judged([], [])
     for i, (t, img) in enumerate(zip(times, frames.images)):
         status, detail, saturated = Status.KEPT, "", np.nan
@@ -143,8 +141,8 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
             judged.inputs.append(recipe(img, mask))
             judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
         judged.rows.append({**row, "time": t, "status": status, "detail": detail, "frame": i,
-                            "sun_alt": eph["sun_alt"].iat[i], "moon_alt": eph["moon_alt"].iat[i],
-                            "moon_illumination": eph["moon_illumination"].iat[i], "saturated": saturated})
+                            "sun_alt": sun[i], "moon_alt": moon[i], "moon_illumination": illumination[i],
+                            "saturated": saturated})
     if frames.site is not None:
         judged.site_offset = max(abs(frames.site[0] - site[0]), abs((frames.site[1] - site[1] + 180) % 360 - 180))
     return judged
@@ -197,9 +195,13 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
     if batch:
         push(batch)
     notes = []
+    for m in skymaps:
+        offset = max(abs(m.latitude - station.latitude), abs((m.longitude - station.longitude + 180) % 360 - 180))
+        if offset > SITE_TOLERANCE_DEG:
+            off_site.append((m.url, offset))
     if off_site:
         url, worst = max(off_site, key=lambda x: x[1])
-        notes.append(f"{len(off_site)} file(s) of {station.code} state a site position up to {worst:.3f} deg from "
+        notes.append(f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to {worst:.3f} deg from "
                      f"the station table ({station.latitude}, {station.longitude}), e.g. {url}")
     if low_range:
         notes.append(f"recipe {recipe.name!r} scales by the container's full range, but the frames of "

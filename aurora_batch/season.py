@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, Status, build_catalog, file_ledger, list_images, partition_key
+from .catalog import (CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, Status, build_catalog, file_ledger, list_images,
+                      partition_key)
 from .classify import load_head
 from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig

@@ -87,7 +87,8 @@ def _cached(url: str, options_json: str) -> Skymap:
 
 def find_skymaps(spec: str | Mapping[str, str], station: str,
                  storage_options: Mapping[str, Any] | None = None) -> list[Skymap]:
-    """The skymaps of ``station``: a folder searched for ``*_skymap_<site>_*.sav[.gz]``, or a mapping to a file or folder.
+    """The skymaps of ``station``: from a folder (searched for ``*_skymap_<site>_*.sav[.gz]``), a file, or a
+    mapping of stations to either.
 
     Read once per process (cached by URL).
     """
@@ -100,7 +101,11 @@ def find_skymaps(spec: str | Mapping[str, str], station: str,
         urls = [url]
     else:
         urls = sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/**/*_skymap_{station.lower()}_*.sav*"))
-    return [_cached(u, json.dumps(options, sort_keys=True, default=str)) for u in urls]
+    maps = [_cached(u, json.dumps(options, sort_keys=True, default=str)) for u in urls]
+    for m in maps:
+        if m.site != station.upper():
+            raise ValueError(f"{m.url}: a skymap of site {m.site}, given for station {station.upper()}")
+    return maps
 
 
 def skymap_for(skymaps: Sequence[Skymap], time: dt.datetime) -> Skymap | None:

@@ -161,7 +161,8 @@ def test_compressed_instrument_files_read_like_plain_ones(tmp_path, suffix, comp
     raw = (DATA / "bou20141101vmin.min").read_bytes()
     packed = tmp_path / f"bou20141101vmin.min{suffix}"
     packed.write_bytes(gzip.compress(raw) if compress == "gzip" else bz2.compress(raw))
-    pd.testing.assert_frame_equal(read_iaga2002(f"file://{packed}"), read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}"))
+    plain = read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}")
+    pd.testing.assert_frame_equal(read_iaga2002(f"file://{packed}"), plain)
 
 
 def test_join_takes_units_from_the_reader():

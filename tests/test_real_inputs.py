@@ -124,6 +124,8 @@ def test_skymap_mask_differs_from_the_circle_only_through_the_field_of_view(tmp_
     np.testing.assert_allclose(ours[0], resize(unit, 128) * 2 - 1, atol=1e-6)
     assert not np.allclose(ours, lite128(img))  # the circle differs
     assert 0.5 < mask.mean() < 0.7 and not mask[0, 0]
+    with pytest.raises(ValueError, match="a skymap of site GAKO, given for station GILL"):
+        find_skymaps({"GILL": str(DATA / "themis_skymap_gako_20110305-+_vXX.sav.gz")}, "GILL")
 
 
 def test_skymap_from_the_job_spec_changes_features_and_fingerprint(tmp_path):
