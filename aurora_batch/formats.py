@@ -102,6 +102,9 @@ def parse_name(name: str, fmt: Format) -> ParsedName:
     base = name.rsplit("/", 1)[-1]
     stem = _strip_compression(base)
     for pattern in fmt.patterns:
+        tail = pattern.rsplit("}", 1)[-1].lower()  # the literal ending, e.g. "_full.pgm": a cheap first test
+        if not stem.lower().endswith(tail):
+            continue
         for candidate in dict.fromkeys((stem, stem.lower())):
             try:
                 fields = trollsift.parse(pattern, candidate)
