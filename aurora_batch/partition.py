@@ -23,7 +23,7 @@ from .catalog import WHOLE_FILE, Status, file_ledger
 from .classify import load_head
 from .config import FilterConfig, JobConfig
 from .ephemeris import sun_moon, sun_moon_reasons
-from .features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects, tune_process
+from .features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects
 from .formats import FileFrames, read_file
 from .fs import read_bytes
 from .imaging import Recipe, get_recipe, range_fraction, saturated_fraction, sky_problem
@@ -156,7 +156,6 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
     container's range).
     """
     f = job.features
-    tune_process(f.torch_threads)
     recipe = get_recipe(f.recipe)
     formats = {fmt.name: fmt for fmt in job.formats()}
     station = get_station(todo[0]["station"])

@@ -32,6 +32,7 @@ from .lock import OutputLock
 from .partition import PartitionResult, process_partition
 from .stations import get_station
 from .store import catalog_url, commit_month, month_of, read_part, store_url, write_month_catalog
+from .worker import register_worker_setup
 
 __all__ = ["SeasonSummary", "plan_season", "run_season"]
 
@@ -193,13 +194,13 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         catalog, partitions = plan_season(job)
         log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
         if client is None:
-            if job.features.torch_threads is None and job.cluster.kind == "local" and not job.cluster.scheduler:
-                cores = os.cpu_count() or 1
-                per_task = max(1, cores // (local_worker_count(job.cluster) * job.cluster.threads_per_worker))
-                job = job.model_copy(update={"features": job.features.model_copy(update={"torch_threads": per_task})})
+            own_local = job.cluster.kind == "local" and not job.cluster.scheduler
+            cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
             with dask_client(job.cluster) as client:
+                register_worker_setup(client, job.features.torch_threads, cores)
                 results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
         else:
+            register_worker_setup(client, job.features.torch_threads)
             results, groups = _run_graph(job, partitions, client, progress, allow_shrink)
         undated = catalog[catalog["time"].isna()].assign(**{c: 0 for c in FRAME_COUNT_COLUMNS})
         write_month_catalog(job.output, "undated", undated, job.output_storage_options)

@@ -66,9 +66,19 @@ def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, loca
             time.sleep(0.5)
             os.kill(pids[victim], signal.SIGKILL)  # the worker process (its nanny restarts it)
             t.join(timeout=600)
+            # The worker plugin ran on every worker, the restarted one too: allocator and torch threads read back.
+            client.wait_for_workers(2, timeout=120)
+            setups = client.run(lambda dask_worker: getattr(dask_worker, "aurora_setup", None))
+            threads = client.run(lambda: __import__("torch").get_num_threads())
         assert "s" in box, "season did not finish after a worker was killed"
         check_season(box["s"], job, n)
         assert_same_stores(store_snapshot(job), local_result)
+        from aurora_batch.worker import owned_cores
+
+        assert len(setups) == 2 and set(setups) == set(threads)
+        for address, setup in setups.items():
+            assert setup["malloc_tuned"] is True and setup["nthreads"] == 1
+            assert setup["torch_threads"] == threads[address] == owned_cores()  # one Dask thread: all its cores
     finally:
         for p in procs[::-1]:
             if p.poll() is None:

@@ -1,0 +1,61 @@
+"""Once-per-worker setup, as a ``distributed`` WorkerPlugin registered on whatever cluster a job gets.
+
+Local, ``--scheduler``, SLURM or Kubernetes: the runner registers :class:`WorkerSetup` on its
+client, and every worker (also those that join later, or restart after a crash) runs it once.
+It sets glibc's allocator thresholds (Dask's nanny freezes the mmap threshold at 128 KiB, which
+halves CPU inference) and PyTorch's intra-op threads: the cores the worker owns divided by its
+Dask threads, so tasks running side by side do not oversubscribe the CPU.  The science
+functions (:mod:`aurora_batch.partition`) know nothing of it.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+__all__ = ["WorkerSetup", "owned_cores", "register_worker_setup"]
+
+
+def owned_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+class WorkerSetup(WorkerPlugin):
+    """Allocator and torch threads for a worker; what it set is kept in ``worker.aurora_setup``.
+
+    ``cores``: cores per worker process when the runner knows them (its own LocalCluster);
+    otherwise :func:`owned_cores` (one worker per SLURM job or Kubernetes pod).
+    ``torch_threads``: a fixed intra-op thread count (``features.torch_threads``).
+    """
+
+    name = "aurora-batch-setup"
+    idempotent = False  # a re-registration with other settings replaces the old one
+
+    def __init__(self, torch_threads: int | None = None, cores: int | None = None):
+        self.torch_threads = torch_threads
+        self.cores = cores
+
+    def setup(self, worker) -> None:
+        import torch
+
+        from .features import _raise_mmap_threshold
+
+        cores = self.cores or owned_cores()
+        threads = self.torch_threads or max(1, cores // max(1, worker.state.nthreads))
+        torch.set_num_threads(threads)
+        worker.aurora_setup = {"malloc_tuned": _raise_mmap_threshold(), "torch_threads": torch.get_num_threads(),
+                               "cores": cores, "nthreads": worker.state.nthreads}
+
+
+def register_worker_setup(client, torch_threads: int | None = None, cores: int | None = None) -> None:
+    """Register :class:`WorkerSetup` on ``client``'s cluster (running workers now, new ones when they join)."""
+    client.register_plugin(WorkerSetup(torch_threads, cores))
