@@ -7,6 +7,7 @@ not sky are counted in ``frames_sun``, ``frames_moon`` and ``frames_not_sky``.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from .formats import FORMATS, Format, extensions, match_name
 from .fs import filesystem
 
 __all__ = ["Status", "list_images", "build_catalog", "IMAGE_EXTENSIONS", "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS",
-           "file_ledger", "WHOLE_FILE"]
+           "file_ledger", "WHOLE_FILE", "PartitionKey"]
 
 IMAGE_EXTENSIONS = extensions(list(FORMATS.values()))
 
@@ -139,7 +140,33 @@ def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
     return files.reset_index().reindex(columns=[*CATALOG_COLUMNS, *FRAME_COUNT_COLUMNS])
 
 
-def partition_key(station: str, wavelength: Any, day: pd.Timestamp) -> str:
-    """Name of the (station, wavelength, day) unit of work, e.g. ``NYA_5577_20101201``."""
-    wl = "all" if pd.isna(wavelength) else str(int(wavelength))
-    return f"{station}_{wl}_{day:%Y%m%d}"
+@dataclasses.dataclass(frozen=True, order=True)
+class PartitionKey:
+    """The unit of work: one station, one wavelength (Å; None: unfiltered or unknown), one UTC day."""
+
+    station: str
+    wavelength: int | None
+    day: dt.date
+
+    @classmethod
+    def of(cls, station: str, wavelength: Any, day: Any) -> "PartitionKey":
+        return cls(station, None if pd.isna(wavelength) else int(wavelength), pd.Timestamp(day).date())
+
+    @property
+    def name(self) -> str:
+        """``NYA_5577_20101201``: staged part and Dask task names."""
+        return f"{self.station}_{'all' if self.wavelength is None else self.wavelength}_{self.day:%Y%m%d}"
+
+    @property
+    def month(self) -> str:
+        return f"{self.day:%Y-%m}"
+
+    @classmethod
+    def parse(cls, name: str) -> "PartitionKey":
+        """The key of a :attr:`name` (or a staged part's file name)."""
+        stem = name.rsplit("/", 1)[-1].removesuffix(".parquet")
+        try:
+            station, wl, day = stem.rsplit("_", 2)
+            return cls(station, None if wl == "all" else int(wl), dt.datetime.strptime(day, "%Y%m%d").date())
+        except ValueError:
+            raise ValueError(f"{name!r} is not a partition name like NYA_5577_20101201") from None

@@ -22,7 +22,7 @@ import numpy as np
 from . import __version__
 
 __all__ = ["CLASSES6", "AURORA_CLASSES", "HEAD_KINDS", "LinearHead", "fit_head", "to_class2", "load_head",
-           "HeadMismatch"]
+           "HeadMismatch", "class_outputs"]
 
 CLASSES6 = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")  #: OATH class6 codes 0..5
 AURORA_CLASSES = (0, 1, 2)  #: class2 = 0 (aurora) for these class6 codes, 1 (no aurora) otherwise
@@ -75,10 +75,6 @@ class LinearHead:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.argmax(self.decision(features), axis=1)
-
-    def aurora_proba(self, proba: np.ndarray) -> np.ndarray:
-        idx = [self.classes.index(CLASSES6[c]) for c in AURORA_CLASSES if CLASSES6[c] in self.classes]
-        return proba[:, idx].sum(axis=1)
 
     def check_compatible(self, backbone: str, recipe: str, weights: str | None = None) -> None:
         """Raise :class:`HeadMismatch` when this head was trained on other features."""
@@ -139,6 +135,14 @@ def fit_head(features: np.ndarray, labels: np.ndarray, kind: str = "ridge", clas
     info = {"alpha": alpha} if kind == "ridge" else {"C": c}
     return LinearHead(kind, mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32),
                       intercept.astype(np.float32), tuple(classes), {**info, **dict(meta or {})})
+
+
+def class_outputs(proba: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+    """Per image, from ``(N, K)`` probabilities over ``classes``: ``label`` (the most probable class)
+    and ``aurora_proba`` (the summed probability of arc, diffuse and discrete)."""
+    aurora = [i for i, c in enumerate(classes) if c in {CLASSES6[k] for k in AURORA_CLASSES}]
+    return {"label": np.asarray(classes, dtype=object)[np.asarray(proba).argmax(axis=1)],
+            "aurora_proba": np.asarray(proba)[:, aurora].sum(axis=1)}
 
 
 def load_head(path: str | Path) -> LinearHead:

@@ -54,7 +54,7 @@ def _nightly(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from .annotate import run_join
+    from .month import run_join
 
     print(run_join(load_job(args.job)).format())
     return 0

@@ -327,8 +327,13 @@ class JobConfig(_Strict):
         return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
                 f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}")
 
-    @model_validator(mode="after")
-    def _head_fits(self) -> "JobConfig":
+    def check_files(self) -> None:
+        """The checks that need files, run when a job starts (validation only checks shapes and values).
+
+        Raises :class:`JobSpecError` naming the field: a head that is missing, unreadable, or
+        trained on other features; a weights file that does not exist.
+        """
+        problems = []
         if self.classify.head:
             from .classify import load_head
 
@@ -336,8 +341,11 @@ class JobConfig(_Strict):
                 load_head(self.classify.head).check_compatible(self.features.backbone, self.features.recipe,
                                                                self.features.weights)
             except (OSError, ValueError) as err:
-                raise ValueError(f"classify.head: {err}") from None
-        return self
+                problems.append(f"  classify.head: {err}")
+        if self.features.weights and "://" not in self.features.weights and not Path(self.features.weights).exists():
+            problems.append(f"  features.weights: {self.features.weights} does not exist")
+        if problems:
+            raise JobSpecError("\n".join(["invalid job:", *problems]))
 
     @field_validator("features")
     @classmethod

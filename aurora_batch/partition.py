@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .catalog import WHOLE_FILE, Status, file_ledger
+from .catalog import WHOLE_FILE, PartitionKey, Status, file_ledger
 from .classify import load_head
 from .config import FilterConfig, JobConfig
 from .ephemeris import sun_moon, sun_moon_reasons
@@ -29,7 +29,7 @@ from .fs import read_bytes
 from .imaging import Recipe, get_recipe, range_fraction, saturated_fraction, sky_problem
 from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
 from .stations import get_station
-from .store import part_fingerprint, read_part, staging_url, write_part
+from .store import read_staged_if, staging_url, write_part
 from .stream import StreamSettings, stream_files
 
 __all__ = ["PartitionResult", "process_partition", "judge_frames", "SITE_TOLERANCE_DEG", "LOW_RANGE"]
@@ -41,9 +41,11 @@ LOW_RANGE = 0.10  #: warn when a container-scaled recipe's input spans less than
 
 @dataclasses.dataclass
 class PartitionResult:
-    key: str
-    month: str
+    """A staged part: what the month build needs to know of it without reading it again."""
+
+    key: PartitionKey
     url: str  #: the staged part
+    fingerprint: str  #: the settings it was computed with (:meth:`JobConfig.feature_fingerprint`)
     statuses: dict[str, int]  #: files by catalog status
     images: int  #: kept images (frames)
     last_time: pd.Timestamp  #: latest file time in the partition (UTC)
@@ -51,29 +53,28 @@ class PartitionResult:
     warnings: list[str] = dataclasses.field(default_factory=list)  #: for the user, one line each
 
 
-def _result(key: str, month: str, url: str, rows: pd.DataFrame, resumed: bool,
+def _result(key: PartitionKey, url: str, fingerprint: str, rows: pd.DataFrame, resumed: bool,
             warnings: list[str] | None = None) -> PartitionResult:
     files = file_ledger(rows)
-    return PartitionResult(key, month, url, files["status"].value_counts().to_dict(),
+    return PartitionResult(key, url, fingerprint, files["status"].value_counts().to_dict(),
                            int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
                            warnings or [])
 
 
 def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFrame | None:
+    """The staged part's ledger columns when it was computed from the same files with the same settings."""
     try:
-        if part_fingerprint(url, job.output_storage_options) != job.feature_fingerprint():
-            return None
-        staged, _ = read_part(url, job.output_storage_options, columns=["url", "status", "detail", "time", "frame"])
+        staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options,
+                                columns=["url", "status", "detail", "time", "frame"])
     except FileNotFoundError:
         return None
     except Exception as err:  # an unreadable staged part is recomputed
         log.warning("staged part %s unreadable (%s); recomputing", url, err)
         return None
-    return staged if set(staged["url"]) == set(rows["url"]) else None
+    return staged if staged is not None and set(staged["url"]) == set(rows["url"]) else None
 
 
-def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
-                      force: bool = False) -> PartitionResult:
+def process_partition(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, force: bool = False) -> PartitionResult:
     """Read, judge, preprocess and featurise the files of ``rows``; stage the result atomically.
 
     ``rows`` are all catalog rows of one partition: ``pending`` ones are processed, rows
@@ -81,9 +82,9 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
     the partition's whole ledger (one row per frame of the files read).  When a part with the
     same input URLs and settings is already staged, nothing is recomputed unless ``force``.
     """
-    url = staging_url(job.output, month, key)
+    url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
     if not force and (staged := _already_staged(url, rows, job)) is not None:
-        return _result(key, month, url, staged, resumed=True)
+        return _result(key, url, fingerprint, staged, resumed=True)
     out: list[dict] = [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
                        for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
     todo = rows[rows["status"] == Status.PENDING].sort_values("time").to_dict("records")
@@ -99,8 +100,8 @@ def process_partition(job: JobConfig, key: str, month: str, rows: pd.DataFrame,
         arrays["features"] = features
         if job.classify.head:
             arrays["proba"] = load_head(job.classify.head).predict_proba(features)
-    write_part(url, staged, arrays, job.output_storage_options, job.feature_fingerprint())
-    return _result(key, month, url, staged, resumed=False, warnings=notes)
+    write_part(url, staged, arrays, job.output_storage_options, fingerprint)
+    return _result(key, url, fingerprint, staged, resumed=False, warnings=notes)
 
 
 @dataclasses.dataclass

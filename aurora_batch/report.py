@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .annotate import month_stores
+from .month import month_stores
 from .config import JobConfig
 from .stations import get_station
 from .fs import filesystem, join_url

@@ -19,19 +19,15 @@ from collections import Counter, defaultdict
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .catalog import (CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, Status, build_catalog, file_ledger, list_images,
-                      partition_key)
-from .classify import load_head
+from .catalog import FRAME_COUNT_COLUMNS, PartitionKey, Status, build_catalog, list_images
 from .cluster import dask_client, local_worker_count, partition_resources
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
 from .formats import extensions
-from .fs import filesystem, join_url
 from .lock import OutputLock
 from .partition import PartitionResult, process_partition
-from .stations import get_station
-from .store import catalog_url, commit_month, month_of, read_part, store_url, write_month_catalog
+from .month import build_month, common_attrs, join_fingerprint, month_inputs
+from .store import catalog_url, store_url, write_month_catalog
 from .worker import register_worker_setup
 
 __all__ = ["SeasonSummary", "plan_season", "run_season"]
@@ -71,10 +67,10 @@ class SeasonSummary:
         return "\n".join(lines)
 
 
-def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.DataFrame]]]:
+def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[PartitionKey, pd.DataFrame]]:
     """List, parse and ephemeris-filter the archive; split dated files into partitions.
 
-    Returns the catalog (rows to process still ``pending``) and ``{key: (month, rows)}``; a
+    Returns the catalog (rows to process still ``pending``) and ``{key: rows}``; a
     partition holds every dated file of its (station, wavelength, UTC day), dropped ones too,
     so the window [start, end) is rounded out to whole days: a partition is never staged
     with only part of its day.  Partition rows also carry each file's listed ``size`` (bytes),
@@ -88,10 +84,10 @@ def plan_season(job: JobConfig) -> tuple[pd.DataFrame, dict[str, tuple[str, pd.D
     catalog = _filter_files(catalog, job, {f.name: f.span_s for f in formats})
     dated = catalog[catalog["time"].notna()]
     dated = dated.assign(size=dated["url"].map(listing.set_index("url")["size"]))
-    partitions: dict[str, tuple[str, pd.DataFrame]] = {}
+    partitions: dict[PartitionKey, pd.DataFrame] = {}
     day = dated["time"].dt.floor("D")
     for (station, wl, d), rows in dated.groupby([dated["station"], dated["wavelength"], day], dropna=False, sort=True):
-        partitions[partition_key(station, wl, d)] = (month_of(d), rows)
+        partitions[PartitionKey.of(station, wl, d)] = rows
     return catalog, partitions
 
 
@@ -131,52 +127,12 @@ def _filter_files(catalog: pd.DataFrame, job: JobConfig, spans: dict[str, float]
     return catalog
 
 
-def _month_parts(job: JobConfig, month: str) -> list[str]:
-    fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
-    return sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/*.parquet"))
-
-
-def _month_catalog(job: JobConfig, parts: list[str]) -> pd.DataFrame:
-    """Catalog rows of one month from its staged parts: one row per file, with its frame counts."""
-    ledgers = [file_ledger(read_part(url, job.output_storage_options, columns=[*CATALOG_COLUMNS, "frame"])[0])
-               for url in parts]
-    return pd.concat(ledgers, ignore_index=True)
-
-
-def _commit(job: JobConfig, month: str, results: list[PartitionResult], group_attrs: dict, common_attrs: dict,
+def _commit(job: JobConfig, month: str, results: list[PartitionResult], attrs: dict, join_fp: str,
             allow_shrink: bool) -> dict | None:
-    """Commit ``month`` from all its staged parts, unless none of this run's partitions changed it."""
-    fs, path = filesystem(store_url(job.output, month), job.output_storage_options)
-    if all(r.resumed for r in results) and fs.exists(f"{path}/zarr.json"):
-        return None
-    parts = _month_parts(job, month)
-    classes = load_head(job.classify.head).classes if job.classify.head else ()
-    counts = commit_month(job.output, month, parts, group_attrs, common_attrs, job.output_storage_options, classes,
-                          allow_shrink=allow_shrink)
-    write_month_catalog(job.output, month, _month_catalog(job, parts), job.output_storage_options)
-    return counts
-
-
-def _common_attrs(job: JobConfig) -> dict:
-    attrs = {
-        "aurora_batch_version": __version__,
-        "backbone": job.features.backbone,
-        "weights": os.path.basename(job.features.weights) if job.features.weights else "pretrained (shipped)",
-        "recipe": job.features.recipe,
-        "sun_max_alt": job.filter.sun_max_alt,
-        "moon_max_alt": job.filter.moon_max_alt,
-        "moon_min_illumination": job.filter.moon_min_illumination,
-        "threshold_units": "degrees (altitudes), 1 (illumination)",
-        "time_standard": "UTC",
-    }
-    if job.classify.head:
-        meta = load_head(job.classify.head).meta
-        attrs.update({"head": os.path.basename(job.classify.head), "head_kind": meta["kind"],
-                      "head_sha256": meta["sha256"], "head_trained_on": meta.get("trained_on", "?"),
-                      "head_synthetic": bool(meta.get("synthetic", False))})
-        if meta.get("synthetic"):
-            attrs["head_note"] = "SYNTHETIC demo head, trained on sky-model images: not for science"
-    return attrs
+    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless neither its partitions nor its join changed."""
+    build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink,
+                        changed=not all(r.resumed for r in results))
+    return None if build is None else build.counts
 
 
 def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink: bool = True,
@@ -190,6 +146,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     time axis would lose images (nightly runs).
     """
     t0 = time.perf_counter()
+    job.check_files()
     with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
         catalog, partitions = plan_season(job)
         log.info("catalog: %d files, %d partitions", len(catalog), len(partitions))
@@ -208,7 +165,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     last: dict[str, pd.Timestamp] = {}
     for r in results:
         statuses.update(r.statuses)
-        station = r.key.split("_")[0]
+        station = r.key.station
         last[station] = max(last.get(station, r.last_time), r.last_time)
     kept = statuses.pop(Status.KEPT, 0)
     return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
@@ -222,19 +179,17 @@ def _run_graph(job: JobConfig, partitions, client, progress: bool, allow_shrink:
 
     if progress and client.dashboard_link:
         print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-    by_month: dict[str, list[str]] = defaultdict(list)
-    for key, (month, _) in partitions.items():
-        by_month[month].append(key)
-    common = _common_attrs(job)
+    by_month: dict[str, list[PartitionKey]] = defaultdict(list)
+    for key in partitions:
+        by_month[key.month].append(key)
+    attrs, join_fp = common_attrs(job), join_fingerprint(job)
     resources = partition_resources(client)
     futures, commits = [], {}
     for month in sorted(by_month):  # submit month by month so early months commit early
-        keys = by_month[month]
-        part_futs = [client.submit(process_partition, job, key, month, partitions[key][1], resources=resources,
-                                   key=f"partition-{key}-{job.output}", pure=False, retries=TASK_RETRIES)
-                     for key in keys]
-        attrs = {s: get_station(s).attrs() for s in {partitions[k][1]["station"].iloc[0] for k in keys}}
-        commits[month] = client.submit(_commit, job, month, part_futs, attrs, common, allow_shrink,
+        part_futs = [client.submit(process_partition, job, key, partitions[key], resources=resources,
+                                   key=f"partition-{key.name}-{job.output}", pure=False, retries=TASK_RETRIES)
+                     for key in by_month[month]]
+        commits[month] = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink,
                                        key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
         futures += part_futs
     results: list[PartitionResult] = []

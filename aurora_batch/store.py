@@ -17,11 +17,12 @@ gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,10 +31,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
-from .catalog import CATALOG_COLUMNS, Status
+from .catalog import CATALOG_COLUMNS, PartitionKey, Status, file_ledger
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
-__all__ = ["month_of", "staging_url", "store_url", "write_part", "read_part", "part_fingerprint", "commit_month",
+__all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
            "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
            "PART_COLUMNS"]
 
@@ -59,12 +60,9 @@ VARIABLE_ATTRS = {
 _FINGERPRINT_KEY = b"aurora_batch.features"
 
 
-def month_of(time: pd.Timestamp) -> str:
-    return f"{time:%Y-%m}"
-
-
-def staging_url(output: str, month: str, key: str) -> str:
-    return join_url(output, "_staging", month, f"{key}.parquet")
+def staging_url(output: str, key: PartitionKey) -> str:
+    """``{output}/_staging/{YYYY-MM}/{NYA_5577_20101201}.parquet``."""
+    return join_url(output, "_staging", key.month, f"{key.name}.parquet")
 
 
 def store_url(output: str, month: str) -> str:
@@ -106,22 +104,36 @@ def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | 
                   extra)
 
 
-def _open_parquet(url: str, storage_options: Mapping[str, Any] | None):
-    """The whole object in memory: one GET, and no stale ETag from an earlier version of it."""
+def _whole_object(url: str, storage_options: Mapping[str, Any] | None) -> io.BytesIO:
+    """The whole object in memory: one GET, and no stale cached size from an earlier version of it."""
     fs, path = filesystem(url, dict(storage_options or {}))
     return io.BytesIO(fs.cat_file(path))
 
 
-def part_fingerprint(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    with _open_parquet(url, storage_options) as f:
-        meta = pq.read_schema(f).metadata or {}
-    return meta.get(_FINGERPRINT_KEY, b"").decode()
+def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
+                   columns: Sequence[str] = ("url", "status")) -> pd.DataFrame | None:
+    """``columns`` of a staged part if it was computed with ``fingerprint``, else None.
+
+    Reads the footer and only those columns (ranged reads through the fsspec file), not the
+    features: the resume check of a partition costs a few kilobytes.
+    """
+    fs, path = filesystem(url, dict(storage_options or {}))
+    fs.invalidate_cache(path)  # the part may have been rewritten since it was last listed
+    with fs.open(path, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        meta = parquet.schema_arrow.metadata or {}
+        if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
+            return None
+        rows = parquet.read(columns=list(columns)).to_pandas()
+    if "time" in rows:
+        rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
+    return rows
 
 
 def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
               columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Rows of a staged partition and its per-kept-row arrays (those asked for and present)."""
-    with _open_parquet(url, storage_options) as f:
+    with _whole_object(url, storage_options) as f:
         table = pq.read_table(f, columns=list(columns) if columns else None)
     list_cols = [n for n in table.column_names if pa.types.is_fixed_size_list(table.schema.field(n).type)]
     arrays = {n: table.column(n).combine_chunks() for n in list_cols}
@@ -170,13 +182,10 @@ def _dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes: Sequ
     coords = {"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
               "feature": np.arange(feats.shape[1], dtype=np.int32)}
     if "proba" in arrays:
-        from .classify import AURORA_CLASSES, CLASSES6
+        from .classify import class_outputs
 
-        proba = arrays["proba"]
-        data["proba"] = (("time", "class"), proba)
-        data["label"] = ("time", np.asarray(classes, dtype=object)[proba.argmax(axis=1)])
-        aurora = [i for i, c in enumerate(classes) if c in {CLASSES6[k] for k in AURORA_CLASSES}]
-        data["aurora_proba"] = ("time", proba[:, aurora].sum(axis=1))
+        data["proba"] = (("time", "class"), arrays["proba"])
+        data.update({name: ("time", values) for name, values in class_outputs(arrays["proba"], classes).items()})
         coords["class"] = np.asarray(classes, dtype=object)
     ds = xr.Dataset(data, coords=coords)
     for name, attrs in VARIABLE_ATTRS.items():
@@ -202,17 +211,28 @@ def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None):
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}) or None)
 
 
+@dataclasses.dataclass
+class MonthCommit:
+    counts: dict[str, int]  #: kept images per group path
+    catalog: pd.DataFrame  #: one row per file of the month (:func:`aurora_batch.catalog.file_ledger`)
+
+
 def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs: Mapping[str, Mapping[str, Any]],
                  common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None,
-                 classes: Sequence[str] = (), allow_shrink: bool = True) -> dict:
-    """Build ``{output}/{month}.zarr`` from staged partitions; returns kept images per group.
+                 classes: Sequence[str] = (), allow_shrink: bool = True,
+                 groups: Iterable[tuple[str, int | None]] | None = None,
+                 finish: Callable[[Any, list[str]], None] | None = None) -> MonthCommit:
+    """Build ``{output}/{month}.zarr`` from staged partitions, each read once; returns counts and the catalog.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
     ``common_attrs`` (model, recipe, thresholds, version) go on every group; ``classes``
-    labels the ``class`` axis of ``proba`` when the parts carry probabilities.  Partitions are
-    appended in time order per group, one partition in memory at a time, into a temporary
-    tree that is published when complete.  With ``allow_shrink=False`` a month whose groups
-    would lose time stamps is not published (:class:`StoreShrinkError`).
+    labels the ``class`` axis of ``proba`` when the parts carry probabilities.  ``groups``: the
+    (station, wavelength) pairs with kept images, when the caller knows them (else the parts'
+    light columns are read first).  Partitions are appended in time order per group, one
+    partition in memory at a time, into a temporary tree; ``finish(store, group_paths)`` adds
+    to it (the joined instruments) before it is consolidated and published.  With
+    ``allow_shrink=False`` a month whose groups would lose time stamps is not published
+    (:class:`StoreShrinkError`).
     """
     import zarr
 
@@ -223,18 +243,21 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
         fs.rm(leftover, recursive=True)
     url = f"{final}.building-{uuid.uuid4().hex[:12]}"
     parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
-    keys = set()
-    for u in parts:  # which groups exist, from the light columns only
-        rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
-        kept = rows[rows["status"] == Status.KEPT]
-        keys.update((s, _wavelength_key(w)) for s, w in zip(kept["station"], kept["wavelength"]))
-    paths = group_paths(keys)
+    if groups is None:
+        groups = set()
+        for u in parts:  # which groups exist, from the light columns only
+            rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
+            kept = rows[rows["status"] == Status.KEPT]
+            groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
+    paths = group_paths(groups)
     counts: dict[str, int] = defaultdict(int)
+    ledgers = []
     store = zarr_store(url, options)
     root = zarr.open_group(store=store, mode="w", zarr_format=3)
     root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
     for u in parts:
         rows, arrays = read_part(u, options)
+        ledgers.append(file_ledger(rows))
         kept_mask = (rows["status"] == Status.KEPT).to_numpy()
         rows = rows[kept_mask].reset_index(drop=True)
         wl_key = rows["wavelength"].map(_wavelength_key)
@@ -248,11 +271,14 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
             else:
                 ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
             counts[gpath] += len(sub)
+    if finish is not None:
+        finish(store, sorted(counts))
     consolidate(store)
     if not allow_shrink:
         _refuse_shrink(final, store, paths.values(), options)
     publish_tree(url, final, options)
-    return dict(counts)
+    catalog = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame()
+    return MonthCommit(dict(counts), catalog)
 
 
 class StoreShrinkError(RuntimeError):

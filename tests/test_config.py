@@ -64,3 +64,16 @@ def test_memory_urls_use_threads_or_refuse_remote():
     assert JobConfig.from_dict(base).cluster.processes is False
     with pytest.raises(JobSpecError, match="memory:// URLs live in one process"):
         JobConfig.from_dict({**base, "cluster": {"scheduler": "tcp://127.0.0.1:8786"}})
+
+
+def test_file_checks_run_when_a_job_starts(tmp_path):
+    """Validation reads no files; a missing head or weights file is refused when the job starts, before any output."""
+    from aurora_batch.season import run_season
+
+    job = JobConfig.from_dict(dict(input=f"file://{tmp_path}/in", output=f"file://{tmp_path}/out", stations=["NYA"],
+                                   start="2010-12-01", end="2010-12-02", classify={"head": str(tmp_path / "no.npz")},
+                                   features={"weights": str(tmp_path / "w.pt")}))
+    with pytest.raises(JobSpecError) as err:
+        run_season(job, progress=False)
+    assert "classify.head: head file" in str(err.value) and "features.weights:" in str(err.value)
+    assert not (tmp_path / "out").exists()

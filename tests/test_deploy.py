@@ -79,7 +79,9 @@ def test_sbatch_script_and_its_job_spec():
 
     job = load_job(ROOT / "jobs" / "season-saga.yaml")
     assert job.cluster.kind == "slurm" and job.cluster.slurm.gpus == 1
-    assert load_job(ROOT / "jobs" / "nightly.yaml").nightly.lookback == "6h"
+    nightly = load_job(ROOT / "jobs" / "nightly.yaml")
+    assert nightly.nightly.lookback == "6h"
+    assert nightly.join.ceilometer and nightly.join.magnetometer  # the shipped nightly publishes joined months
 
 
 def test_cron_and_systemd():

@@ -11,11 +11,35 @@ import pytest
 import xarray as xr
 
 from aurora_batch.nightly import read_watermarks, run_nightly
-from aurora_batch.synth import write_archive
+from aurora_batch.season import run_season
+from aurora_batch.synth import write_archive, write_instruments
 from conftest import make_job
 from helpers import assert_same_stores, store_snapshot
 
 pytestmark = pytest.mark.slow
+
+
+def _join(root):
+    """Instruments for every image of the nights below: written once, before any run."""
+    times = pd.date_range("2010-12-01", "2010-12-05", freq="30min", inclusive="left")
+    labels = pd.concat([pd.DataFrame({"station": s, "time": times, "label": ["cloudy", "clear", "arc"] * 64})
+                        for s in ("NYA", "LYR")])
+    write_instruments(f"file://{root}", labels, seed=3)
+    return {"ceilometer": [{"url": f"file://{root}/ceilometer/{s.lower()}_cbh.tab", "format": "pangaea",
+                            "stations": {s: s}, "tolerance": "5min"} for s in ("NYA", "LYR")],
+            "magnetometer": [{"url": f"file://{root}/magnetometer/*.min", "format": "iaga2002",
+                              "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
+
+
+def _assert_joined(s3, bucket, out="out"):
+    """Every image of every group carries its ceilometer and magnetometer partners."""
+    for station in ("NYA", "LYR"):
+        ds = xr.open_zarr(f"s3://{bucket}/{out}/2010-12.zarr", group=station, storage_options=s3.storage_options,
+                          chunks=None)
+        for var in ("cbh", "cloud_detected", "cbh_dt", "mag_x", "mag_y", "mag_z", "mag_dt"):
+            assert var in ds and ds[var].sizes == {"time": ds.sizes["time"]}, (station, var)
+        assert ds["cbh_dt"].notnull().all() and ds["mag_dt"].notnull().all()
+        assert ds["cloud_detected"].notnull().mean() > 0.9
 
 
 def _job(s3, bucket, out="out", **kw):
@@ -41,30 +65,33 @@ def _times(s3, bucket, station="NYA", out="out"):
     return pd.DatetimeIndex(ds["time"].to_numpy())
 
 
-def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client):
-    job = _job(s3_server, bucket)
+def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client, tmp_path):
+    """A season with a join, then nightly runs: every published month keeps its joined variables."""
+    job = _job(s3_server, bucket, join=_join(tmp_path / "instruments"))
     _add_night(s3_server, bucket, "2010-12-01T12:00", "2010-12-02T12:00", seed=1)
-    first = run_nightly(job, client=dask_client)
-    assert first.status == "ok" and first.season.partitions == 4  # 2 stations x 2 UTC days
-    marks = read_watermarks(job)
-    assert pd.Timestamp(marks["NYA"]) == pd.Timestamp("2010-12-02T11:30")
+    first = run_season(job, client=dask_client, progress=False)
+    assert first.partitions == 4  # 2 stations x 2 UTC days
+    _assert_joined(s3_server, bucket)
     before = _times(s3_server, bucket)
 
-    # New files arrive: only their partitions are processed.
+    # New files arrive: only their partitions are processed; old and new images are joined.
     _add_night(s3_server, bucket, "2010-12-02T12:00", "2010-12-03T12:00", seed=2)
     second = run_nightly(job, client=dask_client)
     s = second.season
     assert s.partitions - s.resumed_partitions == 4  # day 2 (changed: new files) and day 3, per station
     assert pd.Timestamp(second.watermarks["NYA"]) == pd.Timestamp("2010-12-03T11:30")
+    assert read_watermarks(job) == second.watermarks
     after = _times(s3_server, bucket)
     assert set(before) < set(after) and after.is_unique and after.is_monotonic_increasing
     assert "status=ok" in second.line() and "new_partitions=4" in second.line()
+    _assert_joined(s3_server, bucket)
 
-    # Nothing new: nothing is written; the chunks are byte-identical.
+    # Nothing new: nothing is written; the chunks are byte-identical, joined variables included.
     digest = _digest(s3_server, bucket)
     third = run_nightly(job, client=dask_client)
     assert third.season.partitions == third.season.resumed_partitions and third.season.stores == []
     assert _digest(s3_server, bucket) == digest
+    assert any("/cbh/" in p for p in digest) and any("/mag_x/" in p for p in digest)
     assert "stores_written=0" in third.line()
 
     # A late file, inside the look-back (3 h behind the watermark), is picked up.

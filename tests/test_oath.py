@@ -156,12 +156,13 @@ def test_synthetic_head_separates_held_out_sky_images(synthetic_head, tmp_path):
 
 
 def test_head_mismatch_is_refused(synthetic_head):
+    """Checked when a job starts (JobConfig.check_files), naming the field."""
     path = str(synthetic_head[0])
-    make_job("a", "b", classify={"head": path}, features={"recipe": "lite128"})  # fits
+    make_job("a", "b", classify={"head": path}, features={"recipe": "lite128"}).check_files()  # fits
     with pytest.raises(JobSpecError, match=r"classify.head: .*recipe: head has 'lite128', job has 'kvammen'"):
-        make_job("a", "b", classify={"head": path}, features={"recipe": "kvammen"})
+        make_job("a", "b", classify={"head": path}, features={"recipe": "kvammen"}).check_files()
     with pytest.raises(JobSpecError, match="classify.head: head file .* does not exist"):
-        make_job("a", "b", classify={"head": "/nowhere/head.npz"})
+        make_job("a", "b", classify={"head": "/nowhere/head.npz"}).check_files()
 
 
 @pytest.mark.slow

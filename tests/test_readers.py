@@ -166,7 +166,7 @@ def test_compressed_instrument_files_read_like_plain_ones(tmp_path, suffix, comp
 
 
 def test_join_takes_units_from_the_reader():
-    from aurora_batch.annotate import _variables
+    from aurora_batch.month import _variables
 
     mag = read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}")
     joined = mag.assign(dt=pd.Timedelta(0))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from aurora_batch.catalog import Status
+from aurora_batch.catalog import PartitionKey, Status
 from aurora_batch.formats import FORMATS, match_name, get_formats, read_file
 from aurora_batch.imaging import get_recipe, lite128, resize, to_grey
 from aurora_batch.partition import judge_frames, process_partition
@@ -60,8 +60,8 @@ def test_hourly_cdf_is_judged_frame_by_frame(tmp_path):
                    start="2011-01-06", end="2011-01-07")
     rows = _rows([f"file://{path}"], "GAKO", job)
     assert rows["status"].tolist() == [Status.PENDING]  # the name's time alone would keep (or drop) every frame
-    result = process_partition(job, "GAKO_all_20110106", "2011-01", rows)
-    staged, arrays = read_part(staging_url(job.output, "2011-01", "GAKO_all_20110106"))
+    result = process_partition(job, PartitionKey.parse("GAKO_all_20110106"), rows)
+    staged, arrays = read_part(staging_url(job.output, PartitionKey.parse("GAKO_all_20110106")))
     assert staged["time"].tolist() == [pd.Timestamp(t) for t in times]
     sun, _ = _full_skyfield(staged["time"], *GAKO)
     assert np.abs(staged["sun_alt"].to_numpy() - sun).max() < 0.01  # each frame at its own time
@@ -89,7 +89,7 @@ def test_site_position_and_raw_range_warnings(tmp_path):
         job = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out-{station}", stations=["GILL"],
                        start="2014-03-10", end="2014-03-11", filter=NO_FILTER, features={"recipe": "kvammen"})
         rows = _rows([f"file://{tmp_path}/{name}"], "GILL", job).assign(station=station)
-        result = process_partition(job, f"{station}_all_20140310", "2014-03", rows)
+        result = process_partition(job, PartitionKey.parse(f"{station}_all_20140310"), rows)
         site = [w for w in result.warnings if "site position" in w]
         assert bool(site) == warned
         if warned:
@@ -141,8 +141,8 @@ def test_skymap_from_the_job_spec_changes_features_and_fingerprint(tmp_path):
     feats = {}
     for job in (with_map, without):
         rows = _rows([f"file://{tmp_path}/{cdf}"], "GAKO", job)
-        process_partition(job, "GAKO_all_20110106", "2011-01", rows)
-        feats[job.output] = read_part(staging_url(job.output, "2011-01", "GAKO_all_20110106"))[1]["features"]
+        process_partition(job, PartitionKey.parse("GAKO_all_20110106"), rows)
+        feats[job.output] = read_part(staging_url(job.output, PartitionKey.parse("GAKO_all_20110106")))[1]["features"]
     np.testing.assert_array_equal(*feats.values())
     frames = read_file((DATA / cdf).read_bytes(), cdf)
     row = {"url": cdf, "time": pd.Timestamp("2011-01-06T17:00"), "station": "GAKO"}

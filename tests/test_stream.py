@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from aurora_batch.catalog import WHOLE_FILE, Status
+from aurora_batch.catalog import WHOLE_FILE, PartitionKey, Status
 from aurora_batch.features import extract_features
 from aurora_batch.fs import read_bytes
 from aurora_batch.formats import read_file
@@ -145,8 +145,8 @@ def test_pipelined_partition_matches_sequential_path(tmp_path, recipe, fetch, de
                    features={"recipe": recipe, "fetch_concurrency": fetch, "decode_threads": decode,
                              "prefetch_mb": prefetch_mb, "batch_size": 4},
                    filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
-    result = process_partition(job, "NYA_5577_20101201", "2010-12", rows)
-    staged, arrays = read_part(staging_url(job.output, "2010-12", "NYA_5577_20101201"))
+    result = process_partition(job, PartitionKey.parse("NYA_5577_20101201"), rows)
+    staged, arrays = read_part(staging_url(job.output, PartitionKey.parse("NYA_5577_20101201")))
     expected, features = _sequential_reference(rows, recipe)
     got = list(staged[["url", "status", "detail", "frame", "time"]].itertuples(index=False, name=None))
     assert got == expected
@@ -179,13 +179,13 @@ def test_storage_outage_during_prefetch_fails_the_task(s3_server, bucket, tmp_pa
                    filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
     try:
         with pytest.raises(Exception) as info:
-            process_partition(job, "NYA_5577_20101201", "2010-12", rows)
+            process_partition(job, PartitionKey.parse("NYA_5577_20101201"), rows)
     finally:
         proxy.close()
     assert not isinstance(info.value, ImageError | FileNotFoundError)
-    assert not Path(staging_url(job.output, "2010-12", "NYA_5577_20101201").removeprefix("file://")).exists()
+    assert not Path(staging_url(job.output, PartitionKey.parse("NYA_5577_20101201")).removeprefix("file://")).exists()
     # Storage back: the same partition stages every file, with only the truly broken ones rejected.
     healthy = job.model_copy(update={"storage_options": s3_server.storage_options})
-    result = process_partition(healthy, "NYA_5577_20101201", "2010-12", rows)
+    result = process_partition(healthy, PartitionKey.parse("NYA_5577_20101201"), rows)
     assert result.statuses == {Status.KEPT: 10, Status.UNREADABLE: 3}
     shutil.rmtree(tmp_path / "out", ignore_errors=True)

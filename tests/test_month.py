@@ -1,12 +1,14 @@
-"""join + report end to end: season with a head → instruments joined into the stores → TAME's figures."""
+"""The month build with joins, end to end: season with a head and a join → joined stores → re-join → TAME's figures."""
+import os
 import re
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from aurora_batch.annotate import run_join
+from aurora_batch.month import run_join
 from aurora_batch.join import nearest
 from aurora_batch.readers import read_iaga2002, read_many
 from aurora_batch.report import make_report
@@ -30,25 +32,36 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
                               "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
     job = make_job(archive, f"file://{tmp_path}/out", end="2010-12-04", classify={"head": str(synthetic_head[0])},
                    join=join)
-    run_season(job, client=dask_client, progress=False)
-    first = run_join(job)
-    assert first.matched["magnetometer"] == first.images and first.matched["ceilometer"] == first.images
+    summary = run_season(job, client=dask_client, progress=False)
     store = f"{tmp_path}/out/2010-12.zarr"
-    nya = xr.open_zarr(store, group="NYA").load()
+    nya = xr.open_zarr(store, group="NYA").load()  # joined by the season's month build itself
     for var in ("cbh", "cloud_detected", "ceilometer_cloudy", "cbh_dt", "mag_x", "mag_y", "mag_z", "mag_dt"):
         assert var in nya and nya[var].sizes == {"time": nya.sizes["time"]}
+        assert nya[var].notnull().any() or var == "cbh"
     assert nya["mag_x"].attrs["units"] == "nT" and nya["cbh"].attrs["units"] == "m"
+    assert nya["mag_dt"].notnull().all() and nya["cbh_dt"].notnull().all()  # every image has its partners
     # The joined values are the exact nearest magnetometer samples.
     mag = read_many(read_iaga2002, f"{inst}/magnetometer/nal*.min")
     ref = nearest(pd.DataFrame({"time": nya["time"].to_numpy(), "station": "NAL"}), mag, tolerance="60s")
     np.testing.assert_allclose(nya["mag_x"].to_numpy(), ref["x"].to_numpy(), equal_nan=True)
     # No cloud base is never a height: where the ceilometer saw no cloud, cbh is NaN.
     assert nya["cbh"].where(nya["cloud_detected"] == 0).isnull().all()
-    # Re-running replaces the variables rather than duplicating them.
-    run_join(job)
-    again = xr.open_zarr(store, group="NYA").load()
-    assert sorted(again.data_vars) == sorted(nya.data_vars)
-    xr.testing.assert_identical(again, nya)
+    # A re-join with unchanged instruments changes no byte; new instrument data rebuild the month, staged.
+    def digest():
+        return {p: p.read_bytes() for p in (tmp_path / "out" / "2010-12.zarr").rglob("*") if p.is_file()}
+
+    before = digest()
+    again = run_join(job)
+    assert again.stores == [] and len(again.unchanged) == 1
+    assert digest() == before
+    ceilometer = tmp_path / "instruments" / "ceilometer" / "nya_cbh.tab"
+    ceilometer.write_text(ceilometer.read_text().replace("\t", "\t", 1) + "\n")
+    os.utime(ceilometer, ns=(time.time_ns(), time.time_ns() + 10**9))
+    rejoined = run_join(job)
+    assert len(rejoined.stores) == 1 and rejoined.images == summary.images
+    assert rejoined.matched["magnetometer"] == rejoined.images == rejoined.matched["ceilometer"]
+    xr.testing.assert_identical(xr.open_zarr(store, group="NYA").load(), nya)
+    assert not list(tmp_path.glob("out/*.building-*"))
 
     result = make_report(job, tmp_path / "report")
     page = result.html.read_text()

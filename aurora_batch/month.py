@@ -1,0 +1,302 @@
+"""The month build: staged partitions → classes → joined instruments → one published Zarr store.
+
+Every published month is built the same way, by ``season``, ``nightly`` and ``join`` alike:
+the month's staged parts are read once each and appended into a fresh
+``{YYYY-MM}.zarr.building-<id>`` tree; when the job has a ``join:`` section the ceilometer
+and magnetometer samples nearest to every image (:func:`aurora_batch.join.nearest`, over the
+month widened by each source's tolerance, so images near month borders find their true
+partner) are written into that tree as ``cbh``, ``cloud_detected``, ``ceilometer_cloudy``,
+``cbh_dt`` and ``mag_<element>``, ``mag_dt``; then the tree is published atomically.  Nothing
+ever writes into a published store.
+
+A month is rebuilt only when one of its partitions changed or the join's inputs did (their
+files' sizes and modification times, and the join settings: :func:`join_fingerprint`, kept
+in the store's attributes), so an idle nightly or a repeated ``join`` leaves every chunk as
+it was.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import __version__
+from .catalog import PartitionKey
+from .classify import load_head
+from .config import InstrumentSource, JobConfig
+from .fs import filesystem, join_url
+from .join import nearest
+from .lock import OutputLock
+from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, read_many
+from .stations import get_station
+from .store import commit_month, store_url, write_month_catalog
+
+__all__ = ["MonthInputs", "build_month", "month_inputs", "join_fingerprint", "common_attrs", "run_join",
+           "JoinSummary", "month_stores", "load_instruments"]
+
+log = logging.getLogger(__name__)
+INSTRUMENT_KINDS = ("ceilometer", "magnetometer")
+
+
+@dataclasses.dataclass
+class MonthInputs:
+    """What a month is built from: its staged parts and the (station, wavelength) groups they fill."""
+
+    month: str
+    parts: list[str]  #: staged part URLs
+    groups: set[tuple[str, int | None]] | None  #: None: not known without reading the parts
+
+
+@dataclasses.dataclass
+class MonthBuild:
+    month: str
+    counts: dict[str, int]  #: images per group path
+    matched: dict[str, int]  #: instrument kind -> images with a partner within tolerance
+
+
+def _staged(job: JobConfig, month: str) -> list[str]:
+    fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
+    return sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/*.parquet"))
+
+
+def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
+    """The parts of ``month``: this run's partition results, plus the month's other days staged by earlier runs.
+
+    Groups are known from the results; parts only found in storage (other days of a nightly
+    month, or a re-join) leave them to be read from the parts' light columns.
+    """
+    mine = {r.key.name: r.url for r in results}
+    others = [u for u in _staged(job, month) if PartitionKey.parse(u).name not in mine]
+    groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
+    return MonthInputs(month, sorted(mine.values()) + others, groups)
+
+
+def join_fingerprint(job: JobConfig) -> str:
+    """What the joined variables depend on: the join settings and every instrument file's size and mtime."""
+    if not (job.join.ceilometer or job.join.magnetometer):
+        return ""
+    record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": []}
+    for kind in INSTRUMENT_KINDS:
+        for src in getattr(job.join, kind):
+            fs, path = filesystem(src.url, src.storage_options)
+            paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+            files = []
+            for p in paths:
+                info = fs.info(p)
+                files.append([p, info.get("size"), str(info.get("mtime") or info.get("LastModified")
+                                                       or info.get("ETag") or info.get("created"))])
+            record["sources"].append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def published_attrs(job: JobConfig, month: str) -> dict | None:
+    """The published month store's root attributes, or None when it does not exist."""
+    fs, path = filesystem(store_url(job.output, month), job.output_storage_options)
+    try:
+        meta = json.loads(fs.cat_file(f"{path}/zarr.json"))
+    except FileNotFoundError:
+        return None
+    return meta.get("attributes", {})
+
+
+def common_attrs(job: JobConfig) -> dict:
+    """Attributes on every group: model, recipe, thresholds, head, version."""
+    attrs = {
+        "aurora_batch_version": __version__,
+        "backbone": job.features.backbone,
+        "weights": os.path.basename(job.features.weights) if job.features.weights else "pretrained (shipped)",
+        "recipe": job.features.recipe,
+        "sun_max_alt": job.filter.sun_max_alt,
+        "moon_max_alt": job.filter.moon_max_alt,
+        "moon_min_illumination": job.filter.moon_min_illumination,
+        "threshold_units": "degrees (altitudes), 1 (illumination)",
+        "time_standard": "UTC",
+    }
+    if job.classify.head:
+        meta = load_head(job.classify.head).meta
+        attrs.update({"head": os.path.basename(job.classify.head), "head_kind": meta["kind"],
+                      "head_sha256": meta["sha256"], "head_trained_on": meta.get("trained_on", "?"),
+                      "head_synthetic": bool(meta.get("synthetic", False))})
+        if meta.get("synthetic"):
+            attrs["head_note"] = "SYNTHETIC demo head, trained on sky-model images: not for science"
+    return attrs
+
+
+def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, allow_shrink: bool = True,
+                force: bool = False, changed: bool = True) -> MonthBuild | None:
+    """Build and publish one month from ``inputs`` (see the module docs); None when nothing changed.
+
+    ``changed``: whether any of the month's partitions was (re)computed by this run; with
+    ``force`` the month is rebuilt regardless.
+    """
+    published = published_attrs(job, inputs.month)
+    if not force and not changed and published is not None and published.get("join_fingerprint", "") == join_fp:
+        return None
+    stations = sorted({PartitionKey.parse(u).station for u in inputs.parts})
+    group_attrs = {s: get_station(s).attrs() for s in stations}
+    classes = load_head(job.classify.head).classes if job.classify.head else ()
+    instruments = _load_all(job) if join_fp else []
+    matched = {kind: 0 for kind, _, _ in instruments}
+
+    def join_into(store, paths: list[str]) -> None:
+        for gpath in paths:
+            for kind, n in join_group(store, gpath, inputs.month, instruments, job.join.cloud_max_cbh).items():
+                matched[kind] += n
+
+    built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, {**attrs, "join_fingerprint": join_fp},
+                         job.output_storage_options, classes, allow_shrink=allow_shrink, groups=inputs.groups,
+                         finish=join_into if instruments else None)
+    write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
+    return MonthBuild(inputs.month, built.counts, matched)
+
+
+# --- instruments --------------------------------------------------------------------------------------------
+
+def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[InstrumentSource, pd.DataFrame]]:
+    """Read every source, rename instrument stations to image stations (keeping the readers' units)."""
+    readers = CEILOMETER_READERS if kind == "ceilometer" else MAGNETOMETER_READERS
+    out = []
+    for src in sources:
+        kw = {"station": next(iter(src.stations.values()))} if kind == "ceilometer" else {}
+        frame = read_many(readers[src.format], src.url, src.storage_options, **kw)
+        back = {inst: img for img, inst in src.stations.items()}
+        mine = frame[frame["station"].isin(back)]
+        mine = mine.assign(station=mine["station"].map(back)).reset_index(drop=True)
+        mine.attrs = dict(frame.attrs)  # the reader's units
+        out.append((src, mine))
+    return out
+
+
+def _load_all(job: JobConfig) -> list[tuple[str, InstrumentSource, pd.DataFrame]]:
+    return [(kind, src, frame) for kind in INSTRUMENT_KINDS
+            for src, frame in load_instruments(getattr(job.join, kind), kind)]
+
+
+def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float,
+               units: dict[str, str]) -> dict[str, tuple]:
+    """The store variables of one joined instrument kind; magnetometer units are the readers' (nT, arcmin)."""
+    dt_s = joined["dt"].dt.total_seconds().to_numpy(np.float32)
+    if kind == "ceilometer":
+        det = joined["cloud_detected"].astype("Float64").to_numpy(np.float32, na_value=np.nan)
+        cbh = joined["cbh"].to_numpy(np.float32)
+        cloudy = np.where(np.isnan(det), np.nan, ((det == 1) & (cbh < cloud_max_cbh)).astype(np.float32))
+        return {
+            "cbh": (cbh, {"long_name": "ceilometer cloud base height (lowest)", "units": "m"}),
+            "cloud_detected": (det, {"long_name": "ceilometer detected a cloud base (1), none (0), unknown (NaN)"}),
+            "ceilometer_cloudy": (cloudy.astype(np.float32), {"long_name": f"cloud base below {cloud_max_cbh} m",
+                                                              "units": "1"}),
+            "cbh_dt": (dt_s, {"long_name": "ceilometer time - image time", "units": "s"}),
+        }
+    out = {f"mag_{c}": (joined[c].to_numpy(np.float32),
+                        {"long_name": f"magnetometer {c.upper()}", **({"units": units[c]} if c in units else {})})
+           for c in columns}
+    out["mag_dt"] = (dt_s, {"long_name": "magnetometer time - image time", "units": "s"})
+    return out
+
+
+def _join_kind(left: pd.DataFrame, sources: list[tuple[InstrumentSource, pd.DataFrame]], station: str,
+               m0: pd.Timestamp, m1: pd.Timestamp) -> pd.DataFrame | None:
+    """Join one instrument kind; with several sources a row takes its partner from whichever has one."""
+    combined = None
+    for src, frame in sources:
+        tol = pd.Timedelta(src.tolerance)
+        sel = frame[(frame["station"] == station) & (frame["time"] >= m0 - tol) & (frame["time"] < m1 + tol)]
+        joined = nearest(left, sel, tolerance=tol)
+        if combined is None:
+            combined = joined
+            continue
+        take = combined["dt"].isna() & joined["dt"].notna()
+        for c in joined.columns:
+            base = combined[c] if c in combined else pd.Series(np.nan, index=combined.index)
+            combined[c] = base.where(~take, joined[c])
+    return combined
+
+
+def join_group(store, gpath: str, month: str, instruments: list[tuple[str, InstrumentSource, pd.DataFrame]],
+               cloud_max_cbh: float) -> dict[str, int]:
+    """Write the joined variables of every instrument kind into group ``gpath`` of a month being built.
+
+    Returns the number of images with a partner per kind.
+    """
+    station = gpath.split("/")[0]
+    with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
+        times = ds["time"].to_numpy()
+    left = pd.DataFrame({"time": times, "station": station})
+    m0 = pd.Timestamp(month + "-01")
+    m1 = m0 + pd.offsets.MonthBegin(1)
+    new: dict[str, tuple] = {}
+    matched = {}
+    for kind in INSTRUMENT_KINDS:
+        sources = [(src, f) for k, src, f in instruments if k == kind]
+        joined = _join_kind(left, sources, station, m0, m1) if sources else None
+        if joined is None:
+            continue
+        matched[kind] = int(joined["dt"].notna().sum())
+        values = [c for c in joined.columns if c not in ("time", "station", "dt")]
+        units = {c: u for _, f in sources for c, u in f.attrs.get("units", {}).items()}
+        new.update(_variables(joined, kind, values, cloud_max_cbh, units))
+    if new:
+        out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()}, coords={"time": times}).drop_vars("time")
+        out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False)
+    return matched
+
+
+# --- the join command ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class JoinSummary:
+    stores: list[str]  #: month stores rebuilt
+    unchanged: list[str]  #: month stores whose instruments and parts had not changed
+    matched: dict[str, int]  #: instrument kind -> images with a partner
+    images: int
+
+    def format(self) -> str:
+        parts = ", ".join(f"{k}: {v}/{self.images}" for k, v in sorted(self.matched.items()))
+        return (f"aurora-batch join: {len(self.stores)} store(s) rebuilt, {len(self.unchanged)} unchanged, "
+                f"{self.images} images; matched {parts or 'nothing'}")
+
+
+def month_stores(job: JobConfig) -> list[tuple[str, str]]:
+    """(month, store URL) of the stores under ``job.output`` inside [start, end)."""
+    fs, path = filesystem(job.output, job.output_storage_options)
+    months = []
+    for p in sorted(fs.glob(f"{path}/*.zarr")):
+        month = p.rstrip("/").rsplit("/", 1)[-1][:-5]
+        try:
+            m0 = pd.Timestamp(month + "-01")
+        except ValueError:
+            continue
+        if m0 < pd.Timestamp(job.end) and m0 + pd.offsets.MonthBegin(1) > pd.Timestamp(job.start):
+            months.append((month, store_url(job.output, month)))
+    return months
+
+
+def run_join(job: JobConfig) -> JoinSummary:
+    """Re-join the configured instruments: rebuild (staged, then published) every month whose join inputs changed.
+
+    For instrument data that arrived after the images were processed.  A month whose
+    instrument files and settings are unchanged is left as it is, chunk for chunk.
+    """
+    if not (job.join.ceilometer or job.join.magnetometer):
+        raise ValueError("join: the job spec names no ceilometer or magnetometer sources")
+    job.check_files()
+    fp = join_fingerprint(job)
+    attrs = common_attrs(job)
+    rebuilt, unchanged, matched, images = [], [], {}, 0
+    with OutputLock(job.output, job.output_storage_options, purpose="join"):
+        for month, url in month_stores(job):
+            build = build_month(job, month_inputs(job, month), attrs, fp, changed=False)
+            if build is None:
+                unchanged.append(url)
+                continue
+            rebuilt.append(url)
+            images += sum(build.counts.values())
+            for kind, n in build.matched.items():
+                matched[kind] = matched.get(kind, 0) + n
+    return JoinSummary(rebuilt, unchanged, matched, images)
