@@ -16,7 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig", "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "JobSpecError", "load_job"]
+__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig",
+           "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "JobSpecError",
+           "load_job"]
 
 
 class JobSpecError(ValueError):

@@ -201,8 +201,8 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
             off_site.append((m.url, offset))
     if off_site:
         url, worst = max(off_site, key=lambda x: x[1])
-        notes.append(f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to {worst:.3f} deg from "
-                     f"the station table ({station.latitude}, {station.longitude}), e.g. {url}")
+        notes.append(f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "
+                     f"{worst:.3f} deg from the station table ({station.latitude}, {station.longitude}), e.g. {url}")
     if low_range:
         notes.append(f"recipe {recipe.name!r} scales by the container's full range, but the frames of "
                      f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "

@@ -35,8 +35,8 @@ from .catalog import CATALOG_COLUMNS, PartitionKey, Status, file_ledger
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
 __all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
-           "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "catalog_url", "TIME_CHUNK",
-           "PART_COLUMNS"]
+           "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog",
+           "read_catalog", "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
 PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]

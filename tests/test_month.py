@@ -1,4 +1,4 @@
-"""The month build with joins, end to end: season with a head and a join → joined stores → re-join → TAME's figures."""
+"""The month build with joins, end to end: season with a head and a join → joined stores → re-join → report."""
 import os
 import re
 import time

@@ -115,7 +115,7 @@ def _spec(tmp_path, s3, bucket, out):
     spec = tmp_path / f"{out}.yaml"
     spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/{out}\nstations: [NYA, LYR]\n"
                     f"start: 2010-12-01\nend: 2010-12-10\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
-                    f"cluster: {{n_workers: 2}}\nnightly: {{lookback: 3h}}\n")
+                    f"cluster: {{n_workers: 2, processes: false}}\nnightly: {{lookback: 3h}}\n")  # threads: fast start
     return spec
 
 

@@ -173,7 +173,7 @@ def test_storage_outage_during_prefetch_fails_the_task(s3_server, bucket, tmp_pa
         rows.loc[i, "url"] = f"s3://{key}"
     proxy = LatencyProxy(s3_server.port, latency_s=0.02, cut_after_requests=4)
     opts = {**s3_server.storage_options, "client_kwargs": {"endpoint_url": proxy.endpoint},
-            "config_kwargs": {"retries": {"max_attempts": 1}}}  # fail fast
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 5}}  # fail fast
     job = make_job(f"s3://{bucket}/in", f"file://{tmp_path}/out", storage_options=opts,
                    features={"fetch_concurrency": 4, "decode_threads": 2},
                    filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
