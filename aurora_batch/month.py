@@ -226,7 +226,7 @@ def join_group(store, gpath: str, month: str, instruments: list[tuple[str, Instr
     """
     station = gpath.split("/")[0]
     with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
-        times = ds["time"].to_numpy()
+        times, group_attrs = ds["time"].to_numpy(), dict(ds.attrs)
     left = pd.DataFrame({"time": times, "station": station})
     m0 = pd.Timestamp(month + "-01")
     m1 = m0 + pd.offsets.MonthBegin(1)
@@ -243,6 +243,7 @@ def join_group(store, gpath: str, month: str, instruments: list[tuple[str, Instr
         new.update(_variables(joined, kind, values, cloud_max_cbh, units))
     if new:
         out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()}, coords={"time": times}).drop_vars("time")
+        out.attrs = group_attrs  # to_zarr(mode="a") rewrites the group's attributes with the dataset's
         out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False)
     return matched
 

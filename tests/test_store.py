@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from aurora_batch.catalog import Status
-from aurora_batch.catalog import PartitionKey
+from aurora_batch.catalog import PartitionKey, Status
 from aurora_batch.store import (PART_COLUMNS, commit_month, group_paths, read_part, read_staged_if, staging_url,
                                 write_part)
 
@@ -84,3 +83,43 @@ def test_commit_month_layout(tmp_path, output):
 
     fs, path = fsspec.core.url_to_fs(out)
     assert sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)) == ["2010-12.zarr", "_staging"]
+
+
+def test_month_build_joins_instruments_and_skips_when_nothing_changed():
+    """The month build as a plain function on memory://: staged parts + instruments -> a joined, published month."""
+    import fsspec
+
+    from aurora_batch.month import build_month, common_attrs, join_fingerprint, month_inputs
+    from aurora_batch.store import read_catalog
+    from aurora_batch.synth import write_instruments
+    from conftest import make_job
+
+    root = f"memory://month-build-{np.random.default_rng().integers(1e9)}"
+    times = pd.date_range("2010-12-01T20:00", periods=40, freq="3min")
+    labels = pd.DataFrame({"station": "NYA", "time": times, "label": ["arc", "cloudy"] * 20})
+    write_instruments(f"{root}/inst", labels, seed=2)
+    join = {"ceilometer": [{"url": f"{root}/inst/ceilometer/nya_cbh.tab", "format": "pangaea",
+                            "stations": {"NYA": "NYA"}, "tolerance": "5min"}],
+            "magnetometer": [{"url": f"{root}/inst/magnetometer/*.min", "format": "iaga2002",
+                              "stations": {"NYA": "NAL"}, "tolerance": "60s"}]}
+    job = make_job(f"{root}/in", f"{root}/out", stations=["NYA"], join=join)
+    for key, sel in (("NYA_5577_20101201", slice(0, 25)), ("NYA_5577_20101202", slice(25, 40))):
+        rows = _rows("NYA", 5577, times[sel])
+        write_part(staging_url(job.output, PartitionKey.parse(key)), rows,
+                   {"features": np.ones((len(rows), 4), np.float32)})
+    fp = join_fingerprint(job)
+    build = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp)
+    assert build.counts == {"NYA": 40} and build.matched == {"ceilometer": 40, "magnetometer": 40}
+    ds = xr.open_zarr(f"{root}/out/2010-12.zarr", group="NYA", chunks=None)
+    assert ds["mag_dt"].notnull().all() and ds["cbh_dt"].notnull().all() and ds.sizes["time"] == 40
+    assert ds.attrs["join_fingerprint"] == fp and ds.attrs["station"] == "NYA"  # the join keeps the group's attrs
+    assert len(read_catalog(job.output)) == 40
+    # Nothing changed: not rebuilt.  New instrument data: rebuilt, staged and published again.
+    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp, changed=False) is None
+    fs = fsspec.filesystem("memory")
+    path = f"{root.removeprefix('memory://')}/inst/ceilometer/nya_cbh.tab"
+    fs.pipe_file(path, fs.cat_file(path) + b"\n")
+    assert join_fingerprint(job) != fp
+    again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job), changed=False)
+    assert again is not None and again.counts == {"NYA": 40}
+    assert not fs.glob(f"{root.removeprefix('memory://')}/out/*.building-*")
