@@ -60,7 +60,9 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     rejoined = run_join(job)
     assert len(rejoined.stores) == 1 and rejoined.images == summary.images
     assert rejoined.matched["magnetometer"] == rejoined.images == rejoined.matched["ceilometer"]
-    xr.testing.assert_identical(xr.open_zarr(store, group="NYA").load(), nya)
+    rebuilt = xr.open_zarr(store, group="NYA").load()
+    assert rebuilt.attrs.pop("join_fingerprint") != nya.attrs.pop("join_fingerprint")  # the new inputs are recorded
+    xr.testing.assert_identical(rebuilt, nya)  # a trailing blank line changes no value
     assert not list(tmp_path.glob("out/*.building-*"))
 
     result = make_report(job, tmp_path / "report")
