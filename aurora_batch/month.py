@@ -135,6 +135,9 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     ``changed``: whether any of the month's partitions was (re)computed by this run; with
     ``force`` the month is rebuilt regardless.
     """
+    if not inputs.parts:
+        raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
+                                "to build it from")
     published = published_attrs(job, inputs.month)
     if not force and not changed and published is not None and published.get("join_fingerprint", "") == join_fp:
         return None
@@ -282,7 +285,9 @@ def run_join(job: JobConfig) -> JoinSummary:
     """Re-join the configured instruments: rebuild (staged, then published) every month whose join inputs changed.
 
     For instrument data that arrived after the images were processed.  A month whose
-    instrument files and settings are unchanged is left as it is, chunk for chunk.
+    instrument files and settings are unchanged is left as it is, chunk for chunk; a rebuilt
+    month may not lose an image (:class:`~aurora_batch.store.StoreShrinkError`), and a month
+    without staged parts is refused rather than published empty.
     """
     if not (job.join.ceilometer or job.join.magnetometer):
         raise ValueError("join: the job spec names no ceilometer or magnetometer sources")
@@ -292,7 +297,7 @@ def run_join(job: JobConfig) -> JoinSummary:
     rebuilt, unchanged, matched, images = [], [], {}, 0
     with OutputLock(job.output, job.output_storage_options, purpose="join"):
         for month, url in month_stores(job):
-            build = build_month(job, month_inputs(job, month), attrs, fp, changed=False)
+            build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, changed=False)
             if build is None:
                 unchanged.append(url)
                 continue

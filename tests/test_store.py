@@ -123,3 +123,5 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job), changed=False)
     assert again is not None and again.counts == {"NYA": 40}
     assert not fs.glob(f"{root.removeprefix('memory://')}/out/*.building-*")
+    with pytest.raises(FileNotFoundError, match="month 2011-01: no staged parts"):  # never published empty
+        build_month(job, month_inputs(job, "2011-01"), common_attrs(job), fp, force=True)
