@@ -261,9 +261,12 @@ class JoinSummary:
     images: int
 
     def format(self) -> str:
+        if not self.stores:
+            return (f"aurora-batch join: {len(self.unchanged)} store(s) already joined with these instrument files; "
+                    "nothing rebuilt")
         parts = ", ".join(f"{k}: {v}/{self.images}" for k, v in sorted(self.matched.items()))
         return (f"aurora-batch join: {len(self.stores)} store(s) rebuilt, {len(self.unchanged)} unchanged, "
-                f"{self.images} images; matched {parts or 'nothing'}")
+                f"{self.images} images; matched {parts}")
 
 
 def month_stores(job: JobConfig) -> list[tuple[str, str]]:
