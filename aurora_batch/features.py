@@ -126,13 +126,17 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
-def tune_process(torch_threads: int | None = None) -> None:
-    """Per-process settings for fast CPU inference: intra-op threads and the allocator."""
+def tune_process(torch_threads: int | None = None) -> bool:
+    """Per-process settings for fast CPU inference: intra-op threads and the allocator.
+
+    Returns whether glibc's allocator thresholds were set (False off glibc).
+    """
     import torch
 
-    _raise_mmap_threshold()
+    malloc_tuned = _raise_mmap_threshold()
     if torch_threads and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
+    return malloc_tuned
 
 
 def pick_device(device: str = "auto") -> str:

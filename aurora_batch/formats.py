@@ -19,12 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .imaging import ImageError, decode, decompress, image_shape, read_pgm, reduce_to
+from .imaging import COMPRESSIONS, ImageError, decode, decompress, image_shape, read_pgm, reduce_to
 
 __all__ = ["Format", "FORMATS", "ParsedName", "FileFrames", "get_formats", "parse_name", "match_name",
-           "read_file", "extensions", "COMPRESSIONS"]
+           "read_file", "extensions"]
 
-COMPRESSIONS = (".gz", ".bz2")
 #: the readers, and where each takes its frames' times (UTC) from
 FRAME_TIMES = {"image": "the file name", "pgm": "each frame's 'Image request start' comment",
                "cdf": "the CDF_EPOCH variable <image>_epoch", "trex_h5": "the data/timestamp strings"}

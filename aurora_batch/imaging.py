@@ -115,13 +115,15 @@ _PGM_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?)")
 _PGM_KEY = re.compile(r'^"([^"]+)"\s*(.*)$')
 
 
+COMPRESSIONS = {".gz": gzip.decompress, ".bz2": bz2.decompress}  #: file-name suffix -> decompressor
+
+
 def decompress(data: bytes, name: str) -> bytes:
     """Gunzip or bunzip2 ``data`` when ``name`` ends in ``.gz`` or ``.bz2``; else return it."""
     try:
-        if name.lower().endswith(".gz"):
-            return gzip.decompress(data)
-        if name.lower().endswith(".bz2"):
-            return bz2.decompress(data)
+        for suffix, unpack in COMPRESSIONS.items():
+            if name.lower().endswith(suffix):
+                return unpack(data)
     except (OSError, EOFError, ValueError) as err:
         raise ImageError(f"{name}: cannot decompress ({err})") from None
     return data

@@ -33,7 +33,7 @@ from .config import InstrumentSource, JobConfig
 from .fs import filesystem, join_url
 from .join import nearest
 from .lock import OutputLock
-from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, read_many
+from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
 from .store import commit_month, store_url, write_month_catalog
 
@@ -84,13 +84,12 @@ def join_fingerprint(job: JobConfig) -> str:
     record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": []}
     for kind in INSTRUMENT_KINDS:
         for src in getattr(job.join, kind):
-            fs, path = filesystem(src.url, src.storage_options)
-            paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+            fs, _ = filesystem(src.url, src.storage_options)
             files = []
-            for p in paths:
-                info = fs.info(p)
-                files.append([p, info.get("size"), str(info.get("mtime") or info.get("LastModified")
-                                                       or info.get("ETag") or info.get("created"))])
+            for url in expand_urls(src.url, src.storage_options):
+                info = fs.info(url)
+                files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified")
+                                                         or info.get("ETag") or info.get("created"))])
             record["sources"].append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -114,6 +114,11 @@ class _Judged:
     low_range: bool = False  #: a container-scaled recipe's input spans < LOW_RANGE of its range
 
 
+def _site_offset(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Largest of the latitude and (wrapped) longitude differences between two sites, degrees."""
+    return max(abs(a[0] - b[0]), abs((a[1] - b[1] + 180) % 360 - 180))
+
+
 def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float],
                  flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0) -> _Judged:
     """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
@@ -145,7 +150,7 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
                             "sun_alt": sun[i], "moon_alt": moon[i], "moon_illumination": illumination[i],
                             "saturated": saturated})
     if frames.site is not None:
-        judged.site_offset = max(abs(frames.site[0] - site[0]), abs((frames.site[1] - site[1] + 180) % 360 - 180))
+        judged.site_offset = _site_offset(frames.site, site[:2])
     return judged
 
 
@@ -196,7 +201,7 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
         push(batch)
     notes = []
     for m in skymaps:
-        offset = max(abs(m.latitude - station.latitude), abs((m.longitude - station.longitude + 180) % 360 - 180))
+        offset = _site_offset((m.latitude, m.longitude), site[:2])
         if offset > SITE_TOLERANCE_DEG:
             off_site.append((m.url, offset))
     if off_site:

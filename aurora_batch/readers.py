@@ -34,14 +34,16 @@ import pandas as pd
 from .fs import filesystem
 
 __all__ = ["ReaderError", "read_iaga2002", "read_image_column", "read_pangaea_ceilometer", "read_cl51_netcdf",
-           "MAGNETOMETER_READERS", "CEILOMETER_READERS", "read_many"]
+           "MAGNETOMETER_READERS", "CEILOMETER_READERS", "read_many",
+           "expand_urls"]
 
 
 class ReaderError(ValueError):
     """A malformed instrument file; the message names the file (and line)."""
 
 
-def _urls(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+def expand_urls(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    """The files of ``url``, a URL or a glob, sorted; ``FileNotFoundError`` when a glob matches none."""
     fs, path = filesystem(url, dict(storage_options or {}))
     paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
     if not paths:
@@ -52,7 +54,7 @@ def _urls(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
 def read_many(reader: Callable[..., pd.DataFrame], url: str, storage_options: Mapping[str, Any] | None = None,
               **kw) -> pd.DataFrame:
     """Apply ``reader`` to every file of ``url`` (a URL or glob); one sorted frame, duplicates removed."""
-    frames = [reader(u, storage_options=storage_options, **kw) for u in _urls(url, storage_options)]
+    frames = [reader(u, storage_options=storage_options, **kw) for u in expand_urls(url, storage_options)]
     out = pd.concat(frames, ignore_index=True)
     out = out.drop_duplicates(["station", "time"], keep="last").sort_values(["station", "time"], kind="stable")
     out.attrs = frames[0].attrs

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .fs import filesystem, read_bytes
-from .imaging import decompress
+from .imaging import COMPRESSIONS, decompress
 
 __all__ = ["Skymap", "read_skymap", "find_skymaps", "skymap_for", "elevation_mask"]
 
@@ -97,7 +97,7 @@ def find_skymaps(spec: str | Mapping[str, str], station: str,
         return []
     options = dict(storage_options or {})
     fs, path = filesystem(url, options)
-    if path.lower().endswith((".sav", ".sav.gz", ".sav.bz2")):
+    if path.lower().endswith((".sav", *(".sav" + c for c in COMPRESSIONS))):
         urls = [url]
     else:
         urls = sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/**/*_skymap_{station.lower()}_*.sav*"))

@@ -47,12 +47,12 @@ class WorkerSetup(WorkerPlugin):
     def setup(self, worker) -> None:
         import torch
 
-        from .features import _raise_mmap_threshold
+        from .features import tune_process
 
         cores = self.cores or owned_cores()
         threads = self.torch_threads or max(1, cores // max(1, worker.state.nthreads))
-        torch.set_num_threads(threads)
-        worker.aurora_setup = {"malloc_tuned": _raise_mmap_threshold(), "torch_threads": torch.get_num_threads(),
+        malloc_tuned = tune_process(threads)
+        worker.aurora_setup = {"malloc_tuned": malloc_tuned, "torch_threads": torch.get_num_threads(),
                                "cores": cores, "nthreads": worker.state.nthreads}
 
 
