@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xarray as xr
 
-from .catalog import CATALOG_COLUMNS, PartitionKey, Status, file_ledger
+from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, PartitionKey, Status, file_ledger
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 
 __all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
@@ -75,9 +75,13 @@ def catalog_url(output: str) -> str:
 
 
 def write_parquet(url: str, frame: pd.DataFrame, storage_options: Mapping[str, Any] | None = None,
-                  metadata: Mapping[bytes, bytes] | None = None, extra: Mapping[str, pa.Array] | None = None) -> None:
-    """Write ``frame`` (plus ``extra`` Arrow columns) as one Parquet object, atomically."""
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+                  metadata: Mapping[bytes, bytes] | None = None, extra: Mapping[str, pa.Array] | None = None,
+                  schema: pa.Schema | None = None) -> None:
+    """Write ``frame`` (plus ``extra`` Arrow columns) as one Parquet object, atomically.
+
+    ``schema`` fixes the column types (else inferred: a column of only missing values becomes ``null``).
+    """
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), schema=schema, preserve_index=False)
     for name, arr in (extra or {}).items():
         table = table.append_column(name, arr)
     if metadata:
@@ -326,12 +330,22 @@ def _refuse_shrink(final: str, new_store, new_groups, options) -> None:
                                    f"would disappear (first {pd.Timestamp(lost[0])})")
 
 
+#: one schema for every month's catalog file, so the folder reads as one Parquet dataset even when a month has no
+#: wavelength (THEMIS) or the undated file has no station
+CATALOG_SCHEMA = pa.schema(
+    [("url", pa.string()), ("station", pa.string()), ("time", pa.timestamp("ns", tz="UTC")),
+     ("wavelength", pa.int64()), ("format", pa.string()), ("status", pa.string()), ("detail", pa.string()),
+     ("sun_alt", pa.float64()), ("moon_alt", pa.float64()), ("moon_illumination", pa.float64())]
+    + [(c, pa.int64()) for c in FRAME_COUNT_COLUMNS])
+
+
 def write_month_catalog(output: str, month: str, rows: pd.DataFrame,
                         storage_options: Mapping[str, Any] | None = None) -> None:
     """Write the catalog rows of one month (or ``undated``) as ``{output}/catalog/{month}.parquet``."""
     rows = rows.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
     rows = rows.assign(time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"))
-    write_parquet(join_url(catalog_url(output), f"{month}.parquet"), rows, storage_options)
+    rows = rows.reindex(columns=CATALOG_SCHEMA.names)
+    write_parquet(join_url(catalog_url(output), f"{month}.parquet"), rows, storage_options, schema=CATALOG_SCHEMA)
 
 
 def read_catalog(output: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -170,6 +170,8 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path):
 
     summary = run_season(job, progress=False)
     cat = read_catalog(job.output).set_index("url")
+    # The catalog folder is one Parquet dataset, although THEMIS months have no wavelength (README: read_parquet).
+    assert len(pd.read_parquet(f"{tmp_path}/out/catalog")) == len(cat)
     by_name = {u.rsplit("/", 1)[-1]: r for u, r in cat.iterrows()}
     for name, (fmt, station, _, n) in REAL.items():
         r = by_name[name]
