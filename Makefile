@@ -38,8 +38,8 @@ system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmc
 			--no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps  ## the whole suite, slow end-to-end tests included (real S3, Dask, SLURM)
-	$(BIN)/python -m pytest -ra
+test: $(STAMP) system-deps  ## the whole suite, slow end-to-end tests included (real S3, Dask, SLURM), on 2 processes
+	$(BIN)/python -m pytest -ra -n 2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/season_throughput.py

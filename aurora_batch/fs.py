@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -105,13 +106,15 @@ def create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | No
 def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Replace the tree ``dst_url`` by ``src_url`` so that readers never see a mixture.
 
-    Local disks: two renames (the old tree is moved aside, then deleted); a reader sees the
-    old store, briefly no store, or the new one.  Object stores: the old root metadata
-    (``zarr.json``) is deleted first, so the old store stops being a store; data objects are
-    copied next and metadata last, root ``zarr.json`` at the very end.
+    Local disks (``src_url`` on the same disk as ``dst_url``): two renames (the old tree is
+    moved aside, then deleted); a reader sees the old store, briefly no store, or the new one.
+    Object stores (``src_url`` a local folder, or a tree on the same store): the old root
+    metadata (``zarr.json``) is deleted first, so the old store stops being a store; data
+    objects are uploaded (or copied) next, concurrently, then the metadata, the root
+    ``zarr.json`` at the very end.  ``storage_options`` are those of ``dst_url``.
     """
-    fs, src = filesystem(src_url, storage_options)
-    _, dst = filesystem(dst_url, storage_options)
+    fs, dst = filesystem(dst_url, storage_options)
+    src_fs, src = filesystem(src_url, None if src_url.startswith(("/", "file://")) else storage_options)
     if is_local(fs):
         old = f"{dst}.old-{uuid.uuid4().hex}"
         if os.path.exists(dst):
@@ -124,11 +127,15 @@ def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | N
         fs.rm_file(f"{dst}/zarr.json")
     if fs.exists(dst):
         fs.rm(dst, recursive=True)
-    files = sorted(f for f in fs.find(src) if f.rstrip("/") != src.rstrip("/"))  # not a folder marker
-    meta = [f for f in files if f.endswith("zarr.json")]
+    files = sorted(f for f in src_fs.find(src) if f.rstrip("/") != src.rstrip("/"))  # not a folder marker
+    root = f"{src.rstrip('/')}/zarr.json"
     data = [f for f in files if not f.endswith("zarr.json")]
-    meta.sort(key=lambda f: -f.count("/"))  # deepest first, the root last
-    for group in (data, meta):
+    meta = [f for f in files if f.endswith("zarr.json") and f != root]
+    transfer = fs.put if is_local(src_fs) else fs.copy
+    for group in (data, meta, [root] if root in files else []):
         if group:
-            fs.copy(group, [dst + f[len(src):] for f in group])
-    fs.rm(src, recursive=True)
+            transfer(group, [dst + f[len(src.rstrip("/")):] for f in group])
+    if is_local(src_fs):
+        shutil.rmtree(src, ignore_errors=True)
+    else:
+        src_fs.rm(src, recursive=True)

@@ -7,8 +7,9 @@ Write path (see docs/design.md):
    gives many) and the feature vectors of the kept ones.  One object is written atomically,
    so a partition is staged completely or not at all; its presence is the resume marker.
 2. Once every partition of a month is staged, a single task builds the month in a fresh
-   ``{YYYY-MM}.zarr.building-<id>`` tree, appending partitions in time order, then publishes
-   it as ``{output}/{YYYY-MM}.zarr`` (:func:`aurora_batch.fs.publish_tree`).  Only that task
+   ``{YYYY-MM}.zarr.building-<id>`` tree (beside the store on a local disk, on local scratch
+   for object stores), appending partitions in time order, then publishes it as
+   ``{output}/{YYYY-MM}.zarr`` (:func:`aurora_batch.fs.publish_tree`).  Only that task
    writes the month, so no two writers ever share a Zarr chunk, and readers never see a
    half-built month.
 
@@ -17,12 +18,15 @@ gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -245,44 +249,61 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
     fs, final_path = filesystem(final, options)
     for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
         fs.rm(leftover, recursive=True)
-    url = f"{final}.building-{uuid.uuid4().hex[:12]}"
-    parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
-    if groups is None:
-        groups = set()
-        for u in parts:  # which groups exist, from the light columns only
-            rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
-            kept = rows[rows["status"] == Status.KEPT]
-            groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
-    paths = group_paths(groups)
-    counts: dict[str, int] = defaultdict(int)
-    ledgers = []
-    store = zarr_store(url, options)
-    root = zarr.open_group(store=store, mode="w", zarr_format=3)
-    root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
-    for u in parts:
-        rows, arrays = read_part(u, options)
-        ledgers.append(file_ledger(rows))
-        kept_mask = (rows["status"] == Status.KEPT).to_numpy()
-        rows = rows[kept_mask].reset_index(drop=True)
-        wl_key = rows["wavelength"].map(_wavelength_key)
-        for (station, wl), idx in rows.groupby([rows["station"], wl_key], dropna=False).groups.items():
-            gpath = paths[(station, _wavelength_key(wl))]
-            sub = rows.loc[idx].sort_values("time")
-            ds = _dataset(sub, {k: v[sub.index.to_numpy()] for k, v in arrays.items()}, classes)
-            ds.attrs.update({**dict(common_attrs), **dict(group_attrs.get(station, {}))})  # appends rewrite attrs
-            if counts[gpath] == 0:
-                ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
-            else:
-                ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
-            counts[gpath] += len(sub)
-    if finish is not None:
-        finish(store, sorted(counts))
-    consolidate(store)
-    if not allow_shrink:
-        _refuse_shrink(final, store, paths.values(), options)
-    publish_tree(url, final, options)
-    catalog = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame()
-    return MonthCommit(dict(counts), catalog)
+    with _building(final, month, fs) as url:
+        parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
+        if groups is None:
+            groups = set()
+            for u in parts:  # which groups exist, from the light columns only
+                rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
+                kept = rows[rows["status"] == Status.KEPT]
+                groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
+        paths = group_paths(groups)
+        counts: dict[str, int] = defaultdict(int)
+        ledgers = []
+        store = zarr_store(url)  # always on a local disk
+        root = zarr.open_group(store=store, mode="w", zarr_format=3)
+        root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
+        for u in parts:
+            rows, arrays = read_part(u, options)
+            ledgers.append(file_ledger(rows))
+            kept_mask = (rows["status"] == Status.KEPT).to_numpy()
+            rows = rows[kept_mask].reset_index(drop=True)
+            wl_key = rows["wavelength"].map(_wavelength_key)
+            for (station, wl), idx in rows.groupby([rows["station"], wl_key], dropna=False).groups.items():
+                gpath = paths[(station, _wavelength_key(wl))]
+                sub = rows.loc[idx].sort_values("time")
+                ds = _dataset(sub, {k: v[sub.index.to_numpy()] for k, v in arrays.items()}, classes)
+                ds.attrs.update({**dict(common_attrs), **dict(group_attrs.get(station, {}))})  # appends rewrite attrs
+                if counts[gpath] == 0:
+                    ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
+                else:
+                    ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
+                counts[gpath] += len(sub)
+        if finish is not None:
+            finish(store, sorted(counts))
+        consolidate(store)
+        if not allow_shrink:
+            _refuse_shrink(final, store, paths.values(), options)
+        publish_tree(url, final, options)
+        catalog = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame()
+        return MonthCommit(dict(counts), catalog)
+
+
+@contextlib.contextmanager
+def _building(final: str, month: str, fs) -> Iterator[str]:
+    """Where a month is built before it is published: beside the store on a local disk (published
+    by renames), else in a local scratch folder (Dask's ``temporary-directory``) that is then
+    uploaded concurrently, since an object store pays a round trip for every small write."""
+    if is_local(fs):
+        yield f"{final}.building-{uuid.uuid4().hex[:12]}"
+        return
+    import dask
+
+    scratch = tempfile.mkdtemp(prefix=f"{month}.zarr.building-", dir=dask.config.get("temporary-directory", None))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class StoreShrinkError(RuntimeError):

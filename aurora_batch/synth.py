@@ -10,6 +10,7 @@ The true class of each frame is written to ``labels.csv`` beside them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from collections.abc import Sequence
 
@@ -35,11 +36,14 @@ class SkyModel:
     n_stars: int = 160
 
 
+@functools.lru_cache(maxsize=4)
 def _grid(size: int):
     c = (size - 1) / 2
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     dx, dy = xx - c, yy - c
     r = np.hypot(dx, dy) / (size / 2)  # 0 at zenith, 1 at horizon
+    for a in (dx, dy, r):
+        a.flags.writeable = False
     return dx, dy, r
 
 
@@ -161,9 +165,9 @@ def asim_name(station: str, t: pd.Timestamp, wavelength: int = 5577, camera: int
 
 
 def _png16(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    import imagecodecs
+
+    return bytes(imagecodecs.png_encode(img, level=1))  # 4 ms a 256² frame; Pillow 7 ms
 
 
 def write_archive(url: str, stations: Sequence[str], start, end, cadence: str = "10min", seed: int = 1,

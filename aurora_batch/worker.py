@@ -3,8 +3,9 @@
 Local, ``--scheduler``, SLURM or Kubernetes: the runner registers :class:`WorkerSetup` on its
 client, and every worker (also those that join later, or restart after a crash) runs it once.
 It sets glibc's allocator thresholds (Dask's nanny freezes the mmap threshold at 128 KiB, which
-halves CPU inference) and PyTorch's intra-op threads: the cores the worker owns divided by its
-Dask threads, so tasks running side by side do not oversubscribe the CPU.  The science
+halves CPU inference) and PyTorch's intra-op threads: the cores of the worker's host divided by
+all Dask threads on that host (its own and those of the other workers there), so tasks running
+side by side do not oversubscribe the CPU.  The science
 functions (:mod:`aurora_batch.partition`) know nothing of it.
 """
 from __future__ import annotations
@@ -33,7 +34,9 @@ class WorkerSetup(WorkerPlugin):
     """Allocator and torch threads for a worker; what it set is kept in ``worker.aurora_setup``.
 
     ``cores``: cores per worker process when the runner knows them (its own LocalCluster);
-    otherwise :func:`owned_cores` (one worker per SLURM job or Kubernetes pod).
+    otherwise :func:`owned_cores` shared by the Dask threads of every worker the scheduler
+    knows on the same host (a LocalCluster handed in, several ``dask worker`` processes on a
+    node; one worker per SLURM job or Kubernetes pod gets all its cores).
     ``torch_threads``: a fixed intra-op thread count (``features.torch_threads``).
     """
 
@@ -44,16 +47,25 @@ class WorkerSetup(WorkerPlugin):
         self.torch_threads = torch_threads
         self.cores = cores
 
-    def setup(self, worker) -> None:
+    async def setup(self, worker) -> None:
         import torch
 
         from .features import tune_process
 
-        cores = self.cores or owned_cores()
+        cores = self.cores or await _host_share(worker)
         threads = self.torch_threads or max(1, cores // max(1, worker.state.nthreads))
         malloc_tuned = tune_process(threads)
         worker.aurora_setup = {"malloc_tuned": malloc_tuned, "torch_threads": torch.get_num_threads(),
                                "cores": cores, "nthreads": worker.state.nthreads}
+
+
+async def _host_share(worker) -> int:
+    """This worker's share of its host's cores: :func:`owned_cores` × its threads / all Dask threads there."""
+    info = await worker.scheduler.identity()
+    others = sum(w["nthreads"] for addr, w in info.get("workers", {}).items()
+                 if w.get("host") == worker.ip and addr != worker.address)
+    mine = worker.state.nthreads
+    return max(1, owned_cores() * mine // (mine + others))
 
 
 def register_worker_setup(client, torch_threads: int | None = None, cores: int | None = None) -> None:

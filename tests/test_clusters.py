@@ -78,7 +78,8 @@ def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, loca
         assert len(setups) == 2 and set(setups) == set(threads)
         for address, setup in setups.items():
             assert setup["malloc_tuned"] is True and setup["nthreads"] == 1
-            assert setup["torch_threads"] == threads[address] == owned_cores()  # one Dask thread: all its cores
+            # two one-thread workers on this host share its cores
+            assert setup["torch_threads"] == threads[address] == max(1, owned_cores() // 2) == setup["cores"]
     finally:
         for p in procs[::-1]:
             if p.poll() is None:
@@ -108,7 +109,7 @@ def test_partitions_route_to_gpu_workers(archive, tmp_path):
     """
     from distributed import Client, LocalCluster, get_task_stream
 
-    url, n = archive
+    url, _ = archive
     with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             Client(cluster) as client:
         procs = []
@@ -120,13 +121,13 @@ def test_partitions_route_to_gpu_workers(archive, tmp_path):
         try:
             client.wait_for_workers(2, timeout=120)
             gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
-            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04")
+            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-02")  # one day: two partitions
             with get_task_stream(client) as ts:
                 summary = run_season(job, client=client, progress=False)
             ran = {t["key"]: t["worker"] for t in ts.data}
             partitions = {k: w for k, w in ran.items() if str(k).startswith("partition-")}
-            assert partitions and set(partitions.values()) == {gpu}
-            check_season(summary, job, n)
+            assert len(partitions) == summary.partitions == 2 and set(partitions.values()) == {gpu}
+            assert summary.images == summary.kept > 0
         finally:
             for p in procs:
                 os.killpg(p.pid, signal.SIGTERM)

@@ -134,26 +134,20 @@ def test_two_concurrent_jobs_on_one_month(archive, reference, tmp_path):
     _same_as_reference(None, job, reference, n)  # the job ran in another process: check what it wrote
 
 
-def test_s3_server_restart_mid_run(tmp_path, dask_client):
-    from s3server import SeaweedServer
-
-    server = SeaweedServer(tmp_path / "weed").start()
-    try:
-        fs = server.filesystem()
-        fs.mkdir("restart")
-        labels = write_archive("s3://restart/archive", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="30min",
-                               seed=11, storage_options=server.storage_options)
-        proc = _start_cli(_spec(tmp_path, "s3://restart/archive", "s3://restart/out"), env=server.env)
-        _wait_for(lambda: bool(server.filesystem().glob("restart/out/_staging/*/*.parquet")) or proc.poll() is not None,
-                  what="a staged part on S3")
-        server.restart()
-        code = proc.wait(timeout=600)
-        stdout, stderr = proc.communicate()
-        if code != 0:  # failing is allowed, but clearly: the CLI's last word is one error line
-            assert stderr.strip().splitlines()[-1].startswith("error: "), stderr
-        job = _job("s3://restart/archive", "s3://restart/out", storage_options=server.storage_options,
-                   output_storage_options=server.storage_options)
-        summary = run_season(job, client=dask_client, progress=False)
-        check_season(summary, job, len(labels), broken=False)
-    finally:
-        server.stop()
+def test_s3_server_restart_mid_run(tmp_path, dask_client, s3_server, bucket):
+    """The session's server restarts (same port, same data) while a job runs from and to it."""
+    labels = write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="30min",
+                           seed=11, storage_options=s3_server.storage_options)
+    proc = _start_cli(_spec(tmp_path, f"s3://{bucket}/archive", f"s3://{bucket}/out"), env=s3_server.env)
+    fs = s3_server.filesystem()
+    _wait_for(lambda: bool(fs.glob(f"{bucket}/out/_staging/*/*.parquet")) or proc.poll() is not None,
+              what="a staged part on S3")
+    s3_server.restart()
+    code = proc.wait(timeout=600)
+    stdout, stderr = proc.communicate()
+    if code != 0:  # failing is allowed, but clearly: the CLI's last word is one error line
+        assert stderr.strip().splitlines()[-1].startswith("error: "), stderr
+    job = _job(f"s3://{bucket}/archive", f"s3://{bucket}/out", storage_options=s3_server.storage_options,
+               output_storage_options=s3_server.storage_options)
+    summary = run_season(job, client=dask_client, progress=False)
+    check_season(summary, job, len(labels), broken=False)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def test_join_and_report(tmp_path, synthetic_head, dask_client):
     archive = f"file://{tmp_path}/archive"
-    labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="20min", seed=4)
+    labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-03", cadence="20min", seed=4)
     write_instruments(f"file://{tmp_path}/instruments", labels, seed=4)
     inst = f"file://{tmp_path}/instruments"
     join = {"ceilometer": [{"url": f"{inst}/ceilometer/nya_cbh.tab", "format": "pangaea", "stations": {"NYA": "NYA"},
@@ -30,7 +30,7 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
                             "tolerance": "5min"}],
             "magnetometer": [{"url": f"{inst}/magnetometer/*.min", "format": "iaga2002",
                               "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
-    job = make_job(archive, f"file://{tmp_path}/out", end="2010-12-04", classify={"head": str(synthetic_head[0])},
+    job = make_job(archive, f"file://{tmp_path}/out", end="2010-12-03", classify={"head": str(synthetic_head[0])},
                    join=join)
     summary = run_season(job, client=dask_client, progress=False)
     store = f"{tmp_path}/out/2010-12.zarr"

@@ -1,13 +1,12 @@
 """The OATH protocol on a miniature tree in the real v1.1 format, and heads in season stores."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from aurora_batch import cli
 from aurora_batch.classify import CLASSES6, fit_head, load_head, to_class2
 from aurora_batch.config import JobSpecError
 from aurora_batch.oath import OathFormatError, evaluate, oath_features, read_oath, write_synthetic_oath
@@ -79,13 +78,12 @@ def _edit(root, old, new):
     p.write_text(p.read_text().replace(old, new, 1))
 
 
-def test_train_and_evaluate_cli_end_to_end(mini_oath, tmp_path):
+def test_train_and_evaluate_cli_end_to_end(mini_oath, tmp_path, capsys):
+    """The CLI's ``evaluate`` and ``train`` (called in this process; tests/test_cli.py runs the entry point)."""
     root, _ = mini_oath
     cache = tmp_path / "cache"
     common = ["--recipe", "lite128", "--cache", str(cache)]
-    r = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "evaluate", str(root), "--out", str(tmp_path / "ev"),
-                        *common], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert cli.main(["evaluate", str(root), "--out", str(tmp_path / "ev"), *common]) == 0
     scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
     for key in ("accuracy6_mean", "accuracy6_std", "accuracy2_mean", "accuracy2_std", "per_split", "confusion6"):
         assert key in scores
@@ -95,13 +93,11 @@ def test_train_and_evaluate_cli_end_to_end(mini_oath, tmp_path):
         sum(int((np.arange(N) % 6)[read_oath(root).split(k)[1]].tolist().count(c)) for k in range(5)) for c in range(6)]
     assert 0 <= scores["accuracy6_mean"] <= 1 and scores["accuracy2_mean"] >= scores["accuracy6_mean"] - 1e-9
     assert (tmp_path / "ev" / "scores.png").stat().st_size > 1000
-    assert "6-class accuracy" in r.stdout
+    assert "6-class accuracy" in capsys.readouterr().out
     assert list(cache.glob("oath-features-*.zarr"))
 
-    r = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "train", str(root), "--out",
-                        str(tmp_path / "heads" / "oath-ridge.npz"), "--split", "1", *common],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
+    assert cli.main(["train", str(root), "--out", str(tmp_path / "heads" / "oath-ridge.npz"), "--split", "1",
+                     *common]) == 0
     head = load_head(tmp_path / "heads" / "oath-ridge.npz")
     side = json.loads((tmp_path / "heads" / "oath-ridge.json").read_text())
     assert side["backbone"] == "efficientnet-lite0" and side["recipe"] == "lite128" and side["split"] == 1
