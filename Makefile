@@ -27,7 +27,8 @@ demo: $(STAMP)  ## SYNTHETIC archive, head, instruments -> season on a LocalClus
 	$(BIN)/aurora-batch season jobs/demo.yaml
 	$(BIN)/aurora-batch join jobs/demo.yaml
 	$(BIN)/aurora-batch report jobs/demo.yaml --out $(DEMO)/report
-	@echo "open $(DEMO)/report/report.html in a browser"
+	$(BIN)/aurora-batch keogram jobs/demo.yaml --station NYA --night 2010-12-01 --out $(DEMO)/keogram_NYA_2010-12-01.png
+	@echo "open $(DEMO)/report/report.html in a browser; the keogram is $(DEMO)/keogram_NYA_2010-12-01.png"
 
 system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmctld, slurmd, munge)
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \

@@ -3,7 +3,8 @@ __version__ = "0.1.0"
 
 from .config import JobConfig, JobSpecError, load_job  # noqa: E402
 
-__all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "__version__"]
+__all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station", "open_season", "classify_files",
+           "__version__"]
 
 
 def run_season(job, **kwargs):
@@ -11,3 +12,24 @@ def run_season(job, **kwargs):
     from .season import run_season as _run
 
     return _run(job, **kwargs)
+
+
+def open_station(output, station, start=None, end=None, **kwargs):
+    """One station over many months, lazily (see :func:`aurora_batch.results.open_station`)."""
+    from .results import open_station as _open
+
+    return _open(output, station, start, end, **kwargs)
+
+
+def open_season(output, start=None, end=None, **kwargs):
+    """Every station as an ``xarray.DataTree`` (see :func:`aurora_batch.results.open_season`)."""
+    from .results import open_season as _open
+
+    return _open(output, start, end, **kwargs)
+
+
+def classify_files(urls, head=None, **kwargs):
+    """Classify files in this process, no cluster (see :func:`aurora_batch.files.classify_files`)."""
+    from .files import classify_files as _classify
+
+    return _classify(urls, head, **kwargs)

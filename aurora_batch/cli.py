@@ -101,12 +101,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .features import backbone_id
     from .oath import train
 
     ds, feats = _oath_features(args)
     split = None if args.split < 0 else args.split
     head = train(ds, feats, args.head, split=split, alpha=args.alpha, c=args.C,
-                 meta={"backbone": args.backbone, "recipe": args.recipe,
+                 meta={"backbone": backbone_id(args.backbone), "recipe": args.recipe,
                        "weights": Path(args.weights).name if args.weights else "shipped", "rotated": args.rotated})
     sidecar = head.save(args.out)
     synth = " (SYNTHETIC data: a demo head, not for science)" if ds.synthetic else ""
@@ -114,6 +115,39 @@ def _train(args: argparse.Namespace) -> int:
     tail = (f"; split {split} test accuracy {100 * scores['accuracy6']:.1f} % (6 classes), "
             f"{100 * scores['accuracy2']:.1f} % (2 classes)") if scores else ""
     print(f"wrote head {sidecar.with_suffix('.npz')} and {sidecar}{synth}{tail}")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from .files import classify_files, describe
+
+    table = classify_files(args.files, args.head, recipe=args.recipe, backbone=args.backbone, device=args.device,
+                           progress=not args.quiet)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".parquet":
+            table.to_parquet(out, index=False)
+        else:
+            table.to_csv(out, index=False)
+        print(f"wrote {out}")
+    else:
+        cols = [c for c in ("url", "frame", "time", "status", "label", "aurora_proba") if c in table]
+        print(table[cols].to_string(index=False, max_rows=40))
+    print(describe(table))
+    return 0
+
+
+def _keogram(args: argparse.Namespace) -> int:
+    from .keogram import open_night, plot_keogram
+
+    job = load_job(args.job)
+    station = args.station.upper()
+    ds = open_night(job.output, station, args.night, wavelength=args.wavelength,
+                    storage_options=job.output_storage_options)
+    out = Path(args.out or f"keogram_{station}_{args.night}.png")
+    plot_keogram(ds, out, title=f"{station} night of {args.night} ({ds.sizes['time']} frames)")
+    print(f"wrote {out}")
     return 0
 
 
@@ -200,6 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="head file to write (.npz; a .json sidecar goes beside it)")
     t.add_argument("--split", type=int, default=0, help="split to train on (0-4; -1: all images)")
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("classify", help="classify image files in this process (no job spec, no cluster)",
+                       description="One row per frame: status, class probabilities, label and aurora probability "
+                                   "(features only without --head).")
+    c.add_argument("files", nargs="+", help="files, globs or folders (any fsspec URL)")
+    c.add_argument("--head", help="head file (.npz with its .json sidecar) from 'aurora-batch train'")
+    c.add_argument("--recipe", help="preprocessing recipe (default: the head's, else lite128)")
+    c.add_argument("--backbone", help="shipped backbone or model file (default: the head's)")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_classify)
+
+    k = sub.add_parser("keogram", help="draw one station-night's keogram from the stores as a PNG",
+                       description="The north-south line through zenith of every stored frame of a night "
+                                   "(local solar noon to noon), over the class timeline.")
+    k.add_argument("job", help="job spec YAML (its output holds the stores)")
+    k.add_argument("--station", required=True)
+    k.add_argument("--night", required=True, help="date of the evening the night begins, e.g. 2010-12-05")
+    k.add_argument("--wavelength", type=int, help="wavelength subgroup (Å) where a station has several")
+    k.add_argument("--out", help="PNG path (default keogram_<STATION>_<NIGHT>.png)")
+    k.set_defaults(func=_keogram)
 
     o = sub.add_parser("synth-oath", help="write a SYNTHETIC tree in the OATH v1.1 format",
                        description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).")

@@ -42,7 +42,8 @@ class FilterConfig(_Strict):
 class FeatureConfig(_Strict):
     """The CNN feature extractor and the preprocessing recipe that feeds it."""
 
-    backbone: str = "efficientnet-lite0"
+    backbone: str = Field("efficientnet-lite0", description="a shipped backbone, or a model file mapping (N, 3, S, S) "
+                          "to (N, D): TorchScript (.pt) or torch.export (.pt2); a file is code: trust its maker")
     weights: str | None = Field(None, description="user weights file (state dict), loaded with weights_only=True")
     recipe: str = "lite128"
     batch_size: int | None = Field(None, ge=1, le=8192, description="images per forward pass; default: "
@@ -326,7 +327,11 @@ class JobConfig(_Strict):
         flt = self.filter
         precision = "" if f.precision == "float32" else f"|{f.precision}"
         skymaps = f"|skymaps:{self.skymaps}>={f.min_elevation}" if self.skymaps else ""
-        return (f"{f.backbone}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
+        from .features import backbone_id
+        from .imaging import KEOGRAM_PIXELS
+
+        return (f"{backbone_id(f.backbone)}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
+                f"|keogram{KEOGRAM_PIXELS}"
                 f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}")
 
     def check_files(self) -> None:
@@ -335,28 +340,38 @@ class JobConfig(_Strict):
         Raises :class:`JobSpecError` naming the field: a head that is missing, unreadable, or
         trained on other features; a weights file that does not exist.
         """
+        from .features import backbone_id, is_model_file
+
         problems = []
+        f = self.features
+        if is_model_file(f.backbone) and not Path(f.backbone).exists():
+            problems.append(f"  features.backbone: model file {f.backbone} does not exist")
+            return self._raise(problems)
         if self.classify.head:
             from .classify import load_head
 
             try:
-                load_head(self.classify.head).check_compatible(self.features.backbone, self.features.recipe,
-                                                               self.features.weights)
+                load_head(self.classify.head).check_compatible(backbone_id(f.backbone), f.recipe, f.weights)
             except (OSError, ValueError) as err:
                 problems.append(f"  classify.head: {err}")
         if self.features.weights and "://" not in self.features.weights and not Path(self.features.weights).exists():
             problems.append(f"  features.weights: {self.features.weights} does not exist")
+        self._raise(problems)
+
+    @staticmethod
+    def _raise(problems: list[str]) -> None:
         if problems:
             raise JobSpecError("\n".join(["invalid job:", *problems]))
 
     @field_validator("features")
     @classmethod
     def _known_model(cls, value: FeatureConfig) -> FeatureConfig:
-        from .features import BACKBONES
+        from .features import BACKBONES, MODEL_FILE_SUFFIXES
         from .imaging import RECIPES
 
-        if value.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}")
+        if value.backbone not in BACKBONES and not value.backbone.endswith(MODEL_FILE_SUFFIXES):
+            raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
+                             f"({', '.join(MODEL_FILE_SUFFIXES)})")
         if value.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {value.recipe!r}; known: {sorted(RECIPES)}")
         return value

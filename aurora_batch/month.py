@@ -30,7 +30,9 @@ from . import __version__
 from .catalog import PartitionKey
 from .classify import load_head
 from .config import InstrumentSource, JobConfig
+from .features import feature_dim, is_model_file, model_file_sha256
 from .fs import filesystem, join_url
+from .imaging import get_recipe
 from .join import nearest
 from .lock import OutputLock
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
@@ -106,17 +108,22 @@ def published_attrs(job: JobConfig, month: str) -> dict | None:
 
 def common_attrs(job: JobConfig) -> dict:
     """Attributes on every group: model, recipe, thresholds, head, version."""
+    f = job.features
     attrs = {
         "aurora_batch_version": __version__,
-        "backbone": job.features.backbone,
-        "weights": os.path.basename(job.features.weights) if job.features.weights else "pretrained (shipped)",
-        "recipe": job.features.recipe,
+        "backbone": os.path.basename(f.backbone),
+        "feature_dim": feature_dim(f.backbone, get_recipe(f.recipe).size),
+        "weights": (os.path.basename(f.weights) if f.weights else
+                    "in the backbone file" if is_model_file(f.backbone) else "pretrained (shipped)"),
+        "recipe": f.recipe,
         "sun_max_alt": job.filter.sun_max_alt,
         "moon_max_alt": job.filter.moon_max_alt,
         "moon_min_illumination": job.filter.moon_min_illumination,
         "threshold_units": "degrees (altitudes), 1 (illumination)",
         "time_standard": "UTC",
     }
+    if is_model_file(f.backbone):
+        attrs["backbone_sha256"] = model_file_sha256(f.backbone)
     if job.classify.head:
         meta = load_head(job.classify.head).meta
         attrs.update({"head": os.path.basename(job.classify.head), "head_kind": meta["kind"],
@@ -269,18 +276,10 @@ class JoinSummary:
 
 
 def month_stores(job: JobConfig) -> list[tuple[str, str]]:
-    """(month, store URL) of the stores under ``job.output`` inside [start, end)."""
-    fs, path = filesystem(job.output, job.output_storage_options)
-    months = []
-    for p in sorted(fs.glob(f"{path}/*.zarr")):
-        month = p.rstrip("/").rsplit("/", 1)[-1][:-5]
-        try:
-            m0 = pd.Timestamp(month + "-01")
-        except ValueError:
-            continue
-        if m0 < pd.Timestamp(job.end) and m0 + pd.offsets.MonthBegin(1) > pd.Timestamp(job.start):
-            months.append((month, store_url(job.output, month)))
-    return months
+    """(month, store URL) of the published stores under ``job.output`` inside [start, end)."""
+    from .results import month_stores as published
+
+    return list(published(job.output, job.start, job.end, job.output_storage_options).items())
 
 
 def run_join(job: JobConfig) -> JoinSummary:

@@ -136,10 +136,10 @@ def oath_features(ds: OathDataset, backbone: str = "efficientnet-lite0", recipe:
     """(N, D) features of every image, cached in a Zarr store under ``cache``."""
     import xarray as xr
 
-    from .features import extract_features, tune_process
+    from .features import backbone_id, extract_features, tune_process
     from .imaging import decode, get_recipe
 
-    key = f"{ds.fingerprint()}-{backbone}-{Path(weights).name if weights else 'shipped'}-{recipe}"
+    key = f"{ds.fingerprint()}-{backbone_id(backbone)}-{Path(weights).name if weights else 'shipped'}-{recipe}"
     store = Path(cache) / f"oath-features-{key}.zarr" if cache else None
     if store is not None and (store / "zarr.json").exists():
         cached = xr.open_zarr(store, consolidated=False)

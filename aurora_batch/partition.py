@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from .ephemeris import sun_moon, sun_moon_reasons
 from .features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects
 from .formats import FileFrames, read_file
 from .fs import read_bytes
-from .imaging import Recipe, get_recipe, range_fraction, saturated_fraction, sky_problem
+from .imaging import Recipe, get_recipe, keogram_lines, range_fraction, saturated_fraction, sky_problem
 from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
 from .stations import get_station
 from .store import read_staged_if, staging_url, write_part
@@ -88,18 +89,15 @@ def process_partition(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, for
     out: list[dict] = [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
                        for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
     todo = rows[rows["status"] == Status.PENDING].sort_values("time").to_dict("records")
-    features, notes = np.empty((0, 0), np.float32), []
+    arrays, notes = {}, []
     if todo:
-        features, notes = _featurise(job, todo, out)
+        arrays, notes = _featurise(job, todo, out)
     staged = pd.DataFrame(out)  # row order matches the feature order; the commit sorts by time
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
     staged["saturated"] = staged["saturated"].astype("float32")
-    arrays = {}
-    if len(features):
-        arrays["features"] = features
-        if job.classify.head:
-            arrays["proba"] = load_head(job.classify.head).predict_proba(features)
+    if job.classify.head and len(arrays.get("features", ())):
+        arrays["proba"] = load_head(job.classify.head).predict_proba(arrays["features"])
     write_part(url, staged, arrays, job.output_storage_options, fingerprint)
     return _result(key, url, fingerprint, staged, resumed=False, warnings=notes)
 
@@ -110,8 +108,17 @@ class _Judged:
 
     rows: list[dict]
     inputs: list[np.ndarray]
+    keograms: list[np.ndarray] = dataclasses.field(default_factory=list)  #: (2, KEOGRAM_PIXELS) per input
     site_offset: float | None = None  #: degrees between the file's stated site and the station table
     low_range: bool = False  #: a container-scaled recipe's input spans < LOW_RANGE of its range
+
+
+def _zenith(skymap: Skymap | None, shape: tuple[int, int]) -> tuple[float, float] | None:
+    """The skymap's zenith pixel at an image's ``shape`` (a reduced decode scales it), or None."""
+    if skymap is None:
+        return None
+    (row, col), (h, w) = skymap.zenith, skymap.elevation.shape
+    return (row + 0.5) * shape[0] / h - 0.5, (col + 0.5) * shape[1] / w - 0.5
 
 
 def _site_offset(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -119,17 +126,22 @@ def _site_offset(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(abs(a[0] - b[0]), abs((a[1] - b[1] + 180) % 360 - 180))
 
 
-def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float],
+def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float] | None,
                  flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0) -> _Judged:
     """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
 
     ``row`` is the file's catalog row (its ``time`` stands in for frames without a stamp);
-    ``site`` is (latitude deg, longitude deg, altitude m).  Kept frames are preprocessed by
-    ``recipe`` over the field of view of the skymap valid at their time (elevation at least
-    ``min_elevation`` degrees), else the recipe's own.
+    ``site`` is (latitude deg, longitude deg, altitude m), or None for a file of no known
+    station (no Sun or Moon then, NaN).  Kept frames are preprocessed by ``recipe`` over the
+    field of view of the skymap valid at their time (elevation at least ``min_elevation``
+    degrees), else the recipe's own; their keogram lines go through that skymap's zenith, else
+    the image centre.
     """
     times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
-    sun, moon, illumination = sun_moon(times, *site).to_numpy().T
+    if site is None:
+        sun = moon = illumination = np.full(len(times), np.nan)
+    else:
+        sun, moon, illumination = sun_moon(times, *site).to_numpy().T
     reasons = sun_moon_reasons(sun, moon, illumination, flt.sun_max_alt, flt.moon_max_alt, flt.moon_min_illumination)
     judged = _Judged([], [])
     for i, (t, img) in enumerate(zip(times, frames.images)):
@@ -142,32 +154,37 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
             status, detail = Status.NOT_SKY, problem
         else:
             saturated = saturated_fraction(img)
-            skymap = skymap_for(skymaps, t.to_pydatetime())
+            skymap = skymap_for(skymaps, t.to_pydatetime()) if skymaps else None
             mask = elevation_mask(skymap, img.shape[:2], min_elevation) if skymap else None
             judged.inputs.append(recipe(img, mask))
+            judged.keograms.append(keogram_lines(img, _zenith(skymap, img.shape[:2])))
             judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
         judged.rows.append({**row, "time": t, "status": status, "detail": detail, "frame": i,
                             "sun_alt": sun[i], "moon_alt": moon[i], "moon_illumination": illumination[i],
                             "saturated": saturated})
-    if frames.site is not None:
+    if frames.site is not None and site is not None:
         judged.site_offset = _site_offset(frames.site, site[:2])
     return judged
 
 
-def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.ndarray, list[str]]:
-    """Stream the ``todo`` files through decode, judgement, recipe and network; append their rows to ``out``.
+def _featurise(job: JobConfig, todo: list[dict], out: list[dict],
+               tick: Callable[[], None] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
 
-    Returns the features of the kept frames, in the order of their rows in ``out``, and
-    warnings for the user (stated site positions off the table, inputs using little of their
-    container's range).
+    Appends their rows to ``out``.  Returns the arrays of the kept frames, in the order of
+    their rows in ``out`` (``features``, ``keogram_ns``, ``keogram_ew``), and warnings for the
+    user (stated site positions off the table, inputs using little of their container's range).
+    Files of no known station (``station`` None) get no Sun, Moon or skymap.  ``tick`` is
+    called once per file (progress bars).
     """
     f = job.features
     recipe = get_recipe(f.recipe)
     formats = {fmt.name: fmt for fmt in job.formats()}
-    station = get_station(todo[0]["station"])
-    site = (station.latitude, station.longitude, station.altitude_m)
-    skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps else []
-    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile)
+    station = get_station(todo[0]["station"]) if todo[0].get("station") else None
+    site = (station.latitude, station.longitude, station.altitude_m) if station else None
+    skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
+    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
+                                 input_size=recipe.size)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
@@ -180,17 +197,21 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
         freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
     batch: list[np.ndarray] = []
+    keograms: list[np.ndarray] = []
     off_site: list[tuple[str, float]] = []
     low_range: list[str] = []
     for row, judged in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
                                     size=lambda r: r.get("size"), settings=settings):
+        if tick is not None:
+            tick()
         if isinstance(judged, Exception):
             out.append({**row, "status": Status.UNREADABLE, "detail": str(judged) or type(judged).__name__,
                         "frame": WHOLE_FILE, "saturated": np.nan})
             continue
         out += judged.rows
         batch += judged.inputs
-        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
+        keograms += judged.keograms
+        if site is not None and judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
             off_site.append((row["url"], judged.site_offset))
         if judged.low_range:
             low_range.append(row["url"])
@@ -214,4 +235,8 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict]) -> tuple[np.nd
                      f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}")
     for note in notes:
         log.warning(note)
-    return extractor.result(), notes
+    arrays = {"features": extractor.result()}
+    if keograms:
+        lines = np.stack(keograms)
+        arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])
+    return arrays, notes

@@ -37,6 +37,7 @@ import xarray as xr
 
 from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, PartitionKey, Status, file_ledger
 from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
+from .imaging import KEOGRAM_CONVENTION
 
 __all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
            "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog",
@@ -60,6 +61,10 @@ VARIABLE_ATTRS = {
     "proba": {"long_name": "class probability from the linear head", "units": "1"},
     "label": {"long_name": "most probable class"},
     "aurora_proba": {"long_name": "probability of aurora (arc, diffuse or discrete)", "units": "1"},
+    "keogram_ns": {"long_name": "north-south line of pixels through zenith", "units": "counts",
+                   "comment": KEOGRAM_CONVENTION},
+    "keogram_ew": {"long_name": "east-west line of pixels through zenith", "units": "counts",
+                   "comment": KEOGRAM_CONVENTION},
 }
 _FINGERPRINT_KEY = b"aurora_batch.features"
 
@@ -189,6 +194,9 @@ def _dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes: Sequ
     }
     coords = {"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
               "feature": np.arange(feats.shape[1], dtype=np.int32)}
+    for name, dim in (("keogram_ns", "ns"), ("keogram_ew", "ew")):
+        if name in arrays:
+            data[name] = (("time", dim), arrays[name])
     if "proba" in arrays:
         from .classify import class_outputs
 

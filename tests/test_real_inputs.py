@@ -155,8 +155,9 @@ def test_skymap_from_the_job_spec_changes_features_and_fingerprint(tmp_path):
 
 
 @pytest.mark.slow
-def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path):
-    """layout: auto on a LocalCluster with worker processes: right frames, times and stations, as the readers say."""
+def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synthetic_head):
+    """layout: auto on a LocalCluster with worker processes: right frames, times and stations, as the readers say;
+    classify_files in this process gives the probabilities the season stored."""
     archive = tmp_path / "archive"
     for name in REAL:
         (archive / REAL[name][1].lower()).mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,8 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path):
     (archive / "gill" / "README.txt").write_text("not an image")
     (archive / "gill" / "20140310_0607_gill_themis19_full.pgm").write_bytes(b"P5\n256 256\n65535\n")  # truncated
     job = make_job(f"file://{archive}", f"file://{tmp_path}/out", stations=["GILL", "GAKO"],
-                   start="2011-01-01", end="2022-12-31", filter=NO_FILTER, cluster={"n_workers": 1})
+                   start="2011-01-01", end="2022-12-31", filter=NO_FILTER, cluster={"n_workers": 1},
+                   classify={"head": str(synthetic_head[0])})
     assert job.layout == "auto"
     from aurora_batch.season import run_season
 
@@ -178,12 +180,15 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path):
         assert (r["format"], r["station"], r["status"], r["frames"]) == (fmt, station, Status.KEPT, n)
     assert by_name["20140310_0607_gill_themis19_full.pgm"]["status"] == Status.UNREADABLE
     assert summary.images == sum(v[3] for v in REAL.values())
-    stored = []
+    stored, probas = [], []
     for store in summary.stores:
         for group in list_groups(zarr_store(store)):
             with xr.open_zarr(store, group=group, chunks=None) as ds:
                 stored += [(u.rsplit("/", 1)[-1], pd.Timestamp(t), ds.attrs["station"], float(s))
                            for u, t, s in zip(ds["url"].values, ds["time"].values, ds["sun_alt"].values)]
+                index = pd.MultiIndex.from_arrays([ds["url"].values, ds["frame"].values], names=["url", "frame"])
+                probas.append(pd.DataFrame(ds["proba"].values, index, [f"p_{c}" for c in ds["class"].values])
+                              .assign(label=ds["label"].values))
                 assert (ds["saturated_fraction"] >= 0).all()
     for name in REAL:
         frames = read_file((DATA / name).read_bytes(), name)
@@ -192,3 +197,15 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path):
     gako = [(t, s) for n, t, st, s in stored if st == "GAKO"]
     sun, _ = _full_skyfield(pd.DatetimeIndex([t for t, _ in gako]), *GAKO)
     np.testing.assert_allclose([s for _, s in gako], sun, atol=0.01)
+
+    from aurora_batch import classify_files
+
+    table = classify_files(f"file://{archive}", str(synthetic_head[0]), progress=False)
+    assert set(table.loc[table["status"] == Status.UNREADABLE, "url"].str.rsplit("/", n=1).str[-1]) == {
+        "20140310_0607_gill_themis19_full.pgm"}
+    kept = table[table["status"] == Status.KEPT].set_index(["url", "frame"]).sort_index()
+    season = pd.concat(probas).sort_index()
+    assert len(kept) == len(season) == summary.images
+    p = [c for c in season if c.startswith("p_")]
+    np.testing.assert_allclose(kept[p].to_numpy(), season[p].to_numpy(), atol=1e-4)
+    assert (kept["label"] == season["label"]).all()

@@ -1,0 +1,98 @@
+"""Keograms from the season's stores: the north–south line through zenith of every frame, stacked in time.
+
+A season writes ``keogram_ns(time, ns)`` and ``keogram_ew(time, ew)`` for every kept frame
+(:func:`aurora_batch.imaging.keogram_lines`), so a keogram of any station-night is a slice of
+a store, not a second pass over the images.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .results import open_station
+from .stations import get_station
+
+__all__ = ["night_window", "open_night", "plot_keogram"]
+
+
+def night_window(night: str | dt.date, longitude: float) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) in UTC of the night that begins on the evening of ``night``: local mean solar noon
+    to noon, at ``longitude`` (degrees east)."""
+    noon = pd.Timestamp(night).normalize() + pd.Timedelta(hours=12) - pd.Timedelta(hours=longitude / 15.0)
+    return noon, noon + pd.Timedelta(days=1)
+
+
+def open_night(output: str, station: str, night: str | dt.date, *, wavelength: int | None = None,
+               storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """The frames of one station-night (:func:`night_window`) from the month stores, across a month border too."""
+    start, end = night_window(night, get_station(station).longitude)
+    return open_station(output, station, start, end, wavelength=wavelength, storage_options=storage_options)
+
+
+def _regular(ds: xr.Dataset, var: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The keogram on a regular time grid at the median cadence; gaps (no frame within a step) are NaN."""
+    times = pd.DatetimeIndex(ds["time"].to_numpy())
+    step = pd.Timedelta(np.median(np.diff(times.asi8))) if len(times) > 1 else pd.Timedelta("1min")
+    grid = pd.date_range(times[0], times[-1], freq=step)
+    idx = np.clip(np.searchsorted(times.asi8, grid.asi8), 0, len(times) - 1)
+    prev = np.clip(idx - 1, 0, len(times) - 1)
+    nearest = np.where(np.abs(times.asi8[prev] - grid.asi8) < np.abs(times.asi8[idx] - grid.asi8), prev, idx)
+    far = np.abs(times.asi8[nearest] - grid.asi8) > step.value / 2
+    lines = ds[var].to_numpy()[nearest].astype(np.float32)
+    lines[far] = np.nan
+    labels = None
+    if "label" in ds:
+        labels = ds["label"].to_numpy()[nearest].astype(object)
+        labels[far] = None
+    return grid.to_numpy(), lines, labels
+
+
+def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "keogram_ns") -> Path:
+    """A PNG: the keogram (time on x; image row 0, north for north-up imagers, at the top) over a class timeline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from .classify import CLASSES6
+
+    if var not in ds or not ds.sizes.get("time"):
+        raise ValueError(f"no {var} to draw{': ' + title if title else ''} (a store written before keograms?)")
+    grid, lines, labels = _regular(ds, var)
+    lo, hi = np.nanpercentile(lines, [1, 99.5]) if np.isfinite(lines).any() else (0, 1)
+    rows = 2 if labels is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 if rows == 2 else 3.6), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [6, 1][:rows]})
+    t0, t1 = mdates.date2num(grid[0]), mdates.date2num(grid[-1])
+    ax = axes[0, 0]
+    ax.imshow(lines.T, aspect="auto", origin="upper", cmap="gray", vmin=lo, vmax=hi, extent=(t0, t1, 1, 0),
+              interpolation="nearest")
+    ax.set_ylabel("N–S line (0 = image top)")
+    ax.set_title(title or "keogram")
+    if labels is not None:
+        codes = np.array([CLASSES6.index(x) if x in CLASSES6 else -1 for x in labels], float)
+        codes[codes < 0] = np.nan
+        colours = ["#2ca02c", "#98df8a", "#17becf", "#7f7f7f", "#ffbb78", "#1f1f5f"]
+        axes[1, 0].imshow(codes[None, :], aspect="auto", cmap=ListedColormap(colours), vmin=-0.5, vmax=5.5,
+                          extent=(t0, t1, 0, 1), interpolation="nearest")
+        axes[1, 0].set_yticks([])
+        axes[1, 0].set_ylabel("class", rotation=0, ha="right", va="center")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+        axes[1, 0].legend(handles, CLASSES6, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.6), frameon=False)
+    axes[-1, 0].xaxis_date()
+    axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    axes[-1, 0].set_xlabel(f"UTC from {pd.Timestamp(grid[0]):%Y-%m-%d %H:%M}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
