@@ -75,7 +75,7 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     ax = axes[0, 0]
     ax.imshow(lines.T, aspect="auto", origin="upper", cmap="gray", vmin=lo, vmax=hi, extent=(t0, t1, 1, 0),
               interpolation="nearest")
-    ax.set_ylabel("N–S line (0 = image top)")
+    ax.set_ylabel("N–S line\n(0 = image top)")
     ax.set_title(title or "keogram")
     if labels is not None:
         codes = np.array([CLASSES6.index(x) if x in CLASSES6 else -1 for x in labels], float)
@@ -86,11 +86,11 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
         axes[1, 0].set_yticks([])
         axes[1, 0].set_ylabel("class", rotation=0, ha="right", va="center")
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
-        axes[1, 0].legend(handles, CLASSES6, ncol=6, loc="upper center", bbox_to_anchor=(0.5, -0.6), frameon=False)
+        fig.legend(handles, CLASSES6, ncol=6, loc="lower center", frameon=False)
     axes[-1, 0].xaxis_date()
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"UTC from {pd.Timestamp(grid[0]):%Y-%m-%d %H:%M}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if labels is not None else 0, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
