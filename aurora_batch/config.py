@@ -344,22 +344,18 @@ class JobConfig(_Strict):
 
         problems = []
         f = self.features
-        if is_model_file(f.backbone) and not Path(f.backbone).exists():
+        missing_model = is_model_file(f.backbone) and not Path(f.backbone).exists()
+        if missing_model:
             problems.append(f"  features.backbone: model file {f.backbone} does not exist")
-            return self._raise(problems)
-        if self.classify.head:
+        if self.classify.head and not missing_model:  # a missing model file has no identity to compare
             from .classify import load_head
 
             try:
                 load_head(self.classify.head).check_compatible(backbone_id(f.backbone), f.recipe, f.weights)
             except (OSError, ValueError) as err:
                 problems.append(f"  classify.head: {err}")
-        if self.features.weights and "://" not in self.features.weights and not Path(self.features.weights).exists():
-            problems.append(f"  features.weights: {self.features.weights} does not exist")
-        self._raise(problems)
-
-    @staticmethod
-    def _raise(problems: list[str]) -> None:
+        if f.weights and "://" not in f.weights and not Path(f.weights).exists():
+            problems.append(f"  features.weights: {f.weights} does not exist")
         if problems:
             raise JobSpecError("\n".join(["invalid job:", *problems]))
 

@@ -116,7 +116,7 @@ def _table(out: list[dict], features: np.ndarray, head: str | None) -> pd.DataFr
         if len(features):
             proba[kept] = h.predict_proba(features)
         cols.update({f"p_{c}": proba[:, i] for i, c in enumerate(h.classes)})
-        outputs = class_outputs(np.nan_to_num(proba[kept]), h.classes) if kept.any() else {}
+        outputs = class_outputs(proba[kept], h.classes) if kept.any() else {}
         cols["label"] = np.full(len(table), None, object)
         cols["aurora_proba"] = np.full(len(table), np.nan, np.float32)
         for name, values in outputs.items():

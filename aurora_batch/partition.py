@@ -211,7 +211,7 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict],
         out += judged.rows
         batch += judged.inputs
         keograms += judged.keograms
-        if site is not None and judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
+        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
             off_site.append((row["url"], judged.site_offset))
         if judged.low_range:
             low_range.append(row["url"])

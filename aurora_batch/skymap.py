@@ -39,9 +39,9 @@ class Skymap:
     def covers(self, time: dt.datetime) -> bool:
         return self.valid_start <= time and (self.valid_end is None or time < self.valid_end)
 
-    @property
+    @functools.cached_property
     def zenith(self) -> tuple[int, int]:
-        """(row, column) of the pixel closest to zenith."""
+        """(row, column) of the pixel closest to zenith (computed once: every kept frame asks for it)."""
         el = np.where(np.isfinite(self.elevation), self.elevation, -np.inf)
         return tuple(int(i) for i in np.unravel_index(np.argmax(el), el.shape))
 
