@@ -406,11 +406,13 @@ def keogram_lines(img: np.ndarray, zenith: tuple[float, float] | None = None,
     line runs from the first row (column) to the last, linearly resampled to ``n`` samples (a
     frame ``n`` pixels high gives its column exactly).  Colour frames are averaged over channels.
     """
-    grey = img.mean(axis=2) if img.ndim == 3 else img
-    h, w = grey.shape
+    h, w = img.shape[:2]
     row, col = zenith if zenith is not None else (h // 2, w // 2)
     row, col = int(np.clip(round(row), 0, h - 1)), int(np.clip(round(col), 0, w - 1))
-    return np.stack([_resample(grey[:, col], n), _resample(grey[row, :], n)])
+    ns, ew = img[:, col], img[row, :]
+    if img.ndim == 3:  # average the channels of the two lines only, not of the whole frame
+        ns, ew = ns.mean(axis=-1), ew.mean(axis=-1)
+    return np.stack([_resample(ns, n), _resample(ew, n)])
 
 
 def _resample(line: np.ndarray, n: int) -> np.ndarray:
