@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo
 
 .PHONY: demo test bench clean system-deps
-SYSTEM_BINS := slurmctld slurmd sbatch munged
+SYSTEM_BINS := slurmctld slurmd sbatch munged chromium chromedriver
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +30,18 @@ demo: $(STAMP)  ## SYNTHETIC archive, head, instruments -> season on a LocalClus
 	$(BIN)/aurora-batch keogram jobs/demo.yaml --station NYA --night 2010-12-01 --out $(DEMO)/keogram_NYA_2010-12-01.png
 	@echo "open $(DEMO)/report/report.html in a browser; the keogram is $(DEMO)/keogram_NYA_2010-12-01.png"
 
-system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmctld, slurmd, munge)
+system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmctld, slurmd, munge), headless Chromium
 	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing SLURM and munge (missing:$$missing)"; \
+		echo "installing SLURM, munge and Chromium (missing:$$missing)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-			--no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; \
+			--no-install-recommends slurmctld slurmd slurm-client munge chromium chromium-driver >/dev/null; \
 	fi
 
 test: $(STAMP) system-deps  ## the whole suite, slow end-to-end tests included (real S3, Dask, SLURM), on 2 processes
+	@# bytecode once: where PYTHONDONTWRITEBYTECODE is set, every worker and CLI process compiled the package again
+	$(BIN)/python -m compileall -q aurora_batch tests >/dev/null
 	$(BIN)/python -m pytest -ra -n 2
 
 bench: $(STAMP)

@@ -21,10 +21,12 @@ import numpy as np
 
 from . import __version__
 
-__all__ = ["CLASSES6", "AURORA_CLASSES", "HEAD_KINDS", "LinearHead", "fit_head", "to_class2", "load_head",
+__all__ = ["CLASSES6", "CLASS_COLOURS", "AURORA_CLASSES", "HEAD_KINDS", "LinearHead", "fit_head", "to_class2", "load_head",
            "HeadMismatch", "class_outputs"]
 
 CLASSES6 = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")  #: OATH class6 codes 0..5
+#: the colour of each class in every figure: aurora in greens, cloud grey, moon amber, clear night blue
+CLASS_COLOURS = dict(zip(CLASSES6, ("#2ca02c", "#98df8a", "#17becf", "#7f7f7f", "#ffbb78", "#1f1f5f")))
 AURORA_CLASSES = (0, 1, 2)  #: class2 = 0 (aurora) for these class6 codes, 1 (no aurora) otherwise
 HEAD_KINDS = ("ridge", "svm", "logistic")
 FORMAT_VERSION = 1

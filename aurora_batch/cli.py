@@ -65,12 +65,13 @@ def _report(args: argparse.Namespace) -> int:
 
     job = load_job(args.job)
     out = args.out or "report"
-    result = make_report(job, out)
+    result = make_report(job, out, max_points=args.max_points, progress=not args.quiet)
     for k, v in result.numbers.items():
         print(f"  {k}: {v:.4g}")
     for n in result.notes:
         print(f"  note: {n}")
-    print(f"wrote {result.html} and {len(result.figures)} figures")
+    print(f"wrote {result.html}: {len(result.figures)} figures, {len(result.embeddings)} embedding maps, "
+          f"{len(result.keograms)} keograms")
     return 0
 
 
@@ -216,10 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("job", help="job spec YAML with a 'join:' section")
     j.set_defaults(func=_join)
 
-    rp = sub.add_parser("report", help="TAME's figures from the joined stores, as PNGs and one HTML page",
-                        description="Cloud coverage, cloud ROC, magnetometer ridge and class occurrence.")
+    rp = sub.add_parser("report", help="TAME's figures, feature maps and keograms from the stores, as one HTML page",
+                        description="Cloud coverage, cloud ROC, magnetometer ridge, class occurrence, a t-SNE map "
+                                    "per station and month, and a keogram per station-night.")
     rp.add_argument("job", help="job spec YAML")
     rp.add_argument("--out", help="folder for report.html and the PNGs (default ./report)")
+    rp.add_argument("--max-points", type=int, default=1000, help="frames per embedding map (default %(default)s)")
+    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=_report)
 
     e = sub.add_parser("evaluate", help="the OATH 5-split protocol: accuracy table, confusion, figure",

@@ -18,7 +18,7 @@ import xarray as xr
 from .results import open_station
 from .stations import get_station
 
-__all__ = ["night_window", "open_night", "plot_keogram"]
+__all__ = ["night_window", "night_of", "open_night", "plot_keogram"]
 
 
 def night_window(night: str | dt.date, longitude: float) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -26,6 +26,12 @@ def night_window(night: str | dt.date, longitude: float) -> tuple[pd.Timestamp, 
     to noon, at ``longitude`` (degrees east)."""
     noon = pd.Timestamp(night).normalize() + pd.Timedelta(hours=12) - pd.Timedelta(hours=longitude / 15.0)
     return noon, noon + pd.Timedelta(days=1)
+
+
+def night_of(times: pd.DatetimeIndex | pd.Series, longitude: float | np.ndarray | pd.Series):
+    """The night (the date of its evening, :func:`night_window`) of UTC ``times`` at ``longitude`` (degrees east)."""
+    evening = times + pd.to_timedelta(np.asarray(longitude) / 15.0 - 12.0, unit="h")  # local time - 12 h
+    return evening.dt.floor("D") if isinstance(evening, pd.Series) else evening.floor("D")
 
 
 def open_night(output: str, station: str, night: str | dt.date, *, wavelength: int | None = None,
@@ -37,9 +43,9 @@ def open_night(output: str, station: str, night: str | dt.date, *, wavelength: i
 
 def _regular(ds: xr.Dataset, var: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The keogram on a regular time grid at the median cadence; gaps (no frame within a step) are NaN."""
-    times = pd.DatetimeIndex(ds["time"].to_numpy())
-    step = pd.Timedelta(np.median(np.diff(times.asi8))) if len(times) > 1 else pd.Timedelta("1min")
-    grid = pd.date_range(times[0], times[-1], freq=step)
+    times = pd.DatetimeIndex(ds["time"].to_numpy()).as_unit("ns")  # asi8 below: ns whatever the stored unit
+    step = pd.Timedelta(int(np.median(np.diff(times.asi8))), unit="ns") if len(times) > 1 else pd.Timedelta("1min")
+    grid = pd.date_range(times[0], times[-1], freq=step).as_unit("ns")
     idx = np.clip(np.searchsorted(times.asi8, grid.asi8), 0, len(times) - 1)
     prev = np.clip(idx - 1, 0, len(times) - 1)
     nearest = np.where(np.abs(times.asi8[prev] - grid.asi8) < np.abs(times.asi8[idx] - grid.asi8), prev, idx)
@@ -62,7 +68,7 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
-    from .classify import CLASSES6
+    from .classify import CLASS_COLOURS, CLASSES6
 
     if var not in ds or not ds.sizes.get("time"):
         raise ValueError(f"no {var} to draw{': ' + title if title else ''} (a store written before keograms?)")
@@ -80,7 +86,7 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     if labels is not None:
         codes = np.array([CLASSES6.index(x) if x in CLASSES6 else -1 for x in labels], float)
         codes[codes < 0] = np.nan
-        colours = ["#2ca02c", "#98df8a", "#17becf", "#7f7f7f", "#ffbb78", "#1f1f5f"]
+        colours = list(CLASS_COLOURS.values())
         axes[1, 0].imshow(codes[None, :], aspect="auto", cmap=ListedColormap(colours), vmin=-0.5, vmax=5.5,
                           extent=(t0, t1, 0, 1), interpolation="nearest")
         axes[1, 0].set_yticks([])
@@ -90,7 +96,9 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     axes[-1, 0].xaxis_date()
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"UTC from {pd.Timestamp(grid[0]):%Y-%m-%d %H:%M}")
-    fig.tight_layout(rect=(0, 0.07 if labels is not None else 0, 1, 1))
+    # Fixed margins (inches: the figure size is fixed too): tight_layout cost a third of the drawing.
+    fig.subplots_adjust(left=0.9 / 11, right=1 - 0.2 / 11, top=1 - 0.35 / fig.get_figheight(),
+                        bottom=(0.95 if labels is not None else 0.6) / fig.get_figheight(), hspace=0.08)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -1,4 +1,4 @@
-"""TAME's science figures from the joined stores, as PNGs and one self-contained HTML page.
+"""TAME's science figures from the joined stores, keograms and feature maps, as one HTML page.
 
 1. Daily cloud coverage: per night, the fraction of images classified cloudy against the
    ceilometer's cloudy fraction (a base below ``join.cloud_max_cbh``).
@@ -6,8 +6,13 @@
 3. Ridge regression from image features to the magnetic perturbation |ΔH|, where
    H = √(X² + Y²) and the quiet-night median is removed; R² on held-out nights.
 4. Class occurrence by local solar hour (UTC + longitude/15), per station.
+5. Feature embedding per station and month: t-SNE of at most ``max_points`` frames, coloured
+   by class, with an example frame of each class re-read from its source URL.
+6. One keogram per station-night (:mod:`aurora_batch.keogram`) over its class timeline.
 
-A night is labelled by the date of its evening: time − 12 h, in local solar time.
+A night is labelled by the date of its evening: time − 12 h, in local solar time.  Figures 1–5
+are embedded in ``report.html``; the keograms, one per station-night and so as many as a
+season has nights, are PNG files in ``keograms/`` beside it, loaded as the page scrolls.
 """
 from __future__ import annotations
 
@@ -20,10 +25,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .month import month_stores
+from .classify import CLASS_COLOURS
 from .config import JobConfig
-from .stations import get_station
+from .embedding import MAX_POINTS, embed, exemplars, plot_embedding, subsample
+from .formats import read_file
 from .fs import filesystem, join_url
+from .imaging import thumbnail
+from .keogram import night_of, night_window, plot_keogram
+from .month import month_stores
+from .results import open_season
+from .stations import get_station
 from .store import list_groups, zarr_store
 
 __all__ = ["load_joined", "make_report", "ReportResult"]
@@ -37,10 +48,15 @@ class ReportResult:
     figures: dict[str, Path]
     numbers: dict[str, float]
     notes: list[str]
+    embeddings: dict[str, Path]  #: "NYA 2010-12" -> PNG
+    keograms: dict[str, Path]  #: "NYA 2010-12-01" (the night's evening) -> PNG
 
 
 def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Per-image table of all stations (no features) and the feature matrix in the same row order."""
+    """Per-image table of all stations (no features) and the feature matrix in the same row order.
+
+    ``group`` is the store group (``NYA``, or ``NYA/6300`` for a station with several wavelengths).
+    """
     frames, feats = [], []
     classes: list[str] = []
     for _, url in month_stores(job):
@@ -53,6 +69,7 @@ def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
                     for i, c in enumerate(classes):
                         cols[f"proba_{c}"] = ds["proba"].to_numpy()[:, i]
                 frame = pd.DataFrame(cols, index=pd.DatetimeIndex(ds["time"].to_numpy(), name="time")).reset_index()
+                frame["group"] = gpath
                 frame["station"] = gpath.split("/")[0]
                 frames.append(frame)
                 feats.append(ds["features"].to_numpy())
@@ -60,9 +77,8 @@ def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
         raise FileNotFoundError(f"no month stores under {job.output} for {job.start:%Y-%m-%d}..{job.end:%Y-%m-%d}")
     table = pd.concat(frames, ignore_index=True)
     lon = table["station"].map(lambda s: get_station(s).longitude)
-    local = table["time"] + pd.to_timedelta(lon / 15.0, unit="h")
-    table["local_hour"] = local.dt.hour
-    table["night"] = (local - pd.Timedelta(hours=12)).dt.floor("D")
+    table["local_hour"] = (table["time"] + pd.to_timedelta(lon / 15.0, unit="h")).dt.hour
+    table["night"] = night_of(table["time"], lon)
     return table, np.concatenate(feats), classes
 
 
@@ -75,8 +91,10 @@ def _png(fig, path: Path) -> Path:
     return path
 
 
-def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
-    """Write the four figures and ``report.html`` under ``out_dir``."""
+def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_POINTS,
+                progress: bool = False) -> ReportResult:
+    """Write the figures, the embedding maps (``max_points`` frames each), the keograms and
+    ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +178,9 @@ def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
         g = table[table["station"] == station]
         if "label" in g:
             counts = g.groupby(["local_hour", "label"]).size().unstack(fill_value=0).reindex(range(24), fill_value=0)
-            counts[[c for c in classes if c in counts]].plot.bar(stacked=True, ax=ax, width=0.9, legend=False)
+            shown = [c for c in classes if c in counts]
+            counts[shown].plot.bar(stacked=True, ax=ax, width=0.9, legend=False,
+                                   color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in shown])
         ax.set_title(f"{station}: classes by local solar hour")
         ax.set_xlabel("local solar hour")
         ax.set_ylabel("images")
@@ -171,9 +191,71 @@ def make_report(job: JobConfig, out_dir: str | Path) -> ReportResult:
         notes.append("class occurrence needs a head (classify.head)")
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
 
+    maps = _embedding_maps(job, table, feats, out / "embedding", max_points, notes)
+    keograms = _keograms(job, out / "keograms", progress, notes)
     page = out / "report.html"
-    page.write_text(_html(job, figs, numbers, notes, _synthetic(job)))
-    return ReportResult(page, figs, numbers, notes)
+    page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
+    return ReportResult(page, figs, numbers, notes, maps, keograms)
+
+
+def _embedding_maps(job: JobConfig, table: pd.DataFrame, feats: np.ndarray, out: Path, max_points: int,
+                    notes: list[str]) -> dict[str, Path]:
+    """One t-SNE map per store group and month, with an example frame per class beside its dots."""
+    maps: dict[str, Path] = {}
+    months = table["time"].dt.strftime("%Y-%m")
+    labels = table["label"].to_numpy(object) if "label" in table else None
+    failed: list[str] = []
+    for (group, month), rows in table.groupby([table["group"], months]).indices.items():
+        pick = rows[subsample(len(rows), max_points)]
+        xy = embed(feats[pick])
+        thumbs = {}
+        if labels is not None:
+            known = np.flatnonzero(pd.notna(labels[pick]))
+            for i in exemplars(xy[known], labels[pick][known]).values():
+                row = table.iloc[pick[known[i]]]
+                try:
+                    thumbs[int(known[i])] = _thumbnail(row["url"], int(row["frame"]), job.storage_options)
+                except (OSError, ValueError, IndexError) as exc:
+                    failed.append(f"{row['url']}: {exc}")
+        title = f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames"
+        maps[f"{group} {month}"] = plot_embedding(xy, None if labels is None else labels[pick],
+                                                  out / f"{group.replace('/', '-')}_{month}.png", title, thumbs)
+    if failed:
+        notes.append(f"{len(failed)} example frames could not be re-read for the embedding maps, e.g. {failed[0]}")
+    return maps
+
+
+def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
+    """A small preview of frame ``frame`` of the file at ``url``."""
+    fs, path = filesystem(url, storage_options)
+    return thumbnail(read_file(fs.cat_file(path), url, min_side=96).images[frame])
+
+
+def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str]) -> dict[str, Path]:
+    """One keogram PNG per store group and night; each night's lines are the only ones read."""
+    from tqdm.auto import tqdm
+
+    tree = open_season(job.output, job.start, job.end, storage_options=job.output_storage_options)
+    nights = []
+    for node in tree.subtree:
+        ds = node.to_dataset()
+        if "time" not in ds.dims:
+            continue
+        group = node.path.strip("/")
+        if "keogram_ns" not in ds:
+            notes.append(f"{group}: no keograms in its stores (written before aurora-batch stored them)")
+            continue
+        lon = get_station(group.split("/")[0]).longitude
+        times = pd.DatetimeIndex(ds["time"].to_numpy())
+        for night in night_of(times, lon).unique():
+            start, end = night_window(night, lon)
+            nights.append((group, night, ds.isel(time=slice(times.searchsorted(start), times.searchsorted(end)))))
+    paths = {}
+    for group, night, ds in tqdm(nights, desc="keograms", unit="night", disable=not progress):
+        sub = ds[[v for v in ("keogram_ns", "label") if v in ds]].load()
+        paths[f"{group} {night:%Y-%m-%d}"] = plot_keogram(
+            sub, out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png", title=f"{group}, night of {night:%Y-%m-%d}")
+    return paths
 
 
 def _delta_h(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -200,21 +282,35 @@ def _synthetic(job: JobConfig) -> bool:
         return False
 
 
-def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], notes: list[str],
-          synthetic: bool) -> str:
+def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], notes: list[str], synthetic: bool,
+          maps: dict[str, Path], keograms: dict[str, Path], out: Path) -> str:
     titles = {"cloud_coverage": "Daily cloud coverage", "cloud_roc": "Cloud prediction vs ceilometer (ROC)",
               "magnetometer_ridge": "Magnetic perturbation from image features (ridge)",
               "class_by_hour": "Class occurrence by local solar hour"}
-    parts = [f"<h2>{titles[k]}</h2><img alt='{k}' src='data:image/png;base64,"
-             f"{base64.b64encode(p.read_bytes()).decode()}'>" for k, p in figs.items()]
+
+    def embedded(path: Path, alt: str) -> str:
+        return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
+
+    parts = [f"<h2>{titles[k]}</h2>{embedded(p, k)}" for k, p in figs.items()]
+    parts.append("<h2 id='embedding'>Feature embedding (t-SNE), per station and month</h2>"
+                 "<p>Each dot a frame, coloured by its predicted class; beside the dots, the frame nearest the middle "
+                 "of each class.</p><div class='maps'>"
+                 + "".join(embedded(p, f"embedding {k}") for k, p in maps.items()) + "</div>")
+    parts.append("<h2 id='keograms'>Keograms, per station-night</h2>"
+                 "<p>Time on x; the north–south line through zenith on y (image top at the top); classes beneath.</p>")
+    for group in dict.fromkeys(k.split(" ")[0] for k in keograms):
+        parts.append(f"<h3>{html.escape(group)}</h3>" + "".join(
+            f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
+            f"src='{html.escape(p.relative_to(out).as_posix())}'>" for k, p in keograms.items() if k.split(" ")[0] == group))
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     banner = "<p class='warn'>Built from SYNTHETIC demo data.</p>" if synthetic else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>aurora-batch report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{max-width:100%}}
-.warn{{background:#fee;padding:6px}}td{{padding:2px 12px}}</style></head><body>
+.maps img{{max-width:49%}}.warn{{background:#fee;padding:6px}}td{{padding:2px 12px}}</style></head><body>
 <h1>aurora-batch report</h1>{banner}
-<p>Stations {", ".join(job.stations)}; {job.start:%Y-%m-%d} to {job.end:%Y-%m-%d}; output {html.escape(job.output)}.</p>
+<p>Stations {", ".join(job.stations)}; {job.start:%Y-%m-%d} to {job.end:%Y-%m-%d}; output {html.escape(job.output)}.
+{len(keograms)} station-nights.</p>
 <table>{rows}</table>{"<ul>" + note + "</ul>" if note else ""}
 {"".join(parts)}
 </body></html>

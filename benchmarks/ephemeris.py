@@ -4,7 +4,9 @@ Compares :func:`aurora_batch.ephemeris.sun_moon_multi` (Skyfield on a coarse TT 
 per stamp) with the previous method run in the same process: Skyfield per stamp in chunks of
 50,000, geocentric positions shared by the stations of a chunk, then each station's
 observer offset and horizon rotation.  Also prints the largest difference from a full
-topocentric Skyfield ``observe`` on a sample.  Usage::
+topocentric Skyfield ``observe`` on a sample, and the per-file pattern of the workers (one
+call per frame, in time order) with whole blocks of grid nodes against one node at a time.
+Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/ephemeris.py [--pairs 1000000] [--stations 10]
 """
@@ -60,6 +62,21 @@ def full_skyfield(times: pd.DatetimeIndex, site: tuple) -> np.ndarray:
     return np.stack([obs.observe(eph[b]).apparent().altaz()[0].degrees for b in ("sun", "moon")], axis=1)
 
 
+def per_file_ms(times: pd.DatetimeIndex, site: tuple, block: int) -> float:
+    """ms per one-frame :func:`sun_moon` call over ``times`` in order, from a cold node cache."""
+    from aurora_batch import ephemeris
+
+    ephemeris._NODE_CACHE.clear()
+    old, ephemeris._NODE_BLOCK = ephemeris._NODE_BLOCK, block
+    try:
+        t0 = time.perf_counter()
+        for t in times:
+            ephemeris.sun_moon(pd.DatetimeIndex([t]), *site)
+        return (time.perf_counter() - t0) / len(times) * 1e3
+    finally:
+        ephemeris._NODE_BLOCK = old
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=1_000_000)
@@ -100,6 +117,10 @@ def main() -> None:
     print(f"max |error| vs full topocentric Skyfield (3,000 pairs): Sun {err_sun * 3600:.2f} arcsec, "
           f"Moon {err_moon * 3600:.2f} arcsec ({max(err_sun, err_moon):.5f} deg); "
           f"vs previous method {agree * 3600:.2f} arcsec")
+    frames = pd.date_range("2010-12-01", "2010-12-04", freq="1min", inclusive="left")
+    single, blocks = per_file_ms(frames, (78.9, 11.9, 10.0), 1), per_file_ms(frames, (78.9, 11.9, 10.0), 144)
+    print(f"per-file calls ({len(frames):,} frames at 1 min): {single:.2f} ms each computing single nodes, "
+          f"{blocks:.2f} ms with day blocks -> ratio {single / blocks:.1f}x")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def s3_server(tmp_path_factory):
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
     yield server
-    server.stop()
+    server.stop(kill=True)  # throwaway data: no graceful shutdown to wait for
 
 
 @pytest.fixture

@@ -85,9 +85,10 @@ class SeaweedServer:
                 time.sleep(0.3)
         raise RuntimeError(f"SeaweedFS did not answer on {self.endpoint} within {timeout} s")
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Shut down (SIGTERM, then SIGKILL after 20 s), or crash at once with ``kill``."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -95,8 +96,8 @@ class SeaweedServer:
                 self.proc.wait()
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
+    def restart(self, kill: bool = False) -> None:
+        self.stop(kill)
         self.start()
 
     def filesystem(self):

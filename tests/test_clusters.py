@@ -63,11 +63,12 @@ def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, loca
                     str(k).startswith("partition-") for ks in client.processing().values() for k in ks):
                 time.sleep(0.05)
             victim = next(a for a, ks in client.processing().items() if ks)
-            time.sleep(0.5)
+            time.sleep(1.0)  # well inside the task: model loaded, images being read
             os.kill(pids[victim], signal.SIGKILL)  # the worker process (its nanny restarts it)
             t.join(timeout=600)
             # The worker plugin ran on every worker, the restarted one too: allocator and torch threads read back.
             client.wait_for_workers(2, timeout=120)
+            assert pids[victim] not in client.run(os.getpid).values()  # the killed process was replaced
             setups = client.run(lambda dask_worker: getattr(dask_worker, "aurora_setup", None))
             threads = client.run(lambda: __import__("torch").get_num_threads())
         assert "s" in box, "season did not finish after a worker was killed"

@@ -8,12 +8,15 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from aurora_batch.keogram import night_of
 from aurora_batch.month import run_join
 from aurora_batch.join import nearest
 from aurora_batch.readers import read_iaga2002, read_many
 from aurora_batch.report import make_report
 from aurora_batch.season import run_season
+from aurora_batch.stations import get_station
 from aurora_batch.synth import write_archive, write_instruments
+from browser import rendered_images
 from conftest import make_job
 
 pytestmark = pytest.mark.slow
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def test_join_and_report(tmp_path, synthetic_head, dask_client):
     archive = f"file://{tmp_path}/archive"
-    labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-03", cadence="20min", seed=4)
+    labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-03", cadence="30min", seed=4)
     write_instruments(f"file://{tmp_path}/instruments", labels, seed=4)
     inst = f"file://{tmp_path}/instruments"
     join = {"ceilometer": [{"url": f"{inst}/ceilometer/nya_cbh.tab", "format": "pangaea", "stations": {"NYA": "NYA"},
@@ -65,9 +68,20 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     xr.testing.assert_identical(rebuilt, nya)  # a trailing blank line changes no value
     assert not list(tmp_path.glob("out/*.building-*"))
 
-    result = make_report(job, tmp_path / "report")
+    result = make_report(job, tmp_path / "report", max_points=100)  # fewer than a station's frames: subsampled
     page = result.html.read_text()
-    assert len(re.findall(r"src='data:image/png;base64,", page)) == 4
+    assert set(result.embeddings) == {"NYA 2010-12", "LYR 2010-12"}
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 4 + 2
+    nights = {f"{s} {n:%Y-%m-%d}" for s in ("NYA", "LYR") for n in night_of(
+        pd.DatetimeIndex(xr.open_zarr(store, group=s)["time"].to_numpy()), get_station(s).longitude).unique()}
+    assert set(result.keograms) == nights and len(nights) == 6  # 2 stations x 3 nights (evenings of Nov 30-Dec 2)
+    # What a reader sees: every figure, map and keogram decoded by a real browser, laid out on the page.
+    shown = {img["alt"]: img for img in rendered_images(result.html)}
+    assert len(shown) == 4 + 2 + 6 and all(img["visible"] for img in shown.values()), shown
+    for key in result.embeddings:
+        assert shown[f"embedding {key}"]["width"] >= 500
+    for key, path in result.keograms.items():
+        assert shown[f"keogram {key}"]["width"] >= 1000 and shown[f"keogram {key}"]["src"].endswith(path.name)
     assert "Built from SYNTHETIC demo data" in page  # the archive says so in its README.txt
     assert all(p.stat().st_size > 5000 for p in result.figures.values())
     assert result.numbers["cloud_roc_auc"] > 0.7  # the synthetic ceilometer follows the synthetic clouds

@@ -140,7 +140,7 @@ def _wait(predicate, timeout=300):
 
 
 def test_overlapping_nightly_runs_and_kill_resume(s3_server, bucket, tmp_path, dask_client, capsys):
-    _add_night(s3_server, bucket, "2010-12-01T12:00", "2010-12-03T12:00", seed=3)
+    _add_night(s3_server, bucket, "2010-12-01T12:00", "2010-12-02T12:00", seed=3)  # 4 partitions
     fs = s3_server.filesystem()
     # Reference: an uninterrupted nightly run into another output.
     ref_job = _job(s3_server, bucket, out="ref")

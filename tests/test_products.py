@@ -116,3 +116,36 @@ def test_season_products_on_s3(tmp_path, s3_server, bucket, dask_client, capsys)
     assert cli.main(["keogram", str(spec), "--station", "LYR", "--night", "2010-12-31", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert "wrote" in capsys.readouterr().out
+
+
+def test_embedding_is_bounded_and_shows_one_example_per_class():
+    from aurora_batch.embedding import embed, exemplars, subsample
+
+    pick = subsample(5000, 300, seed=1)
+    assert len(pick) == 300 == len(np.unique(pick)) and (np.diff(pick) > 0).all() and pick[-1] < 5000
+    assert (subsample(40, 300) == np.arange(40)).all()
+    # Three well-separated clusters of features stay three clusters in the map.
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["arc", "cloudy", "clear"], 40)
+    feats = rng.normal(0, 1, (120, 64)) + np.repeat(np.eye(3, 64) * 25, 40, axis=0)
+    xy = embed(feats)
+    assert xy.shape == (120, 2)
+    centres = np.array([xy[labels == c].mean(0) for c in ("arc", "cloudy", "clear")])
+    spread = max(np.linalg.norm(xy[labels == c] - xy[labels == c].mean(0), axis=1).max() for c in ("arc", "cloudy"))
+    assert min(np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)) > spread
+    ex = exemplars(xy, labels)
+    assert set(ex) == {"arc", "cloudy", "clear"} and all(labels[i] == c for c, i in ex.items())
+    assert embed(feats[:3]).shape == (3, 2) and embed(feats[:1]).shape == (1, 2)
+
+
+def test_keogram_time_grid_whatever_the_time_unit(tmp_path):
+    """Stores may decode time as datetime64[us] (pandas 3): the grid is still one column per frame."""
+    from aurora_batch.keogram import _regular, plot_keogram
+
+    times = pd.date_range("2010-12-01T12:00", periods=240, freq="1min", unit="us").delete([100, 101, 102])
+    ds = xr.Dataset({"keogram_ns": (("time", "ns"), np.arange(237 * 8, dtype=np.float32).reshape(237, 8)),
+                     "label": ("time", np.array(["arc"] * 237, dtype=object))}, coords={"time": times})
+    grid, lines, labels = _regular(ds, "keogram_ns")
+    assert len(grid) == 240 and np.isnan(lines[100:103]).all() and labels[100] is None
+    np.testing.assert_array_equal(lines[:100], ds["keogram_ns"].to_numpy()[:100])
+    assert plot_keogram(ds, tmp_path / "k.png").stat().st_size > 5000

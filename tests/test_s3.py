@@ -64,7 +64,8 @@ def test_season_cli_with_fsspec_environment(s3_server, bucket, tmp_path):
                   seed=6, storage_options=s3_server.storage_options)
     spec = tmp_path / "job.yaml"
     spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA]\n"
-                    f"start: 2010-12-01\nend: 2010-12-02\nfilter: {{moon_max_alt: null}}\ncluster: {{n_workers: 1}}\n")
+                    f"start: 2010-12-01\nend: 2010-12-02\nfilter: {{moon_max_alt: null}}\n"
+                    f"cluster: {{n_workers: 1, processes: false}}\n")  # a worker thread: no second process to start
     env = {**os.environ, **s3_server.env}
     r = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"], env=env,
                        capture_output=True, text=True, timeout=600)
