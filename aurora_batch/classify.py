@@ -21,7 +21,8 @@ import numpy as np
 
 from . import __version__
 
-__all__ = ["CLASSES6", "CLASS_COLOURS", "AURORA_CLASSES", "HEAD_KINDS", "LinearHead", "fit_head", "to_class2", "load_head",
+__all__ = ["CLASSES6", "CLASS_COLOURS", "AURORA_CLASSES", "HEAD_KINDS", "LinearHead", "fit_head", "to_class2",
+           "load_head",
            "HeadMismatch", "class_outputs"]
 
 CLASSES6 = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")  #: OATH class6 codes 0..5

@@ -84,10 +84,10 @@ def plot_embedding(xy: np.ndarray, labels: Sequence[str] | None, path: str | Pat
     span = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
     for k, (row, img) in enumerate((thumbnails or {}).items()):
         offset = 0.12 * span * np.array([np.cos(k * 1.1), np.sin(k * 1.1)])
-        box = AnnotationBbox(OffsetImage(img, zoom=0.6, cmap="gray", norm=Normalize(0, 1)), xy[row], xybox=xy[row] + offset,
-                             xycoords="data", boxcoords="data", arrowprops={"arrowstyle": "-", "color": "0.4"},
-                             pad=0.15, bboxprops={"edgecolor": CLASS_COLOURS.get(str(labels[row]), "0.4")
-                                                  if labels is not None else "0.4"})
+        edge = CLASS_COLOURS.get(str(labels[row]), "0.4") if labels is not None else "0.4"
+        box = AnnotationBbox(OffsetImage(img, zoom=0.6, cmap="gray", norm=Normalize(0, 1)), xy[row],
+                             xybox=xy[row] + offset, xycoords="data", boxcoords="data",
+                             arrowprops={"arrowstyle": "-", "color": "0.4"}, pad=0.15, bboxprops={"edgecolor": edge})
         ax.add_artist(box)
     ax.margins(0.15)  # room for the thumbnails at the edges
     ax.set_xticks([])

@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "fold_same_padding", "load_backbone", "extract_features", "FeatureExtractor",
-           "pick_device", "tune_process", "default_batch_size", "default_decode_threads", "freeze_long_lived_objects",
-           "is_model_file", "model_file_sha256", "backbone_id", "feature_dim", "MODEL_FILE_SUFFIXES"]
+__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "fold_same_padding", "load_backbone", "extract_features",
+           "FeatureExtractor", "pick_device", "tune_process", "default_batch_size", "default_decode_threads",
+           "freeze_long_lived_objects", "is_model_file", "model_file_sha256", "backbone_id", "feature_dim",
+           "MODEL_FILE_SUFFIXES"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
@@ -68,8 +69,8 @@ def fold_same_padding(model) -> int:
     TensorFlow-style convolutions (EfficientNet-lite) pad with a separate ``ZeroPad2d`` before
     every convolution: a copy of the activations each time.  Where the padding is the same on
     both sides (all stride-1 convolutions) the convolution pads by itself instead: the output
-    is bit-identical and eager CPU inference 12–18 % faster (``benchmarks/backbones.py``).  Asymmetric padding (stride 2
-    on even sizes) stays as it is.
+    is bit-identical and eager CPU inference 1.10–1.28× faster (``benchmarks/backbones.py``).
+    Asymmetric padding (stride 2 on even sizes) stays as it is.
     """
     import torch
 

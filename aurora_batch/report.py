@@ -289,7 +289,8 @@ def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], note
               "class_by_hour": "Class occurrence by local solar hour"}
 
     def embedded(path: Path, alt: str) -> str:
-        return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
     parts = [f"<h2>{titles[k]}</h2>{embedded(p, k)}" for k, p in figs.items()]
     parts.append("<h2 id='embedding'>Feature embedding (t-SNE), per station and month</h2>"
@@ -297,11 +298,13 @@ def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], note
                  "of each class.</p><div class='maps'>"
                  + "".join(embedded(p, f"embedding {k}") for k, p in maps.items()) + "</div>")
     parts.append("<h2 id='keograms'>Keograms, per station-night</h2>"
-                 "<p>Time on x; the north–south line through zenith on y (image top at the top); classes beneath.</p>")
+                 "<p>Time on x; the north–south line through zenith on y (image top at the top); "
+                 "classes beneath.</p>")
     for group in dict.fromkeys(k.split(" ")[0] for k in keograms):
-        parts.append(f"<h3>{html.escape(group)}</h3>" + "".join(
-            f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
-            f"src='{html.escape(p.relative_to(out).as_posix())}'>" for k, p in keograms.items() if k.split(" ")[0] == group))
+        parts.append(f"<h3>{html.escape(group)}</h3>")
+        parts += [f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
+                  f"src='{html.escape(p.relative_to(out).as_posix())}'>"
+                  for k, p in keograms.items() if k.split(" ")[0] == group]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     banner = "<p class='warn'>Built from SYNTHETIC demo data.</p>" if synthetic else ""

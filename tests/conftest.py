@@ -9,10 +9,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def dask_client():
-    """A real LocalCluster: two worker processes on 127.0.0.1."""
+    """A real LocalCluster on 127.0.0.1: one worker process with two threads (one process to start per
+    test session; several worker processes are in test_season, test_clusters and the SLURM test)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0", memory_limit="4GiB") as cluster, Client(cluster) as client:
         yield client
 

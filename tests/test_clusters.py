@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-archive")
-    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="40min", seed=21,
+    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="60min", seed=21,
                            corrupt=3)
     return f"file://{root}", len(labels) + 3
 
@@ -54,7 +54,8 @@ def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, loca
         with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
             client.wait_for_workers(2, timeout=120)
             pids = client.run(os.getpid)
-            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04", cluster={"scheduler": client.scheduler.address})
+            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04",
+                           cluster={"scheduler": client.scheduler.address})
             box = {}
             t = threading.Thread(target=lambda: box.update(s=run_season(job, progress=False)))
             t.start()

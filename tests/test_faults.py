@@ -26,7 +26,7 @@ N_BROKEN = 3
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("fault-archive")
-    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="30min", seed=11,
+    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="45min", seed=11,
                            corrupt=N_BROKEN)
     return f"file://{root}", len(labels) + N_BROKEN
 
