@@ -43,39 +43,53 @@ def month_stores(output: str, start=None, end=None, storage_options: Mapping[str
             if (lo is None or pd.Period(m, "M") >= lo) and (hi is None or pd.Period(m, "M").start_time < hi)}
 
 
-def _group(store, station: str, wavelength: int | None, url: str) -> str | None:
-    """The group path of ``station`` (at ``wavelength``) in one month store, or None when absent."""
-    paths = list_groups(store)
-    subs = sorted(p.split("/")[1] for p in paths if p.startswith(f"{station}/"))
-    if wavelength is None:
-        if subs:
-            raise ValueError(f"{url}: station {station} has wavelengths {', '.join(subs)}; pass wavelength=")
-        return station if station in paths else None
-    if str(wavelength) in subs:
-        return f"{station}/{wavelength}"
-    if station in paths:  # one wavelength that month: the group itself, if it is that one
-        with xr.open_zarr(store, group=station, chunks=None) as ds:
-            return station if int(ds["wavelength"][0]) in (wavelength, 0) else None
-    return None
+def _wavelengths(store, station: str) -> dict[int, str]:
+    """``{wavelength (Å, 0: unfiltered): group path}`` of ``station`` in one month store."""
+    import zarr
+
+    found = {}
+    for path in list_groups(store):
+        name, _, sub = path.partition("/")
+        if name != station:
+            continue
+        if sub:  # NYA/5577, or NYA/None for unfiltered frames beside filtered ones
+            found[0 if sub == "None" else int(sub)] = path
+        else:  # the month's only wavelength: read it
+            found[int(zarr.open_group(store=store, path=path, mode="r")["wavelength"][0])] = path
+    return found
+
+
+def _pick(found: dict[int, str], station: str, wavelength: int | None, where: str) -> str | None:
+    """The group of ``wavelength`` among ``found``; with None, the only one (an error if several)."""
+    if wavelength is not None:
+        return found.get(int(wavelength))
+    if len(found) > 1:
+        raise ValueError(f"{where}: station {station} has wavelengths {', '.join(map(str, sorted(found)))}; "
+                         "pass wavelength=")
+    return next(iter(found.values()), None)
 
 
 def open_station(output: str, station: str, start=None, end=None, *, wavelength: int | None = None,
                  storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
     """One lazy dataset of ``station``'s images in [start, end) (UTC) over every month store under ``output``.
 
-    ``wavelength`` (Å) picks a subgroup where the station has several.  Time is strictly
+    ``wavelength`` (Å; 0 for unfiltered frames) picks one where the station has several, in one
+    month or across months; without it, a station with several is an error.  Time is strictly
     increasing; variables written in only some months (``proba`` after a head was added,
     ``cbh`` after a join) are NaN in the others.  Raises ``FileNotFoundError`` when no
     month holds the station.
     """
     station = station.upper()
     opts = dict(storage_options or {})
+    months = {url: _wavelengths(zarr_store(url, opts), station)
+              for url in month_stores(output, start, end, opts).values()}
+    if wavelength is None:  # one wavelength in every month, and the same in all
+        _pick({wl: "" for found in months.values() for wl in found}, station, None, output)
     parts = []
-    for month, url in month_stores(output, start, end, opts).items():
-        store = zarr_store(url, opts)
-        group = _group(store, station, wavelength, url)
+    for url, found in months.items():
+        group = _pick(found, station, wavelength, url)
         if group is not None:
-            parts.append(xr.open_zarr(store, group=group, consolidated=None))
+            parts.append(xr.open_zarr(zarr_store(url, opts), group=group, consolidated=None))
     if not parts:
         what = station if wavelength is None else f"{station} at {wavelength} Å"
         raise FileNotFoundError(f"no month store under {output} holds {what} in [{start}, {end})")
@@ -98,17 +112,20 @@ def open_season(output: str, start=None, end=None, *, storage_options: Mapping[s
                 ) -> xr.DataTree:
     """Every station (and wavelength subgroup) under ``output`` as an ``xarray.DataTree`` of
     :func:`open_station` datasets: ``/NYA``, ``/LYR``, or ``/NYA/5577`` and ``/NYA/6300`` for a station
-    with several wavelengths in some month (its single-wavelength months join their wavelength's node)."""
+    with several wavelengths over the range (``/GILL/0``: its unfiltered frames), each node holding
+    that wavelength's frames from every month."""
     opts = dict(storage_options or {})
-    paths: set[str] = set()
+    found: dict[str, set[int]] = {}
     for url in month_stores(output, start, end, opts).values():
-        paths.update(list_groups(zarr_store(url, opts)))
-    split = {p.split("/")[0] for p in paths if "/" in p}  # stations with several wavelengths in some month
+        store = zarr_store(url, opts)
+        for station in {p.split("/")[0] for p in list_groups(store)}:
+            found.setdefault(station, set()).update(_wavelengths(store, station))
     nodes = {}
-    for path in sorted(p for p in paths if p not in split):
-        station, _, wl = path.partition("/")
-        nodes[f"/{path}"] = open_station(output, station, start, end, wavelength=int(wl) if wl else None,
-                                         storage_options=opts)
+    for station, wls in sorted(found.items()):
+        for wl in sorted(wls):
+            several = len(wls) > 1
+            nodes[f"/{station}/{wl}" if several else f"/{station}"] = open_station(
+                output, station, start, end, wavelength=wl if several else None, storage_options=opts)
     if not nodes:
         raise FileNotFoundError(f"no month store under {output} in [{start}, {end})")
     return xr.DataTree.from_dict(nodes)

@@ -209,3 +209,16 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
     p = [c for c in season if c.startswith("p_")]
     np.testing.assert_allclose(kept[p].to_numpy(), season[p].to_numpy(), atol=1e-4)
     assert (kept["label"] == season["label"]).all()
+
+    # The report on real formats: the typical frame of each class re-read from PGM, CDF and PNG files
+    # (frame by frame within multi-frame files), and a keogram per station-night.
+    from aurora_batch.report import make_report
+
+    report = make_report(job, tmp_path / "report", max_points=50)
+    assert not [n for n in report.notes if "could not be re-read" in n or "keograms" in n], report.notes
+    groups = {f"{g} {s.rsplit('/', 1)[-1][:7]}" for s in summary.stores for g in list_groups(zarr_store(s))}
+    assert set(report.embeddings) == groups  # one map per store group and month
+    # GILL has unfiltered (THEMIS, TREx RGB) and two filtered (TREx NIR, blueline) wavelengths: a keogram
+    # per wavelength and night, each frame in one of them only.
+    assert set(report.keograms) == {"GAKO 2011-01-05", "GILL/0 2014-03-09", "GILL/0 2020-05-07",
+                                    "GILL/4861 2022-03-07", "GILL/8446 2022-03-06"}
