@@ -34,10 +34,15 @@ from .imaging import thumbnail
 from .keogram import night_of, night_window, plot_keogram
 from .month import month_stores
 from .results import open_season
+from .ridge import RidgeStats
 from .stations import get_station
 from .store import list_groups, zarr_store
 
 __all__ = ["load_joined", "make_report", "ReportResult"]
+
+RIDGE_ALPHA = 100.0  #: ridge penalty on standardised features (TAME's |ΔH| model)
+SCATTER_POINTS = 2000  #: images drawn in the ridge's scatter plot (every image enters R²)
+FEATURE_CHUNK = 4096  #: feature rows read at a time
 
 FIGURES = ("cloud_coverage", "cloud_roc", "magnetometer_ridge", "class_by_hour")
 
@@ -52,12 +57,13 @@ class ReportResult:
     keograms: dict[str, Path]  #: "NYA 2010-12-01" (the night's evening) -> PNG
 
 
-def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """Per-image table of all stations (no features) and the feature matrix in the same row order.
+def load_joined(job: JobConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Per-image table of all stations, without features, and the class names.
 
-    ``group`` is the store group (``NYA``, or ``NYA/6300`` for a station with several wavelengths).
+    ``store`` and ``group`` say where each row's features are (``NYA``, or ``NYA/6300`` for a
+    station with several wavelengths); a (store, group)'s rows are in the store's order.
     """
-    frames, feats = [], []
+    frames = []
     classes: list[str] = []
     for _, url in month_stores(job):
         store = zarr_store(url, job.output_storage_options)
@@ -69,17 +75,17 @@ def load_joined(job: JobConfig) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
                     for i, c in enumerate(classes):
                         cols[f"proba_{c}"] = ds["proba"].to_numpy()[:, i]
                 frame = pd.DataFrame(cols, index=pd.DatetimeIndex(ds["time"].to_numpy(), name="time")).reset_index()
+                frame["store"] = url
                 frame["group"] = gpath
                 frame["station"] = gpath.split("/")[0]
                 frames.append(frame)
-                feats.append(ds["features"].to_numpy())
     if not frames:
         raise FileNotFoundError(f"no month stores under {job.output} for {job.start:%Y-%m-%d}..{job.end:%Y-%m-%d}")
     table = pd.concat(frames, ignore_index=True)
     lon = table["station"].map(lambda s: get_station(s).longitude)
     table["local_hour"] = (table["time"] + pd.to_timedelta(lon / 15.0, unit="h")).dt.hour
     table["night"] = night_of(table["time"], lon)
-    return table, np.concatenate(feats), classes
+    return table, classes
 
 
 def _png(fig, path: Path) -> Path:
@@ -102,7 +108,7 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table, feats, classes = load_joined(job)
+    table, classes = load_joined(job)
     notes: list[str] = []
     numbers: dict[str, float] = {"images": float(len(table))}
     figs: dict[str, Path] = {}
@@ -142,32 +148,21 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
     ax.set_title(f"Cloud prediction vs ceilometer (base < {job.join.cloud_max_cbh:.0f} m)")
     figs["cloud_roc"] = _png(fig, out / "cloud_roc.png")
 
+    ridge = _ridge_folds(table, notes)
+    maps, fits, sample = _feature_pass(job, table, ridge, out / "embedding", max_points, notes)
     fig, ax = plt.subplots(figsize=(5, 5))
-    if {"mag_x", "mag_y"} <= set(table.columns):
-        dh, ok = _delta_h(table)
-        nights = table.loc[ok, "night"].to_numpy()
-        if len(np.unique(nights)) >= 2:
-            from sklearn.linear_model import Ridge
-            from sklearn.model_selection import GroupKFold
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import StandardScaler
-
-            x, y = feats[ok], dh[ok]
-            pred = np.empty_like(y)
-            scores = []
-            for train, test in GroupKFold(n_splits=min(5, len(np.unique(nights)))).split(x, y, nights):
-                model = make_pipeline(StandardScaler(), Ridge(alpha=100.0)).fit(x[train], y[train])
-                pred[test] = model.predict(x[test])
-                scores.append(model.score(x[test], y[test]))
-            numbers["magnetometer_ridge_r2_mean"] = float(np.mean(scores))
-            ax.scatter(y, pred, s=6, alpha=0.5)
-            lim = [0, max(float(y.max()), float(pred.max()), 1.0)]
-            ax.plot(lim, lim, ":", color="grey")
-            ax.set_title(f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights")
-        else:
-            notes.append("the magnetometer ridge needs images from at least two nights")
-    else:
-        notes.append("the magnetometer ridge needs a joined magnetometer with X and Y")
+    if fits:
+        dh, fold = ridge
+        scores = [r2 for _, _, r2 in fits]
+        numbers["magnetometer_ridge_r2_mean"] = float(np.mean(scores))
+        rows = np.array(sorted(sample), dtype=int)
+        y = dh[rows]
+        pred = np.array([fits[fold[r]][0] + sample[r] @ fits[fold[r]][1] for r in rows])
+        ax.scatter(y, pred, s=6, alpha=0.5)
+        lim = [0, max(float(y.max()), float(pred.max()), 1.0)]
+        ax.plot(lim, lim, ":", color="grey")
+        ax.set_title(f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights "
+                     f"({(fold >= 0).sum():,} images, {len(rows):,} drawn)", fontsize=10)
     ax.set_xlabel("observed |ΔH| (nT)")
     ax.set_ylabel("predicted |ΔH| (nT)")
     figs["magnetometer_ridge"] = _png(fig, out / "magnetometer_ridge.png")
@@ -191,38 +186,89 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
         notes.append("class occurrence needs a head (classify.head)")
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
 
-    maps = _embedding_maps(job, table, feats, out / "embedding", max_points, notes)
     keograms = _keograms(job, out / "keograms", progress, notes)
     page = out / "report.html"
     page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
     return ReportResult(page, figs, numbers, notes, maps, keograms)
 
 
-def _embedding_maps(job: JobConfig, table: pd.DataFrame, feats: np.ndarray, out: Path, max_points: int,
-                    notes: list[str]) -> dict[str, Path]:
-    """One t-SNE map per store group and month, with an example frame per class beside its dots."""
-    maps: dict[str, Path] = {}
-    months = table["time"].dt.strftime("%Y-%m")
+def _ridge_folds(table: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """|ΔH| per row and its cross-validation fold (-1: no magnetometer partner), each night in one fold;
+    None (and a note) where the ridge cannot run."""
+    from sklearn.model_selection import GroupKFold
+
+    if not {"mag_x", "mag_y"} <= set(table.columns):
+        notes.append("the magnetometer ridge needs a joined magnetometer with X and Y")
+        return None
+    dh, ok = _delta_h(table)
+    rows = np.flatnonzero(ok)
+    nights = table["night"].to_numpy()[rows]
+    if len(np.unique(nights)) < 2:
+        notes.append("the magnetometer ridge needs images from at least two nights")
+        return None
+    fold = np.full(len(table), -1)
+    splits = GroupKFold(n_splits=min(5, len(np.unique(nights)))).split(np.zeros((len(rows), 1)), groups=nights)
+    for k, (_, test) in enumerate(splits):
+        fold[rows[test]] = k
+    return dh, fold
+
+
+def _feature_pass(job: JobConfig, table: pd.DataFrame, ridge, out: Path, max_points: int, notes: list[str]):
+    """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time, so memory does not grow
+    with the season: the ridge's per-fold sums (:class:`~aurora_batch.ridge.RidgeStats`), the rows drawn
+    for its scatter plot, and one t-SNE map per store group and month (drawn as soon as its rows are read).
+
+    Returns ``(maps, fits, sample)``: ``fits[k] = (intercept, coef, held-out R²)`` per fold (empty
+    without a ridge) and ``sample`` ``{row: features}`` of at most :data:`SCATTER_POINTS` rows.
+    """
     labels = table["label"].to_numpy(object) if "label" in table else None
-    failed: list[str] = []
-    for (group, month), rows in table.groupby([table["group"], months]).indices.items():
-        pick = rows[subsample(len(rows), max_points)]
-        xy = embed(feats[pick])
-        thumbs = {}
-        if labels is not None:
-            known = np.flatnonzero(pd.notna(labels[pick]))
-            for i in exemplars(xy[known], labels[pick][known]).values():
-                row = table.iloc[pick[known[i]]]
-                try:
-                    thumbs[int(known[i])] = _thumbnail(row["url"], int(row["frame"]), job.storage_options)
-                except (OSError, ValueError, IndexError) as exc:
-                    failed.append(f"{row['url']}: {exc}")
-        title = f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames"
-        maps[f"{group} {month}"] = plot_embedding(xy, None if labels is None else labels[pick],
-                                                  out / f"{group.replace('/', '-')}_{month}.png", title, thumbs)
+    drawn = np.zeros(len(table), bool)
+    if ridge is not None:
+        scored = np.flatnonzero(ridge[1] >= 0)
+        drawn[scored[subsample(len(scored), SCATTER_POINTS)]] = True
+    stats, sample, maps, failed = None, {}, {}, []
+    for (url, group), rows in table.groupby(["store", "group"], sort=False).indices.items():
+        pick = subsample(len(rows), max_points)  # positions within the group
+        picked = []
+        with xr.open_zarr(zarr_store(url, job.output_storage_options), group=group, consolidated=False) as ds:
+            for lo in range(0, len(rows), FEATURE_CHUNK):
+                x = ds["features"][lo:lo + FEATURE_CHUNK].to_numpy()
+                r = rows[lo:lo + len(x)]
+                if ridge is not None:
+                    if stats is None:
+                        stats = RidgeStats(int(ridge[1].max()) + 1, x.shape[1])
+                    stats.add(x, ridge[0][r], ridge[1][r])
+                    sample.update(zip(r[drawn[r]], x[drawn[r]]))
+                picked.append(x[pick[(pick >= lo) & (pick < lo + len(x))] - lo])
+        month = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+        maps[f"{group} {month}"] = _embedding_map(job, table, rows[pick], np.concatenate(picked), labels,
+                                                  out / f"{group.replace('/', '-')}_{month}.png",
+                                                  f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
+                                                  failed)
     if failed:
         notes.append(f"{len(failed)} example frames could not be re-read for the embedding maps, e.g. {failed[0]}")
-    return maps
+    fits = []
+    if stats is not None:
+        for k in range(len(stats.n)):
+            intercept, coef = stats.fit(k, RIDGE_ALPHA)
+            fits.append((intercept, coef, stats.r2(k, intercept, coef)))
+    return maps, fits, sample
+
+
+def _embedding_map(job: JobConfig, table: pd.DataFrame, rows: np.ndarray, feats: np.ndarray, labels, path: Path,
+                   title: str, failed: list[str]) -> Path:
+    """The t-SNE map of ``rows``, with the typical frame of each class beside its dots."""
+    xy = embed(feats)
+    thumbs = {}
+    if labels is not None:
+        known = np.flatnonzero(pd.notna(labels[rows]))
+        for i in exemplars(xy[known], labels[rows][known]).values():
+            row = table.iloc[rows[known[i]]]
+            try:
+                thumbs[int(known[i])] = _thumbnail(row["url"], int(row["frame"]), job.storage_options)
+            except (OSError, ValueError, IndexError) as exc:
+                failed.append(f"{row['url']}: {exc}")
+    return plot_embedding(xy, None if labels is None else labels[rows], path, title, thumbs)
 
 
 def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
