@@ -108,29 +108,21 @@ def test_partitions_route_to_gpu_workers(archive, tmp_path):
     """A worker that offers GPU=1 gets every partition (the CNN stage); plain workers get none.
 
     No CUDA device here: the routing is what is tested; features.device 'auto' then runs on CPU.
+    Scheduler and both workers are real, over TCP, in this process (the routing is the scheduler's).
     """
-    from distributed import Client, LocalCluster, get_task_stream
+    from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
 
     url, _ = archive
-    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
-        procs = []
-        for extra in (["--resources", "GPU=1"], []):  # two worker processes, one offering a GPU
-            procs.append(subprocess.Popen([_bin("dask"), "worker", cluster.scheduler_address, "--host", "127.0.0.1",
-                                           "--nthreads", "1", "--dashboard-address", "127.0.0.1:0", *extra],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
-        try:
-            client.wait_for_workers(2, timeout=120)
-            gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
-            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-02")  # one day: two partitions
-            with get_task_stream(client) as ts:
-                summary = run_season(job, client=client, progress=False)
-            ran = {t["key"]: t["worker"] for t in ts.data}
-            partitions = {k: w for k, w in ran.items() if str(k).startswith("partition-")}
-            assert len(partitions) == summary.partitions == 2 and set(partitions.values()) == {gpu}
-            assert summary.images == summary.kept > 0
-        finally:
-            for p in procs:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
+    workers = {"gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1"}},
+               "cpu": {"cls": Worker, "options": {"nthreads": 1, "host": "127.0.0.1"}}}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=120)
+        gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
+        job = make_job(url, f"file://{tmp_path}/out", end="2010-12-02")  # one day: two partitions
+        with get_task_stream(client) as ts:
+            summary = run_season(job, client=client, progress=False)
+        ran = {t["key"]: t["worker"] for t in ts.data}
+        partitions = {k: w for k, w in ran.items() if str(k).startswith("partition-")}
+        assert len(partitions) == summary.partitions == 2 and set(partitions.values()) == {gpu}
+        assert summary.images == summary.kept > 0
