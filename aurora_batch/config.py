@@ -362,10 +362,10 @@ class JobConfig(_Strict):
     @field_validator("features")
     @classmethod
     def _known_model(cls, value: FeatureConfig) -> FeatureConfig:
-        from .features import BACKBONES, MODEL_FILE_SUFFIXES
+        from .features import BACKBONES, MODEL_FILE_SUFFIXES, is_model_file
         from .imaging import RECIPES
 
-        if value.backbone not in BACKBONES and not value.backbone.endswith(MODEL_FILE_SUFFIXES):
+        if value.backbone not in BACKBONES and not is_model_file(value.backbone):
             raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
                              f"({', '.join(MODEL_FILE_SUFFIXES)})")
         if value.recipe not in RECIPES:

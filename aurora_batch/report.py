@@ -29,7 +29,7 @@ from .classify import CLASS_COLOURS
 from .config import JobConfig
 from .embedding import MAX_POINTS, embed, exemplars, plot_embedding, subsample
 from .formats import read_file
-from .fs import filesystem, join_url
+from .fs import join_url, read_bytes
 from .imaging import thumbnail
 from .keogram import night_of, night_window, plot_keogram
 from .month import month_stores
@@ -60,12 +60,12 @@ class ReportResult:
 def load_joined(job: JobConfig) -> tuple[pd.DataFrame, list[str]]:
     """Per-image table of all stations, without features, and the class names.
 
-    ``store`` and ``group`` say where each row's features are (``NYA``, or ``NYA/6300`` for a
+    ``store`` (of ``month``) and ``group`` say where each row's features are (``NYA``, or ``NYA/6300`` for a
     station with several wavelengths); a (store, group)'s rows are in the store's order.
     """
     frames = []
     classes: list[str] = []
-    for _, url in month_stores(job):
+    for month, url in month_stores(job):
         store = zarr_store(url, job.output_storage_options)
         for gpath in list_groups(store):
             with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
@@ -76,6 +76,7 @@ def load_joined(job: JobConfig) -> tuple[pd.DataFrame, list[str]]:
                         cols[f"proba_{c}"] = ds["proba"].to_numpy()[:, i]
                 frame = pd.DataFrame(cols, index=pd.DatetimeIndex(ds["time"].to_numpy(), name="time")).reset_index()
                 frame["store"] = url
+                frame["month"] = month
                 frame["group"] = gpath
                 frame["station"] = gpath.split("/")[0]
                 frames.append(frame)
@@ -227,7 +228,7 @@ def _feature_pass(job: JobConfig, table: pd.DataFrame, ridge, out: Path, max_poi
         scored = np.flatnonzero(ridge[1] >= 0)
         drawn[scored[subsample(len(scored), SCATTER_POINTS)]] = True
     stats, sample, maps, failed = None, {}, {}, []
-    for (url, group), rows in table.groupby(["store", "group"], sort=False).indices.items():
+    for (url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
         pick = subsample(len(rows), max_points)  # positions within the group
         picked = []
         with xr.open_zarr(zarr_store(url, job.output_storage_options), group=group, consolidated=False) as ds:
@@ -240,7 +241,6 @@ def _feature_pass(job: JobConfig, table: pd.DataFrame, ridge, out: Path, max_poi
                     stats.add(x, ridge[0][r], ridge[1][r])
                     sample.update(zip(r[drawn[r]], x[drawn[r]]))
                 picked.append(x[pick[(pick >= lo) & (pick < lo + len(x))] - lo])
-        month = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
         maps[f"{group} {month}"] = _embedding_map(job, table, rows[pick], np.concatenate(picked), labels,
                                                   out / f"{group.replace('/', '-')}_{month}.png",
                                                   f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
@@ -273,8 +273,7 @@ def _embedding_map(job: JobConfig, table: pd.DataFrame, rows: np.ndarray, feats:
 
 def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
     """A small preview of frame ``frame`` of the file at ``url``."""
-    fs, path = filesystem(url, storage_options)
-    return thumbnail(read_file(fs.cat_file(path), url, min_side=96).images[frame])
+    return thumbnail(read_file(read_bytes(url, storage_options), url, min_side=96).images[frame])
 
 
 def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str]) -> dict[str, Path]:
@@ -321,10 +320,9 @@ def _delta_h(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def _synthetic(job: JobConfig) -> bool:
     """True when the archive says it is SYNTHETIC (``aurora-batch synth`` writes README.txt)."""
-    fs, path = filesystem(join_url(job.input, "README.txt"), job.storage_options)
     try:
-        return b"SYNTHETIC" in fs.cat_file(path)
-    except (FileNotFoundError, OSError):
+        return b"SYNTHETIC" in read_bytes(join_url(job.input, "README.txt"), job.storage_options)
+    except OSError:  # FileNotFoundError included
         return False
 
 
