@@ -19,8 +19,8 @@ import pandas as pd
 from .formats import FORMATS, Format, extensions, match_name
 from .fs import filesystem
 
-__all__ = ["Status", "list_images", "build_catalog", "IMAGE_EXTENSIONS", "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS",
-           "file_ledger", "WHOLE_FILE", "PartitionKey"]
+__all__ = ["Status", "list_images", "build_catalog", "catalog_frame", "mark_duplicates", "IMAGE_EXTENSIONS",
+           "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS", "file_ledger", "WHOLE_FILE", "PartitionKey"]
 
 IMAGE_EXTENSIONS = extensions(list(FORMATS.values()))
 
@@ -85,31 +85,58 @@ def build_catalog(urls: Iterable[str], formats: Sequence[Format], stations: Sequ
 
     Files whose names do not parse are kept as rows with status ``unparseable_name``; files
     of other stations or times are not inputs of this job and are left out.  A second file
-    with the same (station, wavelength, time) is marked ``duplicate``.
+    with the same (station, wavelength, time) is marked ``duplicate``.  Name by name: the
+    reference for :mod:`aurora_batch.planning`, which parses whole arrays.
     """
     wanted = {s.upper() for s in stations}
-    rows = []
+    dated, bad = [], []
     for url in urls:
         try:
             p = match_name(url, formats)
         except ValueError as err:
-            rows.append((url, None, pd.NaT, pd.NA, None, Status.UNPARSEABLE, str(err)))
+            bad.append((url, str(err)))
             continue
         if p.station in wanted and start <= p.time < end:
-            rows.append((url, p.station, p.time, p.wavelength if p.wavelength is not None else pd.NA, p.format,
-                         Status.PENDING, ""))
-    cat = pd.DataFrame(rows, columns=["url", "station", "time", "wavelength", "format", "status", "detail"])
-    cat["time"] = pd.to_datetime(cat["time"]).astype("datetime64[ns]")
-    cat["wavelength"] = cat["wavelength"].astype("Int64")
-    cat["station"] = cat["station"].astype(object)
-    cat["format"] = cat["format"].astype(object)
-    for col in ("sun_alt", "moon_alt", "moon_illumination"):
-        cat[col] = np.nan
-    cat = cat.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
-    dup = cat["status"].eq(Status.PENDING) & cat.duplicated(["station", "wavelength", "time"], keep="first")
-    cat.loc[dup, "status"] = Status.DUPLICATE
-    cat.loc[dup, "detail"] = "another file has the same station, wavelength and time"
-    return cat.reset_index(drop=True)[CATALOG_COLUMNS]
+            dated.append((url, p.station, p.time, p.wavelength, p.format))
+    cat = pd.concat([catalog_frame(*(list(c) for c in zip(*dated))) if dated else catalog_frame([]),
+                     catalog_frame([u for u, _ in bad], status=Status.UNPARSEABLE, detail=[d for _, d in bad])],
+                    ignore_index=True)
+    return mark_duplicates(cat).reset_index(drop=True)[CATALOG_COLUMNS]
+
+
+def catalog_frame(urls: Sequence[str], stations: Sequence | None = None, times=None, wavelengths=None,
+                  formats: Sequence | None = None, status: str = Status.PENDING,
+                  detail: str | Sequence[str] = "") -> pd.DataFrame:
+    """Catalog rows with the catalog's column types (times UTC, wavelengths Å); Sun and Moon not yet known."""
+    n = len(urls)
+    missing = [None] * n
+    return pd.DataFrame({
+        "url": pd.Series(list(urls), dtype="str"),
+        "station": pd.Series(missing if stations is None else list(stations), dtype=object),
+        "time": pd.Series(pd.NaT if times is None else times, index=range(n), dtype="datetime64[ns]"),
+        "wavelength": pd.Series(pd.array([pd.NA] * n if wavelengths is None else wavelengths, dtype="Int64")),
+        "format": pd.Series(missing if formats is None else list(formats), dtype=object),
+        "status": pd.Series([status] * n, dtype="str"),
+        "detail": pd.Series([detail] * n if isinstance(detail, str) else list(detail), dtype="str"),
+        "sun_alt": np.full(n, np.nan), "moon_alt": np.full(n, np.nan), "moon_illumination": np.full(n, np.nan),
+    })
+
+
+DUPLICATE_DETAIL = "another file has the same station, wavelength and time"
+
+
+def mark_duplicates(rows: pd.DataFrame) -> pd.DataFrame:
+    """Sort ``rows`` into catalog order and mark a second file of one (station, wavelength, time) ``duplicate``.
+
+    Only dated rows count (still pending, or dropped by the Sun or Moon by name); the first in
+    URL order is kept.
+    """
+    rows = rows.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
+    dated = rows["status"].isin([Status.PENDING, Status.SUN, Status.MOON])
+    dup = dated & rows.duplicated(["station", "wavelength", "time"], keep="first")
+    rows.loc[dup, "status"] = Status.DUPLICATE
+    rows.loc[dup, "detail"] = DUPLICATE_DETAIL
+    return rows
 
 
 def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 
 from .config import ClusterConfig
 
-__all__ = ["dask_client", "local_worker_count", "partition_resources", "slurm_cluster"]
+__all__ = ["dask_client", "local_worker_count", "partition_resources", "slurm_cluster", "TASK_RETRIES"]
 
 log = logging.getLogger(__name__)
+TASK_RETRIES = 2  #: Dask retries of a failed task (storage outages): planning, partitions and commits are idempotent
 
 
 def local_worker_count(cfg: ClusterConfig) -> int:

@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 __all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig",
-           "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "JobSpecError",
-           "load_job"]
+           "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "PlanningConfig",
+           "JobSpecError", "load_job"]
 
 
 class JobSpecError(ValueError):
@@ -173,6 +173,9 @@ class FormatConfig(_Strict):
     reader: Literal["image", "pgm", "cdf", "trex_h5"] = "image"
     default_wavelength: int | None = None
     span_s: float = Field(0.0, ge=0, description="how long after its name's time a file's frames run (s)")
+    folders: str | None = Field(None, description="the folders the files sit in, below input, as a trollsift "
+                                "pattern, e.g. '{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}': the listing "
+                                "then lists only the window's folders")
 
     @field_validator("pattern")
     @classmethod
@@ -193,7 +196,36 @@ class FormatConfig(_Strict):
 
         patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
         return Format(self.name, patterns, self.reader, default_wavelength=self.default_wavelength,
-                      span_s=self.span_s)
+                      span_s=self.span_s, folders=self.folders)
+
+
+class PlanningConfig(_Strict):
+    """How a run finds its files: which folders it lists, and where names are parsed and filtered."""
+
+    prune: bool = Field(True, description="skip folders whose names (dates, station codes, a format's declared "
+                        "folders) show they hold no file of the job's stations and window; false: list everything")
+    folder_margin: str = Field("1D", description="a folder dated by its name's shape (not a declared layout) "
+                               "is listed when within this of the window (archives dated in local time)")
+    where: Literal["auto", "driver", "workers"] = Field(
+        "auto", description="auto: the driver plans small listings itself and hands large ones to the workers "
+                            "as Dask tasks; driver or workers: always there")
+    driver_max_files: int = Field(20_000, ge=0, description="auto: files the driver lists before it hands the "
+                                  "rest of the listing to the workers")
+    driver_max_requests: int = Field(400, ge=1, description="auto: listing requests the driver makes before it "
+                                     "hands the rest to the workers")
+    concurrency: int = Field(32, ge=1, le=256, description="listing requests in flight per process")
+
+    @field_validator("folder_margin")
+    @classmethod
+    def _timedelta(cls, value: str) -> str:
+        import pandas as pd
+
+        try:
+            if pd.Timedelta(value) < pd.Timedelta(0):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time span like '1D' or '12h'") from None
+        return value
 
 
 class NightlyConfig(_Strict):
@@ -227,6 +259,7 @@ class JobConfig(_Strict):
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
     join: JoinConfig = Field(default_factory=JoinConfig)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")

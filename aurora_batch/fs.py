@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join_url", "read_bytes", "write_bytes_atomic", "create_exclusive", "is_local",
+__all__ = ["filesystem", "join_url", "url_maker", "read_bytes", "write_bytes_atomic", "create_exclusive", "is_local",
            "publish_tree"]
 
 
@@ -40,6 +40,17 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in fs.protocol or "local" in fs.protocol
+
+
+def url_maker(fs: fsspec.AbstractFileSystem):
+    """A fast ``fs.unstrip_protocol``: the protocol prefix added to each listed path (one check per call)."""
+    sample = "/x/y" if is_local(fs) or "memory" in fs.protocol else "x/y"
+    prefix = fs.unstrip_protocol(sample)[: -len(sample)] if fs.unstrip_protocol(sample).endswith(sample) else None
+
+    def url(path: str) -> str:
+        return prefix + path if prefix is not None else fs.unstrip_protocol(path)
+
+    return url
 
 
 def join_url(url: str, *parts: str) -> str:

@@ -1,11 +1,12 @@
 """Nightly incremental runs: process only what arrived since the last run, idempotently.
 
 A small ledger next to the stores, ``{output}/_nightly.json``, keeps a watermark per
-station: the latest file time fully committed.  A run processes the window
-[min(watermark) − lookback, job.end) — the look-back catches files that arrive late — and
-reuses every staged partition whose files did not change, so a run with nothing new writes
-nothing to the stores.  Month stores are never allowed to shrink.  The output lock stops
-two runs from overlapping; a stale lock (expired, or its process gone) is taken over.
+station: the latest file time fully committed.  A run lists and processes, for each station,
+the whole UTC days of [watermark − lookback, job.end) — the look-back catches files that
+arrive late; a station without a watermark starts at ``job.start`` — and reuses every staged
+partition whose files did not change, so a run with nothing new writes nothing to the stores.
+Month stores are never allowed to shrink.  The output lock stops two runs from overlapping; a
+stale lock (expired, or its process gone) is taken over.
 """
 from __future__ import annotations
 
@@ -64,15 +65,16 @@ def run_nightly(job: JobConfig, client=None, progress: bool = False, now: dt.dat
     t0 = time.perf_counter()
     marks = read_watermarks(job)
     lookback = pd.Timedelta(job.nightly.lookback)
-    known = [pd.Timestamp(marks[s]) for s in job.stations if s in marks]
-    # A station without a watermark starts at job.start; otherwise look back from the oldest one.
-    start = pd.Timestamp(job.start) if len(known) < len(job.stations) else max(pd.Timestamp(job.start),
-                                                                                 min(known) - lookback)
+    # Each station from its own watermark, less the look-back; a station without one from job.start.
+    starts = {s: max(pd.Timestamp(job.start), pd.Timestamp(marks[s]) - lookback) if s in marks else
+              pd.Timestamp(job.start) for s in job.stations}
+    start = min(starts.values())
     end = pd.Timestamp(now) if now is not None else pd.Timestamp(job.end)
     end = min(end, pd.Timestamp(job.end))
     window = job.model_copy(update={"start": start.to_pydatetime(), "end": end.to_pydatetime()})
     try:
-        season = run_season(window, client=client, progress=progress, allow_shrink=False, lock_purpose="nightly")
+        season = run_season(window, client=client, progress=progress, allow_shrink=False, lock_purpose="nightly",
+                            starts=starts)
     except Exception as err:
         return NightlySummary("failed", start, None, marks, time.perf_counter() - t0, f"{type(err).__name__}: {err}")
     new_marks = dict(marks)

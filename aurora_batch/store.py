@@ -41,7 +41,7 @@ from .imaging import KEOGRAM_CONVENTION
 
 __all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
            "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog",
-           "read_catalog", "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
+           "read_catalog", "read_month_catalog", "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
 PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
@@ -370,11 +370,23 @@ CATALOG_SCHEMA = pa.schema(
 
 def write_month_catalog(output: str, month: str, rows: pd.DataFrame,
                         storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write the catalog rows of one month (or ``undated``) as ``{output}/catalog/{month}.parquet``."""
+    """Write the catalog rows of one month (or ``undated``) as ``{output}/catalog/{month}.parquet``.
+
+    Frame counts a row lacks are 0 (a file whose name does not parse has no frames read)."""
     rows = rows.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
-    rows = rows.assign(time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"))
+    rows = rows.assign(time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"),
+                       **{c: 0 for c in FRAME_COUNT_COLUMNS if c not in rows})
     rows = rows.reindex(columns=CATALOG_SCHEMA.names)
     write_parquet(join_url(catalog_url(output), f"{month}.parquet"), rows, storage_options, schema=CATALOG_SCHEMA)
+
+
+def read_month_catalog(output: str, month: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The catalog rows of one month (or ``undated``), with naive UTC times as the planner makes them;
+    ``FileNotFoundError`` when there are none yet."""
+    fs, path = filesystem(join_url(catalog_url(output), f"{month}.parquet"), dict(storage_options or {}))
+    rows = pq.read_table(io.BytesIO(fs.cat_file(path))).to_pandas()
+    rows["time"] = pd.to_datetime(rows["time"]).dt.tz_localize(None).astype("datetime64[ns]")
+    return rows
 
 
 def read_catalog(output: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:

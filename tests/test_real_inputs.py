@@ -44,11 +44,11 @@ def _hourly_cdf(path: Path, start: dt.datetime, every_s: int = 20, side: int = 6
 def _rows(urls, station, job):
     from aurora_batch.catalog import build_catalog
     from aurora_batch.ephemeris import annotate_catalog
-    from aurora_batch.season import _filter_files
+    from aurora_batch.planning import drop_whole_files
 
     cat = annotate_catalog(build_catalog(urls, job.formats(), [station], dt.datetime(2000, 1, 1),
                                          dt.datetime(2030, 1, 1)))
-    return _filter_files(cat, job, {f.name: f.span_s for f in job.formats()})
+    return drop_whole_files(cat, job, {f.name: f.span_s for f in job.formats()})
 
 
 def test_hourly_cdf_is_judged_frame_by_frame(tmp_path):

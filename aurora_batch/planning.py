@@ -1,0 +1,402 @@
+"""Planning a run: list the window, parse names, filter whole files by the Sun and Moon, split into partitions.
+
+The cost of a plan follows the window, not the archive: the listing descends only into
+folders that can hold the job's files (:mod:`aurora_batch.listing`), and names are parsed a
+whole array at a time (:class:`~aurora_batch.formats.NameParser`).  Where the plan runs is
+chosen by size (``planning.where: auto``): the driver lists up to ``planning.driver_max_files``
+files (or ``driver_max_requests`` requests) itself and plans them in-process; a larger listing
+is handed to the workers, as Dask tasks over groups of folders.  Each such task lists its
+folders (handing on what exceeds its own budget, so the work spreads over the cluster),
+parses, filters and splits its files, and keeps the rows: the driver receives partition keys
+with counts, and each partition task fetches its rows from the tasks that found them, never
+through the driver.  Duplicates (one station, wavelength and time in two folders) always fall
+in one partition, which marks them as it merges its rows (:func:`merge_partition_rows`).
+
+Unparseable names are kept in ``catalog/undated.parquet``: each run replaces the rows of the
+folders it listed and keeps the others, so a nightly run does not forget a season's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .catalog import CATALOG_COLUMNS, PartitionKey, Status, build_catalog, catalog_frame, list_images, mark_duplicates
+from .cluster import TASK_RETRIES
+from .config import JobConfig
+from .ephemeris import annotate_catalog, sun_moon_reasons
+from .formats import Format, NameParser, extensions
+from .fs import filesystem, url_maker
+from .listing import Folder, FolderLayout, Listing, Window, folder_time_span, walk
+
+__all__ = ["Plan", "PlanPart", "PartitionedRows", "plan_run", "job_window", "plan_files", "merge_partition_rows",
+           "drop_whole_files", "reference_plan", "merge_undated", "write_undated", "part_rows", "TASK_MAX_FILES",
+           "TASK_MAX_REQUESTS", "TASK_SPREAD"]
+
+log = logging.getLogger(__name__)
+TASK_MAX_FILES = 100_000  #: files one planning task lists before it hands the rest of its folders on
+TASK_MAX_REQUESTS = 256  #: listing requests of one planning task (beyond the folders it was given) before it hands on
+TASK_SPREAD = 64  #: folders a planning task finds to list, beyond those it was given, before it hands them on
+
+
+def job_window(job: JobConfig, starts: dict[str, pd.Timestamp] | None = None) -> Window:
+    """The job's stations and window in whole UTC days (a partition is never staged with part of its day);
+    ``starts``: per-station starts (nightly runs), else ``job.start`` for every station."""
+    end = pd.Timestamp(job.end).ceil("D").to_pydatetime()
+    first = {s: pd.Timestamp((starts or {}).get(s, job.start)).floor("D").to_pydatetime() for s in job.stations}
+    return Window(first, end, pd.Timedelta(job.planning.folder_margin).to_pytimedelta())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """What listing and parsing need of a job, built once per process."""
+
+    formats: tuple[Format, ...]
+    layouts: tuple[FolderLayout, ...]
+    extensions: tuple[str, ...]
+    compose: bool  #: every format declares its folders: the listing composes the window's folders
+
+    @classmethod
+    def of(cls, job: JobConfig) -> "_Settings":
+        formats = tuple(job.formats())
+        declared = [f.folders for f in formats if f.folders]
+        layouts = tuple(FolderLayout.of(p, p) for p in dict.fromkeys(declared))
+        return cls(formats, layouts, extensions(list(formats)), len(declared) == len(formats))
+
+    def walk(self, job: JobConfig, window: Window, **kwargs) -> Listing:
+        fs, root = filesystem(job.input, job.storage_options)
+        p = job.planning
+        return walk(fs, root, window, self.layouts, self.extensions, p.prune, self.compose, p.concurrency, **kwargs)
+
+
+# --- the plan of some files (pure) ------------------------------------------------------------------
+
+def plan_files(files: Sequence[tuple[str, int]], job: JobConfig, window: Window,
+               parser: NameParser | None = None) -> tuple["PartitionedRows", pd.DataFrame]:
+    """Catalog rows of listed ``files`` ((path, bytes) from :func:`~aurora_batch.listing.walk`), by partition.
+
+    Returns (rows by partition, unparseable rows): the rows of the window's stations and days,
+    with the Sun and Moon at each name's time and whole files dropped where that is safe
+    (:func:`drop_whole_files`); names of other stations or times are no input of the job.
+    Duplicates are marked when a partition merges its rows (:func:`merge_partition_rows`).
+    """
+    fs, _ = filesystem(job.input, job.storage_options)
+    formats = parser.formats if parser else job.formats()
+    parser = parser or NameParser(formats)
+    url = url_maker(fs)
+    urls = [url(p) for p, _ in files]
+    parsed = parser.parse(urls)
+    sizes = np.fromiter((s for _, s in files), dtype=np.int64, count=len(files))
+    bad = parsed["format"].isna().to_numpy()
+    undated = catalog_frame([u for u, b in zip(urls, bad) if b], status=Status.UNPARSEABLE,
+                            detail=parsed.loc[bad, "detail"].tolist())
+    starts = parsed["station"].map(window.starts)
+    keep = ~bad & starts.notna().to_numpy()
+    keep[keep] = (parsed.loc[keep, "time"] >= pd.to_datetime(starts[keep])).to_numpy() & (
+        parsed.loc[keep, "time"] < pd.Timestamp(window.end)).to_numpy()
+    mine = parsed[keep]
+    rows = catalog_frame([u for u, k in zip(urls, keep) if k], mine["station"].tolist(), mine["time"].to_numpy(),
+                         mine["wavelength"].array, mine["format"].tolist())
+    rows = drop_whole_files(annotate_catalog(rows), job, {f.name: f.span_s for f in formats})
+    rows["size"] = sizes[keep]
+    return PartitionedRows.of(rows), undated
+
+
+@dataclasses.dataclass
+class PartitionedRows:
+    """Dated catalog rows in partition order, with each (station, wavelength, UTC day) partition's row range.
+
+    One frame, not a frame per partition: a partition's rows are copied out when its task asks
+    for them (a slice would keep, and be weighed by Dask as, the whole frame's buffers).
+    """
+
+    rows: pd.DataFrame
+    bounds: dict[PartitionKey, tuple[int, int]]
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame) -> "PartitionedRows":
+        if not len(rows):
+            return cls(rows, {})
+        day = rows["time"].to_numpy().astype("datetime64[D]")
+        wl = rows["wavelength"].fillna(-1).to_numpy(np.int64)
+        order = np.lexsort((day, wl, rows["station"].to_numpy(dtype=str)))
+        rows = rows.take(order).reset_index(drop=True)
+        day, wl, station = day[order], wl[order], rows["station"].to_numpy()
+        edges = np.flatnonzero((day[1:] != day[:-1]) | (wl[1:] != wl[:-1]) | (station[1:] != station[:-1])) + 1
+        bounds = {PartitionKey.of(station[a], None if wl[a] < 0 else wl[a], day[a]): (int(a), int(b))
+                  for a, b in zip(np.r_[0, edges], np.r_[edges, len(rows)])}
+        return cls(rows, bounds)
+
+    def __getitem__(self, key: PartitionKey) -> pd.DataFrame:
+        a, b = self.bounds[key]
+        return self.rows.iloc[a:b].copy().reset_index(drop=True)
+
+    def counts(self) -> dict[PartitionKey, int]:
+        return {k: b - a for k, (a, b) in self.bounds.items()}
+
+    def split(self) -> dict[PartitionKey, pd.DataFrame]:
+        return {k: self[k] for k in self.bounds}
+
+
+def merge_partition_rows(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """One partition's rows from every plan part that found some, in catalog order, duplicates marked.
+
+    Duplicates always fall in one partition (same station, wavelength and day), so marking them
+    here is marking them across every folder of the archive, as the reference planner does.
+    """
+    rows = pd.concat(list(parts), ignore_index=True) if len(parts) > 1 else parts[0].copy()
+    return mark_duplicates(rows).reset_index(drop=True)
+
+
+def drop_whole_files(catalog: pd.DataFrame, job: JobConfig, spans: dict[str, float]) -> pd.DataFrame:
+    """Drop whole files by the Sun and Moon where that is safe; the rest is judged per frame.
+
+    A single-frame file is judged at its name's time, exactly.  A file whose frames run
+    ``span_s`` past its name's time (a one-minute PGM stream, an hourly CDF) is dropped only
+    when both ends of its span fail the same test by a margin that bounds how far an altitude
+    can sag below the chord between them (altitude curvature is at most about 4 deg/h², so
+    0.5 deg × span_h² + 0.01 deg).  Files near a threshold go to their partition, where every
+    frame is judged at its own time stamp.
+    """
+    pending = catalog.index[catalog["status"] == Status.PENDING]
+    if not len(pending):
+        return catalog
+    sub = catalog.loc[pending]
+    span = sub["format"].map(spans).fillna(0.0).to_numpy(float)
+    margin = np.where(span > 0, 0.5 * (span / 3600.0) ** 2 + 0.01, 0.0)
+    f = job.filter
+    moon_max = None if f.moon_max_alt is None else f.moon_max_alt + margin
+
+    def reasons(rows: pd.DataFrame) -> np.ndarray:
+        return sun_moon_reasons(rows["sun_alt"].to_numpy(), rows["moon_alt"].to_numpy(),
+                                rows["moon_illumination"].to_numpy(), f.sun_max_alt + margin, moon_max,
+                                f.moon_min_illumination)
+
+    first = reasons(sub)
+    spanned = span > 0
+    if spanned.any():
+        last = reasons(annotate_catalog(sub.assign(time=sub["time"] + pd.to_timedelta(span, unit="s"))))
+        first = np.where(first == last, first, "")
+    for reason, detail in (("sun", f"Sun above {f.sun_max_alt} deg"), ("moon", f"Moon above {f.moon_max_alt} deg")):
+        hit = pending[first == reason]
+        catalog.loc[hit, "status"] = reason
+        catalog.loc[hit, "detail"] = detail
+    return catalog
+
+
+def reference_plan(job: JobConfig) -> tuple[pd.DataFrame, dict[PartitionKey, pd.DataFrame]]:
+    """The planner before folder pruning and worker planning: everything listed and parsed name by name
+    in the driver.  Kept as the reference the planner is tested against: the catalog (rows to
+    process still ``pending``) and ``{key: rows}``."""
+    window = job_window(job)
+    start, end = min(window.starts.values()), window.end
+    formats = job.formats()
+    listing = list_images(job.input, job.storage_options, extensions(formats))
+    catalog = annotate_catalog(build_catalog(listing["url"], formats, job.stations, start, end))
+    catalog = drop_whole_files(catalog, job, {f.name: f.span_s for f in formats})
+    dated = catalog[catalog["time"].notna()]
+    dated = dated.assign(size=dated["url"].map(listing.set_index("url")["size"]))
+    return catalog, PartitionedRows.of(dated).split()
+
+
+def merge_undated(old: pd.DataFrame | None, new: Sequence[pd.DataFrame], listings: Sequence[Listing],
+                  fs) -> pd.DataFrame:
+    """The unparseable-name ledger after a run: ``old`` rows of folders no listing covered, then ``new``."""
+    frames = [n for n in new if len(n)]
+    if old is not None and len(old):
+        folders = [fs._strip_protocol(u).rsplit("/", 1)[0] for u in old["url"]]
+        kept = [not any(listing.covers(f) for listing in listings) for f in folders]
+        frames.insert(0, old.loc[kept, CATALOG_COLUMNS])
+    if not frames:
+        return catalog_frame([], status=Status.UNPARSEABLE)
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.drop_duplicates("url", keep="last").sort_values("url", kind="stable").reset_index(drop=True)
+
+
+# --- the plan of a run (Dask wiring) ----------------------------------------------------------------
+
+@dataclasses.dataclass
+class Plan:
+    """What the driver holds of a plan: partition keys with their file counts, and where their rows are."""
+
+    rows: dict[PartitionKey, list]  #: key -> DataFrames (planned in the driver) or futures of plan parts
+    counts: dict[PartitionKey, int]  #: key -> dated files
+    where: str  #: "driver" or "workers"
+    unparseable: int = 0
+    listed: int = 0  #: files listed
+    requests: int = 0  #: listing requests
+    pruned: int = 0  #: folders not entered
+    tasks: int = 0  #: planning tasks run on workers
+    seconds: float = 0.0
+    #: (unparseable rows, the listing that found them) per part, or futures of them (plans made on workers)
+    undated_parts: list = dataclasses.field(default_factory=list)
+    holders: dict[str, list[str]] = dataclasses.field(default_factory=dict)  #: plan part key -> its workers
+
+    @property
+    def files(self) -> int:
+        """Dated files in the window."""
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        return (f"plan ({self.where}, {self.tasks} tasks): {self.listed} files listed in {self.requests} requests "
+                f"({self.pruned} folders skipped), {self.files} in the window, {self.unparseable} unparseable, "
+                f"{len(self.counts)} partitions, {self.seconds:.2f} s")
+
+
+@dataclasses.dataclass
+class PlanPart:
+    """A planning task's result, kept on its worker: rows by partition, unparseable names, what it listed."""
+
+    partitions: PartitionedRows
+    undated: pd.DataFrame
+    listing: Listing  #: the folders it covered and those it left pending, without the files
+    listed: int  #: files it listed
+
+    def __sizeof__(self) -> int:  # what Dask weighs before it moves a part between workers
+        from dask.sizeof import sizeof
+
+        return sizeof(self.partitions.rows) + sizeof(self.undated)
+
+    def summary(self) -> dict:
+        return {"counts": self.partitions.counts(), "pending": self.listing.pending,
+                "listed": self.listed, "requests": self.listing.calls, "pruned": self.listing.pruned,
+                "unparseable": len(self.undated)}
+
+
+def plan_part(job: JobConfig, window: Window, ops: list[tuple[str, Folder]], preset: Listing | None = None,
+              budget: tuple[float, float, float] = (TASK_MAX_FILES, TASK_MAX_REQUESTS, TASK_SPREAD)) -> PlanPart:
+    """A planning task: list ``ops``, or take the driver's ``preset`` listing, and plan what it found.
+
+    ``budget``: (files, requests beyond ``ops``, new folders to list beyond ``ops``); a task that
+    reaches it leaves the rest in its listing's ``pending``, to be spread over other tasks.
+    """
+    settings, parser = _cached(job)
+    files, requests, spread = budget
+    listing = preset if preset is not None else settings.walk(
+        job, window, ops=ops, max_files=files, max_calls=len(ops) + requests, max_pending=len(ops) + spread)
+    partitions, undated = plan_files(listing.files, job, window, parser)
+    return PlanPart(partitions, undated, dataclasses.replace(listing, files=[]), len(listing.files))
+
+
+def part_summary(part: PlanPart) -> dict:
+    return part.summary()
+
+
+def part_rows(part: PlanPart, key: PartitionKey) -> pd.DataFrame:
+    return part.partitions[key]
+
+
+def part_undated(part: PlanPart) -> tuple[pd.DataFrame, Listing]:
+    return part.undated, dataclasses.replace(part.listing, pending=[])
+
+
+_CACHE: dict[str, tuple[_Settings, NameParser]] = {}
+
+
+def _cached(job: JobConfig) -> tuple[_Settings, NameParser]:
+    """The job's formats, folder layouts and compiled name patterns, once per process and layout."""
+    key = repr(job.layout)
+    if key not in _CACHE:
+        settings = _Settings.of(job)
+        _CACHE[key] = (settings, NameParser(settings.formats))
+    return _CACHE[key]
+
+
+def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None = None) -> Plan:
+    """Plan ``job`` (see the module docs): in the driver, or on ``client``'s workers when the listing is large.
+
+    Without a client everything is planned in the driver.  Raises ``FileNotFoundError`` when the
+    input does not exist.
+    """
+    t0 = time.perf_counter()
+    fs, _ = filesystem(job.input, job.storage_options)
+    window = job_window(job, starts)
+    settings, parser = _cached(job)
+    p = job.planning
+    where = "driver" if client is None else p.where
+    budget = {"driver": (math.inf, math.inf), "workers": (0, 0), "auto": (p.driver_max_files, p.driver_max_requests)}
+    first = settings.walk(job, window, max_files=budget[where][0], max_calls=budget[where][1])
+    if not first.pending and where != "workers":
+        partitions, undated = plan_files(first.files, job, window, parser)
+        plan = Plan({k: [v] for k, v in partitions.split().items()}, partitions.counts(), "driver",
+                    len(undated), len(first.files), first.calls, first.pruned,
+                    undated_parts=[(undated, dataclasses.replace(first, files=[], pending=[]))])
+    else:
+        plan = _plan_on_workers(job, client, window, first)
+    plan.seconds = time.perf_counter() - t0
+    log.info(plan.line())
+    return plan
+
+
+def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> Plan:
+    """Planning tasks over groups of folders; a task that reaches its budget hands its pending folders back,
+    and they are spread over new tasks.  The driver gathers only each task's summary."""
+    from distributed import as_completed
+
+    plan = Plan(defaultdict(list), Counter(), "workers")
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    done = as_completed()
+
+    def submit(ops, preset=None):
+        done.add(client.submit(plan_part, job, window, ops, preset, (TASK_MAX_FILES, TASK_MAX_REQUESTS, TASK_SPREAD),
+                               pure=False, retries=TASK_RETRIES))
+        plan.tasks += 1
+
+    def submit_groups(ops):  # at least two groups a worker, none larger than a task's request budget
+        ops = sorted(ops, key=_op_order)  # a group holds the same days of every station: one ephemeris for them
+        groups = max(math.ceil(len(ops) / TASK_MAX_REQUESTS), 2 * workers)
+        size = max(1, math.ceil(len(ops) / groups))
+        for i in range(0, len(ops), size):
+            submit(ops[i:i + size])
+
+    if first.files or first.direct or first.subtrees:  # what the driver listed is planned by one task
+        submit([], dataclasses.replace(first, pending=[]))
+    else:
+        plan.requests, plan.pruned = first.calls, first.pruned
+    submit_groups(first.pending)
+    for part in done:
+        if part.status == "error":
+            err = part.exception()
+            raise RuntimeError(f"planning task {part.key!r} failed: {type(err).__name__}: {err}") from err
+        # Tasks that read a part run where it is: an idle worker would otherwise fetch the whole part.
+        holder = plan.holders[part.key] = list(client.who_has([part]).get(part.key, ()))
+        s = client.submit(part_summary, part, pure=False, workers=holder, allow_other_workers=True).result()
+        plan.undated_parts.append(client.submit(part_undated, part, pure=False, workers=holder,
+                                                allow_other_workers=True))
+        for key, n in s["counts"].items():
+            plan.rows[key].append(part)
+            plan.counts[key] += n
+        plan.unparseable += s["unparseable"]
+        plan.listed += s["listed"]
+        plan.requests += s["requests"]
+        plan.pruned += s["pruned"]
+        if s["pending"]:
+            submit_groups(s["pending"])
+    plan.rows, plan.counts = dict(plan.rows), dict(plan.counts)
+    return plan
+
+
+def _op_order(op: tuple[str, Folder]) -> tuple:
+    span = folder_time_span(op[1].fields())
+    return (span[0] if span else dt.datetime.min), op[1].station or "", op[1].path
+
+
+def write_undated(job: JobConfig, parts: list[tuple[pd.DataFrame, Listing]]) -> int:
+    """Write ``catalog/undated.parquet``: the old ledger merged with the parts' (see :func:`merge_undated`)."""
+    from .store import read_month_catalog, write_month_catalog
+
+    try:
+        old = read_month_catalog(job.output, "undated", job.output_storage_options)
+    except FileNotFoundError:
+        old = None
+    fs, _ = filesystem(job.input, job.storage_options)
+    merged = merge_undated(old, [rows for rows, _ in parts], [scope for _, scope in parts], fs)
+    write_month_catalog(job.output, "undated", merged, job.output_storage_options)
+    return len(merged)
