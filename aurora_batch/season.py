@@ -1,11 +1,12 @@
-"""The season job: catalog → ephemeris filter → partitions on Dask → monthly Zarr stores.
+"""The season job: plan → partitions on Dask → monthly Zarr stores.
 
-The driver holds only the catalog (metadata, ~100 bytes a file) and small per-partition
-summaries; images and features stay on the workers and in staged parts.  Each month is
-committed from *all* its staged partitions (so a nightly run over a few days keeps the rest
-of the month), by one task that also writes the month's catalog; a month none of whose
-partitions changed is not rewritten at all.  Driver memory therefore does not grow with
-the number of images.
+The plan (:mod:`aurora_batch.planning`) lists only the folders that can hold the window's files
+and leaves large plans' rows on the workers: the driver holds partition keys with counts (a
+few KB a partition) and small per-partition summaries; images and features stay on the workers
+and in staged parts.  Months are submitted in time order, a few at a time; each is committed
+from *all* its staged partitions (so a nightly run over a few days keeps the rest of the month)
+by one task that also writes the month's catalog, and a month none of whose partitions changed
+is not rewritten at all.  Driver memory therefore does not grow with the number of images.
 """
 from __future__ import annotations
 
