@@ -255,6 +255,8 @@ class Listing:
     pending: list[tuple[str, Folder]] = dataclasses.field(default_factory=list)  #: operations not done
     calls: int = 0  #: listing requests (``ls`` or ``find``; pages of them not counted)
     pruned: int = 0  #: folders not entered
+    #: listed folders whose names date them: path -> the UTC span they claim (checked against their files)
+    dated: dict[str, tuple[dt.datetime, dt.datetime]] = dataclasses.field(default_factory=dict)
 
     def covers(self, folder: str) -> bool:
         """Whether every file directly in ``folder`` was listed (the ledger replaces what it knew there)."""
@@ -263,12 +265,13 @@ class Listing:
         parts = folder.split("/")
         return any("/".join(parts[:i]) in self.subtrees for i in range(1, len(parts) + 1))
 
-    def extend(self, other: "Listing") -> None:
-        self.files += other.files
-        self.direct |= other.direct
-        self.subtrees |= other.subtrees
-        self.calls += other.calls
-        self.pruned += other.pruned
+    def folder_span(self, folder: str) -> tuple[dt.datetime, dt.datetime] | None:
+        """The dates (UTC span) the nearest listed dated folder at or above ``folder`` claims, if any."""
+        parts = folder.split("/")
+        for i in range(len(parts), 0, -1):
+            if (span := self.dated.get("/".join(parts[:i]))) is not None:
+                return span
+        return None
 
 
 @dataclasses.dataclass
@@ -456,6 +459,8 @@ def walk(fs, root: str, window: Window, layouts: Sequence[FolderLayout] = (), ex
                 out.files += files
                 if existed:
                     (out.direct if kind == "ls" else out.subtrees).add(folder.path)
+                    if prune and (span := folder_time_span(folder.fields())) is not None:
+                        out.dated[folder.path] = span
                 subs = [c for c in (walker.child(folder, p) for p in children) if c is not None]
                 out.pruned += len(children) - len(subs)
                 queue += [walker.operation(c) for c in subs]

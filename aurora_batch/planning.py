@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import time
@@ -33,7 +34,7 @@ from .cluster import TASK_RETRIES
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
 from .formats import Format, NameParser, extensions
-from .fs import filesystem, url_maker
+from .fs import filesystem, join_url, url_maker, write_bytes_atomic
 from .listing import Folder, FolderLayout, Listing, Window, folder_time_span, walk
 
 __all__ = ["Plan", "PlanPart", "PartitionedRows", "plan_run", "job_window", "plan_files", "merge_partition_rows",
@@ -78,23 +79,28 @@ class _Settings:
 
 # --- the plan of some files (pure) ------------------------------------------------------------------
 
-def plan_files(files: Sequence[tuple[str, int]], job: JobConfig, window: Window,
-               parser: NameParser | None = None) -> tuple["PartitionedRows", pd.DataFrame]:
-    """Catalog rows of listed ``files`` ((path, bytes) from :func:`~aurora_batch.listing.walk`), by partition.
+def plan_files(listing: Listing, job: JobConfig, window: Window,
+               parser: NameParser | None = None) -> tuple["PartitionedRows", pd.DataFrame, list[str]]:
+    """Catalog rows of a listing's files (:func:`~aurora_batch.listing.walk`), by partition.
 
-    Returns (rows by partition, unparseable rows): the rows of the window's stations and days,
-    with the Sun and Moon at each name's time and whole files dropped where that is safe
-    (:func:`drop_whole_files`); names of other stations or times are no input of the job.
-    Duplicates are marked when a partition merges its rows (:func:`merge_partition_rows`).
+    Returns (rows by partition, unparseable rows, misdated files): the rows of the window's
+    stations and days, with the Sun and Moon at each name's time and whole files dropped where
+    that is safe (:func:`drop_whole_files`); names of other stations or times are no input of
+    the job.  Duplicates are marked when a partition merges its rows
+    (:func:`merge_partition_rows`).  *Misdated* files are those whose time lies outside the
+    dates their folder's name claims (by more than ``planning.folder_margin``): pruning by
+    folder names cannot be trusted for this archive (:func:`plan_run` lists it whole).
     """
     fs, _ = filesystem(job.input, job.storage_options)
     formats = parser.formats if parser else job.formats()
     parser = parser or NameParser(formats)
     url = url_maker(fs)
+    files = listing.files
     urls = [url(p) for p, _ in files]
     parsed = parser.parse(urls)
     sizes = np.fromiter((s for _, s in files), dtype=np.int64, count=len(files))
     bad = parsed["format"].isna().to_numpy()
+    misdated = _misdated([p for p, _ in files], parsed["time"].to_numpy(), bad, listing, window.margin)
     undated = catalog_frame([u for u, b in zip(urls, bad) if b], status=Status.UNPARSEABLE,
                             detail=parsed.loc[bad, "detail"].tolist())
     starts = parsed["station"].map(window.starts)
@@ -106,7 +112,30 @@ def plan_files(files: Sequence[tuple[str, int]], job: JobConfig, window: Window,
                          mine["wavelength"].array, mine["format"].tolist())
     rows = drop_whole_files(annotate_catalog(rows), job, {f.name: f.span_s for f in formats})
     rows["size"] = sizes[keep]
-    return PartitionedRows.of(rows), undated
+    return PartitionedRows.of(rows), undated, misdated
+
+
+def _misdated(paths: list[str], times: np.ndarray, unparsed: np.ndarray, listing: Listing,
+              margin: dt.timedelta, examples: int = 3) -> list[str]:
+    """Up to ``examples`` files whose name's time contradicts the dates of the folder they were listed in."""
+    if not listing.dated:
+        return []
+    spans: dict[str, tuple | None] = {}
+    out = []
+    pad = np.timedelta64(margin)
+    for path, t, skip in zip(paths, times, unparsed):
+        if skip:
+            continue
+        folder = path.rsplit("/", 1)[0]
+        if folder not in spans:
+            span = listing.folder_span(folder)
+            spans[folder] = None if span is None else (np.datetime64(span[0]) - pad, np.datetime64(span[1]) + pad)
+        span = spans[folder]
+        if span is not None and not span[0] <= t < span[1]:
+            out.append(f"{path} ({pd.Timestamp(t):%Y-%m-%d %H:%M})")
+            if len(out) >= examples:
+                break
+    return out
 
 
 @dataclasses.dataclass
@@ -237,6 +266,8 @@ class Plan:
     seconds: float = 0.0
     #: (unparseable rows, the listing that found them) per part, or futures of them (plans made on workers)
     undated_parts: list = dataclasses.field(default_factory=list)
+    misdated: list[str] = dataclasses.field(default_factory=list)  #: files contradicting their folder's dates
+    warnings: list[str] = dataclasses.field(default_factory=list)  #: for the user, one line each
     holders: dict[str, list[str]] = dataclasses.field(default_factory=dict)  #: plan part key -> its workers
 
     @property
@@ -258,6 +289,7 @@ class PlanPart:
     undated: pd.DataFrame
     listing: Listing  #: the folders it covered and those it left pending, without the files
     listed: int  #: files it listed
+    misdated: list[str]  #: files whose time contradicts their folder's dates (examples)
 
     def __sizeof__(self) -> int:  # what Dask weighs before it moves a part between workers
         from dask.sizeof import sizeof
@@ -267,7 +299,7 @@ class PlanPart:
     def summary(self) -> dict:
         return {"counts": self.partitions.counts(), "pending": self.listing.pending,
                 "listed": self.listed, "requests": self.listing.calls, "pruned": self.listing.pruned,
-                "unparseable": len(self.undated)}
+                "unparseable": len(self.undated), "misdated": self.misdated}
 
 
 def plan_part(job: JobConfig, window: Window, ops: list[tuple[str, Folder]], preset: Listing | None = None,
@@ -281,8 +313,8 @@ def plan_part(job: JobConfig, window: Window, ops: list[tuple[str, Folder]], pre
     files, requests, spread = budget
     listing = preset if preset is not None else settings.walk(
         job, window, ops=ops, max_files=files, max_calls=len(ops) + requests, max_pending=len(ops) + spread)
-    partitions, undated = plan_files(listing.files, job, window, parser)
-    return PlanPart(partitions, undated, dataclasses.replace(listing, files=[]), len(listing.files))
+    partitions, undated, misdated = plan_files(listing, job, window, parser)
+    return PlanPart(partitions, undated, dataclasses.replace(listing, files=[]), len(listing.files), misdated)
 
 
 def part_summary(part: PlanPart) -> dict:
@@ -313,9 +345,33 @@ def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None
     """Plan ``job`` (see the module docs): in the driver, or on ``client``'s workers when the listing is large.
 
     Without a client everything is planned in the driver.  Raises ``FileNotFoundError`` when the
-    input does not exist.
+    input does not exist.  When a listed folder holds files its name's dates do not cover (a
+    season folder named by its first year, folders dated in local time beyond the margin),
+    folder names cannot be trusted: the run is planned again listing everything, and
+    ``{output}/_planning.json`` records it so that later runs do the same.
     """
     t0 = time.perf_counter()
+    warnings = []
+    if job.planning.prune and (reason := _pruning_disabled(job)):
+        job = _unpruned(job)
+        warnings.append(f"folders are listed whole: {reason} (delete {_planning_url(job)} once the folders are "
+                        "named by their dates)")
+    plan = _plan(job, client, starts)
+    if plan.misdated and job.planning.prune:
+        reason = (f"listed folders hold files outside the dates their names claim, e.g. {plan.misdated[0]}: "
+                  "pruning by folder names could skip files")
+        log.warning("%s; planning again with everything listed", reason)
+        _disable_pruning(job, reason, plan.misdated)
+        misdated, plan = plan.misdated, _plan(_unpruned(job), client, starts)
+        plan.misdated = misdated
+        warnings.append(f"folders are listed whole from now on: {reason} (recorded in {_planning_url(job)})")
+    plan.warnings = warnings
+    plan.seconds = time.perf_counter() - t0
+    log.info(plan.line())
+    return plan
+
+
+def _plan(job: JobConfig, client, starts) -> Plan:
     fs, _ = filesystem(job.input, job.storage_options)
     window = job_window(job, starts)
     settings, parser = _cached(job)
@@ -323,16 +379,36 @@ def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None
     where = "driver" if client is None else p.where
     budget = {"driver": (math.inf, math.inf), "workers": (0, 0), "auto": (p.driver_max_files, p.driver_max_requests)}
     first = settings.walk(job, window, max_files=budget[where][0], max_calls=budget[where][1])
-    if not first.pending and where != "workers":
-        partitions, undated = plan_files(first.files, job, window, parser)
-        plan = Plan({k: [v] for k, v in partitions.split().items()}, partitions.counts(), "driver",
-                    len(undated), len(first.files), first.calls, first.pruned,
-                    undated_parts=[(undated, dataclasses.replace(first, files=[], pending=[]))])
-    else:
-        plan = _plan_on_workers(job, client, window, first)
-    plan.seconds = time.perf_counter() - t0
-    log.info(plan.line())
-    return plan
+    if first.pending or where == "workers":
+        return _plan_on_workers(job, client, window, first)
+    partitions, undated, misdated = plan_files(first, job, window, parser)
+    return Plan({k: [v] for k, v in partitions.split().items()}, partitions.counts(), "driver", len(undated),
+                len(first.files), first.calls, first.pruned,
+                undated_parts=[(undated, dataclasses.replace(first, files=[], pending=[]))], misdated=misdated)
+
+
+def _unpruned(job: JobConfig) -> JobConfig:
+    return job.model_copy(update={"planning": job.planning.model_copy(update={"prune": False})})
+
+
+def _planning_url(job: JobConfig) -> str:
+    return join_url(job.output, "_planning.json")
+
+
+def _pruning_disabled(job: JobConfig) -> str | None:
+    """Why an earlier run found this archive's folder names untrustworthy, if it did."""
+    fs, path = filesystem(_planning_url(job), job.output_storage_options)
+    try:
+        record = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+    return None if record.get("prune", True) else record.get("reason", "an earlier run found misdated folders")
+
+
+def _disable_pruning(job: JobConfig, reason: str, examples: list[str]) -> None:
+    record = {"prune": False, "reason": reason, "examples": examples,
+              "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    write_bytes_atomic(_planning_url(job), json.dumps(record, indent=2).encode(), job.output_storage_options)
 
 
 def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> Plan:
@@ -374,6 +450,7 @@ def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> 
             plan.rows[key].append(part)
             plan.counts[key] += n
         plan.unparseable += s["unparseable"]
+        plan.misdated += s["misdated"]
         plan.listed += s["listed"]
         plan.requests += s["requests"]
         plan.pruned += s["pruned"]

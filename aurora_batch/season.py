@@ -114,7 +114,7 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
                          plan.files + plan.unparseable, kept, sum(r.images for r in results), dict(statuses), groups,
                          len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
-                         [w for r in results for w in r.warnings], plan)
+                         plan.warnings + [w for r in results for w in r.warnings], plan)
 
 
 def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts):

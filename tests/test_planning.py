@@ -252,6 +252,21 @@ def test_undated_ledger_keeps_folders_a_run_did_not_list(tmp_path):
     assert (kept["status"] == Status.UNPARSEABLE).all() and (kept["frames"] == 0).all()
 
 
+def test_folders_that_misstate_their_dates_turn_pruning_off(tmp_path):
+    """A season folder named by its first year (NYA/2010/ holds Nov 2010 to Feb 2011): the first run that lists
+    it sees January files in a '2010' folder, plans again listing everything, and later runs list whole."""
+    times = pd.date_range("2010-11-01", "2011-03-01", freq="6h", inclusive="left")
+    _touch(tmp_path, [f"NYA/2010/{asim_name('NYA', t).rsplit('/', 1)[-1]}" for t in times])
+    season = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out", stations=["NYA"], start="2010-12-20",
+                      end="2011-01-20")
+    plan = plan_run(season)
+    assert plan.files == 31 * 4 and plan.misdated and "folders are listed whole" in plan.warnings[0]
+    assert "2011-01" in (tmp_path / "out" / "_planning.json").read_text()
+    january = season.model_copy(update={"start": dt.datetime(2011, 1, 10), "end": dt.datetime(2011, 1, 11)})
+    plan = plan_run(january)  # pruned, the '2010' folder would not even be entered
+    assert plan.files == 4 and not plan.misdated and "delete" in plan.warnings[0]
+
+
 def test_a_lagging_station_does_not_widen_the_others(tmp_path):
     """Per-station windows: a station whose watermark is a month old lists its month; the others their day."""
     _asim_tree(tmp_path, 45, start="2010-11-01")
