@@ -3,7 +3,8 @@ __version__ = "0.1.0"
 
 from .config import JobConfig, JobSpecError, load_job  # noqa: E402
 
-__all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station", "open_season", "classify_files",
+__all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station", "open_season", "store_history",
+           "classify_files",
            "__version__"]
 
 
@@ -26,6 +27,13 @@ def open_season(output, start=None, end=None, **kwargs):
     from .results import open_season as _open
 
     return _open(output, start, end, **kwargs)
+
+
+def store_history(output, month, storage_options=None):
+    """The versions of one month store (see :func:`aurora_batch.results.store_history`)."""
+    from .results import store_history as _history
+
+    return _history(output, month, storage_options)
 
 
 def classify_files(urls, head=None, **kwargs):

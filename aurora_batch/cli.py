@@ -152,6 +152,21 @@ def _keogram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from .results import month_stores, store_history
+
+    job = load_job(args.job)
+    months = [args.month] if args.month else list(month_stores(job.output, storage_options=job.output_storage_options))
+    for month in months:
+        table = store_history(job.output, month, job.output_storage_options)
+        print(f"{month}: {len(table)} version(s), newest first")
+        if len(table):
+            shown = table.assign(time=table["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                 fingerprint=table["fingerprint"].str.slice(0, 40))
+            print(shown[["id", "time", "command", "images", "message"]].to_string(index=False))
+    return 0
+
+
 def _synth_oath(args: argparse.Namespace) -> int:
     from .oath import write_synthetic_oath
 
@@ -261,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="PNG path (default keogram_<STATION>_<NIGHT>.png)")
     k.set_defaults(func=_keogram)
 
+    h = sub.add_parser("history", help="the versions of each month store (store.format: icechunk)",
+                       description="One row per commit of a month: id (open it with version=), time, command, "
+                                   "images, message.")
+    h.add_argument("job", help="job spec YAML (its output holds the stores)")
+    h.add_argument("--month", help="YYYY-MM (default: every month)")
+    h.set_defaults(func=_history)
+
     o = sub.add_parser("synth-oath", help="write a SYNTHETIC tree in the OATH v1.1 format",
                        description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).")
     o.add_argument("output_dir")
@@ -289,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError, IndexError) as err:
+    except (FileNotFoundError, KeyError, LookupError, ValueError, RuntimeError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

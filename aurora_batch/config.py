@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 __all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig",
            "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "PlanningConfig",
+           "StoreConfig",
            "JobSpecError", "load_job"]
 
 
@@ -228,6 +229,17 @@ class PlanningConfig(_Strict):
         return value
 
 
+class StoreConfig(_Strict):
+    """How month stores are published."""
+
+    format: Literal["auto", "icechunk", "zarr"] = Field(
+        "auto", description="icechunk: each month an Icechunk repository, every change one atomic, versioned commit; "
+                            "zarr: plain Zarr trees replaced in place; auto: icechunk on object storage, zarr on "
+                            "local disks (where the old tree is renamed away)")
+    keep_versions: int | None = Field(None, ge=1, description="icechunk: versions kept per month (older snapshots "
+                                      "expired, their chunks deleted); null: all")
+
+
 class NightlyConfig(_Strict):
     """Incremental runs (``aurora-batch nightly``)."""
 
@@ -260,6 +272,7 @@ class JobConfig(_Strict):
     join: JoinConfig = Field(default_factory=JoinConfig)
     nightly: NightlyConfig = Field(default_factory=NightlyConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
@@ -339,6 +352,13 @@ class JobConfig(_Strict):
                 raise ValueError(f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, "
                                  "or a mapping with a pattern")
         return value
+
+    def store_format(self) -> str:
+        """``icechunk`` or ``zarr``: ``store.format``, with ``auto`` resolved by where the output is."""
+        if self.store.format != "auto":
+            return self.store.format
+        protocol = self.output.split("://", 1)[0] if "://" in self.output else "file"
+        return "zarr" if protocol in ("file", "local", "memory") else "icechunk"
 
     def formats(self):
         """The :class:`~aurora_batch.formats.Format` list this job parses names with, in order."""

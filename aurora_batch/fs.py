@@ -15,8 +15,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-__all__ = ["filesystem", "join_url", "url_maker", "read_bytes", "write_bytes_atomic", "create_exclusive", "is_local",
-           "publish_tree"]
+__all__ = ["filesystem", "exists", "join_url", "url_maker", "read_bytes", "write_bytes_atomic", "create_exclusive",
+           "is_local", "publish_tree"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -36,6 +36,11 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
         options.setdefault("use_listings_cache", False)
     fs = _cached(protocol, json.dumps(options, sort_keys=True, default=str))
     return fs, fs._strip_protocol(url)
+
+
+def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, path = filesystem(url, storage_options)
+    return fs.exists(path)
 
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:

@@ -35,10 +35,12 @@ def night_of(times: pd.DatetimeIndex | pd.Series, longitude: float | np.ndarray 
 
 
 def open_night(output: str, station: str, night: str | dt.date, *, wavelength: int | None = None,
-               storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """The frames of one station-night (:func:`night_window`) from the month stores, across a month border too."""
+               version: str | None = None, as_of=None, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """The frames of one station-night (:func:`night_window`) from the month stores, across a month border too
+    (``version``, ``as_of``: as in :func:`aurora_batch.results.open_station`)."""
     start, end = night_window(night, get_station(station).longitude)
-    return open_station(output, station, start, end, wavelength=wavelength, storage_options=storage_options)
+    return open_station(output, station, start, end, wavelength=wavelength, version=version, as_of=as_of,
+                        storage_options=storage_options)
 
 
 def _regular(ds: xr.Dataset, var: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -9,10 +9,12 @@ partner) are written into that tree as ``cbh``, ``cloud_detected``, ``ceilometer
 ``cbh_dt`` and ``mag_<element>``, ``mag_dt``; then the tree is published atomically.  Nothing
 ever writes into a published store.
 
-A month is rebuilt only when one of its partitions changed or the join's inputs did (their
-files' sizes and modification times, and the join settings: :func:`join_fingerprint`, kept
-in the store's attributes), so an idle nightly or a repeated ``join`` leaves every chunk as
-it was.
+A month is rebuilt only when its staged parts are not those it was built from (their names,
+sizes and modification times: ``parts_digest``), or the join's inputs changed (their files'
+sizes and modification times, and the join settings: :func:`join_fingerprint`), both kept in
+the store's attributes.  So an idle nightly or a repeated ``join`` leaves every chunk as it was,
+and a run killed after staging its partitions but before publishing their month is completed by
+the next run, which finds every partition staged and the month behind them.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .join import nearest
 from .lock import OutputLock
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
-from .store import commit_month, store_url, write_month_catalog
+from .store import Publication, commit_month, month_url, write_month_catalog, zarr_store
 
 __all__ = ["MonthInputs", "build_month", "month_inputs", "join_fingerprint", "common_attrs", "run_join",
            "JoinSummary", "month_stores", "load_instruments"]
@@ -53,6 +55,7 @@ class MonthInputs:
     month: str
     parts: list[str]  #: staged part URLs
     groups: set[tuple[str, int | None]] | None  #: None: not known without reading the parts
+    digest: str = ""  #: of the parts' names, sizes and modification times: what the month is built from
 
 
 @dataclasses.dataclass
@@ -62,9 +65,16 @@ class MonthBuild:
     matched: dict[str, int]  #: instrument kind -> images with a partner within tolerance
 
 
-def _staged(job: JobConfig, month: str) -> list[str]:
+def _staged(job: JobConfig, month: str) -> dict[str, dict]:
+    """The month's staged parts: URL -> listing details (size, modification time or ETag)."""
     fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
-    return sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path}/*.parquet"))
+    return {fs.unstrip_protocol(p): info for p, info in sorted(fs.glob(f"{path}/*.parquet", detail=True).items())}
+
+
+def _version_of(info: dict) -> str:
+    """What changes when an object is rewritten: its size and modification time (or ETag)."""
+    changed = info.get("mtime") or info.get("ETag") or info.get("LastModified") or info.get("created")
+    return f"{info.get('size')}:{changed}"
 
 
 def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
@@ -73,10 +83,13 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     Groups are known from the results; parts only found in storage (other days of a nightly
     month, or a re-join) leave them to be read from the parts' light columns.
     """
+    staged = _staged(job, month)
     mine = {r.key.name: r.url for r in results}
-    others = [u for u in _staged(job, month) if PartitionKey.parse(u).name not in mine]
+    others = [u for u in staged if PartitionKey.parse(u).name not in mine]
     groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
-    return MonthInputs(month, sorted(mine.values()) + others, groups)
+    parts = sorted(mine.values()) + others
+    record = [(u.rsplit("/", 1)[-1], _version_of(staged.get(u, {}))) for u in sorted(parts)]
+    return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest())
 
 
 def join_fingerprint(job: JobConfig) -> str:
@@ -96,14 +109,14 @@ def join_fingerprint(job: JobConfig) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def published_attrs(job: JobConfig, month: str) -> dict | None:
-    """The published month store's root attributes, or None when it does not exist."""
-    fs, path = filesystem(store_url(job.output, month), job.output_storage_options)
-    try:
-        meta = json.loads(fs.cat_file(f"{path}/zarr.json"))
-    except FileNotFoundError:
+def published_attrs(job: JobConfig, month: str) -> tuple[str, dict] | None:
+    """The published month store and its root attributes, or None when there is none."""
+    import zarr
+
+    url = month_url(job.output, month, job.output_storage_options)
+    if url is None:
         return None
-    return meta.get("attributes", {})
+    return url, dict(zarr.open_group(store=zarr_store(url, job.output_storage_options), mode="r").attrs)
 
 
 def common_attrs(job: JobConfig) -> dict:
@@ -135,17 +148,20 @@ def common_attrs(job: JobConfig) -> dict:
 
 
 def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, allow_shrink: bool = True,
-                force: bool = False, changed: bool = True) -> MonthBuild | None:
-    """Build and publish one month from ``inputs`` (see the module docs); None when nothing changed.
+                force: bool = False, command: str = "season") -> MonthBuild | None:
+    """Build and publish one month from ``inputs`` (see the module docs); None when the published month was
+    built from the same parts, join and store format.
 
-    ``changed``: whether any of the month's partitions was (re)computed by this run; with
-    ``force`` the month is rebuilt regardless.
+    With ``force`` the month is rebuilt regardless.  ``command`` (season, nightly, join) is
+    recorded in the commit of a versioned month.
     """
     if not inputs.parts:
         raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
                                 "to build it from")
     published = published_attrs(job, inputs.month)
-    if not force and not changed and published is not None and published.get("join_fingerprint", "") == join_fp:
+    if (not force and published is not None and published[1].get("join_fingerprint", "") == join_fp
+            and published[1].get("parts_digest") == inputs.digest
+            and published[0].endswith(f".{job.store_format()}")):  # a plain month is converted to a repository
         return None
     stations = sorted({PartitionKey.parse(u).station for u in inputs.parts})
     group_attrs = {s: get_station(s).attrs() for s in stations}
@@ -160,9 +176,26 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
 
     built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, {**attrs, "join_fingerprint": join_fp},
                          job.output_storage_options, classes, allow_shrink=allow_shrink, groups=inputs.groups,
-                         finish=join_into if instruments else None)
+                         finish=join_into if instruments else None,
+                         publication=_publication(job, inputs, attrs, join_fp, command),
+                         root_attrs={"parts_digest": inputs.digest})
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
     return MonthBuild(inputs.month, built.counts, matched)
+
+
+def _publication(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, command: str) -> Publication:
+    """How ``inputs.month`` is published; for a versioned month, what its commit records."""
+    fmt = job.store_format()
+    if fmt != "icechunk":
+        return Publication(fmt)
+    keys = [PartitionKey.parse(u) for u in inputs.parts]
+    metadata = {"command": command, "feature_fingerprint": job.feature_fingerprint(), "join_fingerprint": join_fp,
+                "window_start": f"{job.start:%Y-%m-%dT%H:%M:%SZ}", "window_end": f"{job.end:%Y-%m-%dT%H:%M:%SZ}",
+                "partitions": len(keys), "days": sorted({k.day.isoformat() for k in keys})}
+    metadata.update({k: attrs[k] for k in ("aurora_batch_version", "backbone", "backbone_sha256", "weights",
+                                           "recipe", "head", "head_sha256") if k in attrs})
+    message = f"{command} {inputs.month}: {len(keys)} partitions ({', '.join(sorted({k.station for k in keys}))})"
+    return Publication(fmt, message, metadata, job.store.keep_versions)
 
 
 # --- instruments --------------------------------------------------------------------------------------------
@@ -298,7 +331,7 @@ def run_join(job: JobConfig) -> JoinSummary:
     rebuilt, unchanged, matched, images = [], [], {}, 0
     with OutputLock(job.output, job.output_storage_options, purpose="join"):
         for month, url in month_stores(job):
-            build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, changed=False)
+            build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, command="join")
             if build is None:
                 unchanged.append(url)
                 continue

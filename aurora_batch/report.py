@@ -32,11 +32,10 @@ from .formats import read_file
 from .fs import join_url, read_bytes
 from .imaging import thumbnail
 from .keogram import night_of, night_window, plot_keogram
-from .month import month_stores
-from .results import open_season
+from .results import open_months, open_season
 from .ridge import RidgeStats
 from .stations import get_station
-from .store import list_groups, zarr_store
+from .store import list_groups
 
 __all__ = ["load_joined", "make_report", "ReportResult"]
 
@@ -57,16 +56,17 @@ class ReportResult:
     keograms: dict[str, Path]  #: "NYA 2010-12-01" (the night's evening) -> PNG
 
 
-def load_joined(job: JobConfig) -> tuple[pd.DataFrame, list[str]]:
+def load_joined(job: JobConfig, months: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Per-image table of all stations, without features, and the class names.
 
-    ``store`` (of ``month``) and ``group`` say where each row's features are (``NYA``, or ``NYA/6300`` for a
-    station with several wavelengths); a (store, group)'s rows are in the store's order.
+    ``months``: :func:`~aurora_batch.results.open_months` (default: the newest version of the job's
+    months).  ``store`` (of ``month``) and ``group`` say where each row's features are (``NYA``, or
+    ``NYA/6300`` for a station with several wavelengths); a (store, group)'s rows are in the store's order.
     """
     frames = []
     classes: list[str] = []
-    for month, url in month_stores(job):
-        store = zarr_store(url, job.output_storage_options)
+    months = months if months is not None else open_months(job.output, job.start, job.end, job.output_storage_options)
+    for month, (url, store) in months.items():
         for gpath in list_groups(store):
             with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
                 cols = {k: ds[k].to_numpy() for k in ds.data_vars if ds[k].dims == ("time",)}
@@ -99,9 +99,10 @@ def _png(fig, path: Path) -> Path:
 
 
 def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_POINTS,
-                progress: bool = False) -> ReportResult:
+                progress: bool = False, version: str | None = None, as_of=None) -> ReportResult:
     """Write the figures, the embedding maps (``max_points`` frames each), the keograms and
-    ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms."""
+    ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms.  ``version`` or
+    ``as_of``: the versioned months as they were (:func:`~aurora_batch.results.open_station`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,7 +110,8 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table, classes = load_joined(job)
+    months = open_months(job.output, job.start, job.end, job.output_storage_options, version, as_of)
+    table, classes = load_joined(job, months)
     notes: list[str] = []
     numbers: dict[str, float] = {"images": float(len(table))}
     figs: dict[str, Path] = {}
@@ -150,7 +152,7 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
     figs["cloud_roc"] = _png(fig, out / "cloud_roc.png")
 
     ridge = _ridge_folds(table, notes)
-    maps, fits, sample = _feature_pass(job, table, ridge, out / "embedding", max_points, notes)
+    maps, fits, sample = _feature_pass(job, months, table, ridge, out / "embedding", max_points, notes)
     fig, ax = plt.subplots(figsize=(5, 5))
     if fits:
         dh, fold = ridge
@@ -187,7 +189,7 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
         notes.append("class occurrence needs a head (classify.head)")
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
 
-    keograms = _keograms(job, out / "keograms", progress, notes)
+    keograms = _keograms(job, out / "keograms", progress, notes, version, as_of)
     page = out / "report.html"
     page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
     return ReportResult(page, figs, numbers, notes, maps, keograms)
@@ -214,7 +216,8 @@ def _ridge_folds(table: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, np.
     return dh, fold
 
 
-def _feature_pass(job: JobConfig, table: pd.DataFrame, ridge, out: Path, max_points: int, notes: list[str]):
+def _feature_pass(job: JobConfig, months: dict, table: pd.DataFrame, ridge, out: Path, max_points: int,
+                  notes: list[str]):
     """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time, so memory does not grow
     with the season: the ridge's per-fold sums (:class:`~aurora_batch.ridge.RidgeStats`), the rows drawn
     for its scatter plot, and one t-SNE map per store group and month (drawn as soon as its rows are read).
@@ -231,7 +234,7 @@ def _feature_pass(job: JobConfig, table: pd.DataFrame, ridge, out: Path, max_poi
     for (url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
         pick = subsample(len(rows), max_points)  # positions within the group
         picked = []
-        with xr.open_zarr(zarr_store(url, job.output_storage_options), group=group, consolidated=False) as ds:
+        with xr.open_zarr(months[month][1], group=group, consolidated=False) as ds:
             for lo in range(0, len(rows), FEATURE_CHUNK):
                 x = ds["features"][lo:lo + FEATURE_CHUNK].to_numpy()
                 r = rows[lo:lo + len(x)]
@@ -276,11 +279,12 @@ def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
     return thumbnail(read_file(read_bytes(url, storage_options), url, min_side=96).images[frame])
 
 
-def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str]) -> dict[str, Path]:
+def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str], version, as_of) -> dict[str, Path]:
     """One keogram PNG per store group and night; each night's lines are the only ones read."""
     from tqdm.auto import tqdm
 
-    tree = open_season(job.output, job.start, job.end, storage_options=job.output_storage_options)
+    tree = open_season(job.output, job.start, job.end, version=version, as_of=as_of,
+                       storage_options=job.output_storage_options)
     nights = []
     for node in tree.subtree:
         ds = node.to_dataset()

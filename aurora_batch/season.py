@@ -27,7 +27,8 @@ from .lock import OutputLock
 from .month import build_month, common_attrs, join_fingerprint, month_inputs
 from .partition import PartitionResult, process_partition
 from .planning import Plan, merge_partition_rows, part_rows, plan_run, write_undated
-from .store import catalog_url, store_url
+from .store import catalog_url, check_store_format, store_url
+from .versions import MonthConflictError
 from .worker import register_worker_setup
 
 __all__ = ["SeasonSummary", "run_season", "run_partition"]
@@ -52,6 +53,7 @@ class SeasonSummary:
     last_time: dict[str, pd.Timestamp] = dataclasses.field(default_factory=dict)  #: station → latest file time
     warnings: list[str] = dataclasses.field(default_factory=list)  #: from the partitions, one line each
     plan: Plan | None = None  #: how the run was planned (listing requests, files, where)
+    store_format: str = "zarr"  #: how its months are published: zarr trees, or icechunk repositories
 
     def format(self) -> str:
         lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
@@ -63,18 +65,27 @@ class SeasonSummary:
         lines.append(f"  catalog: {self.catalog}")
         for month, groups in sorted(self.groups.items()):
             desc = ", ".join(f"{g}: {n}" for g, n in sorted(groups.items()))
-            lines.append(f"  store {store_url(self.output, month)}  [{desc}]")
+            lines.append(f"  store {store_url(self.output, month, self.store_format)}  [{desc}]")
         if not self.groups:
             lines.append("  no store changed")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class CommitConflict:
+    """A month commit that met another writer's (returned, not raised, so that Dask does not retry it)."""
+
+    message: str
+
+
 def _commit(job: JobConfig, month: str, results: list[PartitionResult], attrs: dict, join_fp: str,
-            allow_shrink: bool) -> dict | None:
-    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless neither its partitions nor its join changed."""
-    build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink,
-                        changed=not all(r.resumed for r in results))
+            allow_shrink: bool, command: str) -> dict | CommitConflict | None:
+    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless it was built from the same parts and join."""
+    try:
+        build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink, command=command)
+    except MonthConflictError as err:
+        return CommitConflict(str(err))
     return None if build is None else build.counts
 
 
@@ -94,16 +105,17 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     fs, root = filesystem(job.input, job.storage_options)
     if not fs.exists(root):
         raise FileNotFoundError(f"input {job.input} does not exist")
+    check_store_format(job.output, job.store_format(), job.output_storage_options)
     with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
         if client is None:
             own_local = job.cluster.kind == "local" and not job.cluster.scheduler
             cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
             with dask_client(job.cluster) as client:
                 register_worker_setup(client, job.features.torch_threads, cores)
-                plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts)
+                plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose)
         else:
             register_worker_setup(client, job.features.torch_threads)
-            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts)
+            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose)
     statuses = Counter({Status.UNPARSEABLE: plan.unparseable} if plan.unparseable else {})
     last: dict[str, pd.Timestamp] = {}
     for r in results:
@@ -111,17 +123,18 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         station = r.key.station
         last[station] = max(last.get(station, r.last_time), r.last_time)
     kept = statuses.pop(Status.KEPT, 0)
-    return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m) for m in sorted(groups)],
+    fmt = job.store_format()
+    return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m, fmt) for m in sorted(groups)],
                          plan.files + plan.unparseable, kept, sum(r.images for r in results), dict(statuses), groups,
                          len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
-                         plan.warnings + [w for r in results for w in r.warnings], plan)
+                         plan.warnings + [w for r in results for w in r.warnings], plan, fmt)
 
 
-def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts):
+def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts, command: str):
     plan = plan_run(job, client, starts)
     if progress:
         print(plan.line(), file=sys.stderr)
-    results, groups = _run_graph(job, plan, client, progress, allow_shrink)
+    results, groups = _run_graph(job, plan, client, progress, allow_shrink, command)
     return plan, results, groups
 
 
@@ -130,7 +143,7 @@ def run_partition(job: JobConfig, key: PartitionKey, parts: list[pd.DataFrame]) 
     return process_partition(job, key, merge_partition_rows(parts))
 
 
-def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool):
+def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool, command: str):
     """Submit the months in time order, each as its partitions and one commit, while at most about
     :data:`PARTITIONS_IN_FLIGHT_PER_THREAD` partitions a worker thread wait: the graph (and what the
     scheduler and driver hold of it) stays the size of a few months, however long the season."""
@@ -160,7 +173,7 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
             part_futs.append(client.submit(run_partition, job, key, rows, resources=resources,
                                            key=f"partition-{key.name}-{job.output}", pure=False,
                                            retries=TASK_RETRIES))
-        commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink,
+        commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink, command,
                                key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
         month_of_commit[commit.key] = month
         running.update(part_futs + [commit])
@@ -183,6 +196,8 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
             if isinstance(value, PartitionResult):
                 results.append(value)
                 waiting -= 1
+            elif isinstance(value, CommitConflict):
+                raise MonthConflictError(value.message)
             elif fut.key in month_of_commit and value is not None:
                 groups[month_of_commit[fut.key]] = value
             bar.update(1)

@@ -36,12 +36,13 @@ import pyarrow.parquet as pq
 import xarray as xr
 
 from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, PartitionKey, Status, file_ledger
-from .fs import filesystem, is_local, join_url, publish_tree, write_bytes_atomic
+from .fs import exists, filesystem, is_local, join_url, publish_tree, write_bytes_atomic
 from .imaging import KEOGRAM_CONVENTION
 
-__all__ = ["staging_url", "store_url", "write_part", "read_part", "read_staged_if", "commit_month", "MonthCommit",
-           "group_paths", "list_groups", "consolidate", "StoreShrinkError", "write_parquet", "write_month_catalog",
-           "read_catalog", "read_month_catalog", "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
+__all__ = ["staging_url", "store_url", "month_url", "Publication", "write_part", "read_part", "read_staged_if",
+           "commit_month", "MonthCommit", "check_store_format", "group_paths", "list_groups", "consolidate",
+           "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "read_month_catalog",
+           "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
 
 TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
 PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
@@ -74,8 +75,22 @@ def staging_url(output: str, key: PartitionKey) -> str:
     return join_url(output, "_staging", key.month, f"{key.name}.parquet")
 
 
-def store_url(output: str, month: str) -> str:
-    return join_url(output, f"{month}.zarr")
+def store_url(output: str, month: str, fmt: str = "zarr") -> str:
+    """``{output}/{YYYY-MM}.zarr`` (a plain Zarr tree) or ``{output}/{YYYY-MM}.icechunk`` (a repository)."""
+    return join_url(output, f"{month}.{fmt}")
+
+
+def month_url(output: str, month: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """The published store of ``month``: its Icechunk repository if there is one, else its plain Zarr tree
+    (while being replaced on object storage, a plain tree has no root metadata and is not published)."""
+    from . import versions
+
+    options = dict(storage_options or {})
+    url = store_url(output, month, "icechunk")
+    if exists(url, options) and versions.is_repository(url, options):
+        return url
+    url = store_url(output, month)
+    return url if exists(join_url(url, "zarr.json"), options) else None
 
 
 def catalog_url(output: str) -> str:
@@ -217,14 +232,50 @@ def _encoding(ds: xr.Dataset) -> dict:
     return enc
 
 
-def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None):
-    """A zarr v3 store object for any fsspec URL."""
+def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None, version: str | None = None,
+               as_of: Any = None):
+    """A zarr v3 store object for any fsspec URL; a month's Icechunk repository (``*.icechunk``) opens read-only
+    at its newest version, or at ``version`` (tag or snapshot id) or ``as_of`` (UTC)."""
     from zarr.storage import FsspecStore, LocalStore
 
+    if url.rstrip("/").endswith(".icechunk"):
+        from . import versions
+
+        return versions.open_store(url, storage_options, version, as_of)
+    if version is not None or as_of is not None:
+        raise LookupError(f"{url} is a plain Zarr store: it has no versions (store.format: icechunk keeps them)")
     fs, path = filesystem(url, dict(storage_options or {}))
     if is_local(fs):
         return LocalStore(path)
     return FsspecStore.from_url(url, storage_options=dict(storage_options or {}) or None)
+
+
+def check_store_format(output: str, fmt: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """``ValueError`` when plain months would be written beside Icechunk ones (readers open a month's repository
+    first, so a new plain store would stay hidden behind it)."""
+    if fmt != "zarr":
+        return
+    fs, root = filesystem(output, dict(storage_options or {}))
+    try:
+        found = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)
+                       if p.rstrip("/").endswith(".icechunk"))
+    except FileNotFoundError:
+        return
+    if found:
+        raise ValueError(f"store.format is zarr, but {output} holds Icechunk repositories ({', '.join(found[:3])}), "
+                         "which readers open before plain months: keep store.format: icechunk for this output")
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """How a built month is published: a plain Zarr tree put in place of the old one (``zarr``), or one commit
+    to the month's Icechunk repository (``icechunk``), with a message and metadata, keeping ``keep_versions``
+    versions (None: all)."""
+
+    format: str = "zarr"
+    message: str = ""
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    keep_versions: int | None = None
 
 
 @dataclasses.dataclass
@@ -237,26 +288,41 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
                  common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None,
                  classes: Sequence[str] = (), allow_shrink: bool = True,
                  groups: Iterable[tuple[str, int | None]] | None = None,
-                 finish: Callable[[Any, list[str]], None] | None = None) -> MonthCommit:
-    """Build ``{output}/{month}.zarr`` from staged partitions, each read once; returns counts and the catalog.
+                 finish: Callable[[Any, list[str]], None] | None = None,
+                 publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None) -> MonthCommit:
+    """Build the month store from staged partitions, each read once; returns counts and the catalog.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
-    ``common_attrs`` (model, recipe, thresholds, version) go on every group; ``classes``
+    ``common_attrs`` (model, recipe, thresholds, version) go on every group, ``root_attrs`` on the
+    root only (what the month was built from); ``classes``
     labels the ``class`` axis of ``proba`` when the parts carry probabilities.  ``groups``: the
     (station, wavelength) pairs with kept images, when the caller knows them (else the parts'
     light columns are read first).  Partitions are appended in time order per group, one
     partition in memory at a time, into a temporary tree; ``finish(store, group_paths)`` adds
-    to it (the joined instruments) before it is consolidated and published.  With
+    to it (the joined instruments) before it is consolidated and published as ``publication``
+    says (:class:`Publication`: a plain tree put in place, or one Icechunk commit).  With
     ``allow_shrink=False`` a month whose groups would lose time stamps is not published
     (:class:`StoreShrinkError`).
     """
     import zarr
 
+    from . import versions
+
     options = dict(storage_options or {})
-    final = store_url(output, month)
+    final = store_url(output, month, publication.format)
     fs, final_path = filesystem(final, options)
     for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
         fs.rm(leftover, recursive=True)
+    plain = store_url(output, month)
+    if publication.format == "zarr":
+        if exists(shadow := store_url(output, month, "icechunk"), options):
+            raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {plain}: keep "
+                             "store.format: icechunk for this output (or move the repository away)")
+        session, old = None, (zarr_store(plain, options) if month_url(output, month, options) else None)
+    else:  # opened now: whoever commits to the month before this build does is a conflict
+        session = versions.begin(final, options)
+        old = versions.open_store(final, options, version=session.snapshot_id) if len(
+            versions.history(final, options)) else None
     with _building(final, month, fs) as url:
         parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
         if groups is None:
@@ -270,7 +336,8 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
         ledgers = []
         store = zarr_store(url)  # always on a local disk
         root = zarr.open_group(store=store, mode="w", zarr_format=3)
-        root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs)})
+        root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs),
+                           **dict(root_attrs or {})})
         for u in parts:
             rows, arrays = read_part(u, options)
             ledgers.append(file_ledger(rows))
@@ -290,9 +357,18 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
         if finish is not None:
             finish(store, sorted(counts))
         consolidate(store)
-        if not allow_shrink:
-            _refuse_shrink(final, store, paths.values(), options)
-        publish_tree(url, final, options)
+        if not allow_shrink and old is not None:
+            _refuse_shrink(final, old, store, paths.values())
+        if session is None:
+            publish_tree(url, final, options)
+        else:
+            images = sum(counts.values())
+            versions.commit_tree(session, store, f"{publication.message}: {images} images",
+                                 {**publication.metadata, "images": images, "groups": dict(counts)}, final)
+            if publication.keep_versions:
+                versions.expire(final, publication.keep_versions, options)
+            if exists(join_url(plain, "zarr.json"), options):  # migrated: the repository holds the month now
+                fs.rm(filesystem(plain, options)[1], recursive=True)
         catalog = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame()
         return MonthCommit(dict(counts), catalog)
 
@@ -341,11 +417,8 @@ def list_groups(store, root: str = "") -> list[str]:
     return paths
 
 
-def _refuse_shrink(final: str, new_store, new_groups, options) -> None:
-    fs, path = filesystem(final, options)
-    if not fs.exists(f"{path}/zarr.json"):
-        return
-    old_store = zarr_store(final, options)
+def _refuse_shrink(final: str, old_store, new_store, new_groups) -> None:
+    """:class:`StoreShrinkError` when a group of the published month (``old_store``) would lose time stamps."""
     for gpath in list_groups(old_store):
         with xr.open_zarr(old_store, group=gpath, consolidated=False) as old:
             old_t = old["time"].to_numpy()

@@ -3,7 +3,14 @@ import numpy as np
 import xarray as xr
 
 from aurora_batch.catalog import Status
-from aurora_batch.store import read_catalog
+from aurora_batch.store import month_url, read_catalog, zarr_store
+
+
+def open_group(output, month, group, storage_options=None, **kw):
+    """One group of a published month, whichever its format (a plain Zarr tree or an Icechunk repository)."""
+    url = month_url(output, month, storage_options)
+    assert url is not None, f"no month {month} under {output}"
+    return xr.open_zarr(zarr_store(url, storage_options, **kw), group=group, chunks=None)
 
 
 def check_season(summary, job, n_inputs, stations=("NYA", "LYR"), broken=True, month="2010-12"):
@@ -25,7 +32,7 @@ def check_season(summary, job, n_inputs, stations=("NYA", "LYR"), broken=True, m
         assert (kept["moon_alt"] <= job.filter.moon_max_alt).all()
     rows = 0
     for station in stations:
-        ds = xr.open_zarr(f"{job.output}/{month}.zarr", group=station, storage_options=opts or None, chunks=None)
+        ds = open_group(job.output, month, station, opts)
         rows += ds.sizes["time"]
         assert ds.attrs["station"] == station and ds.attrs["backbone"] == job.features.backbone
         assert (ds["sun_alt"].to_numpy() <= job.filter.sun_max_alt).all()
@@ -41,7 +48,7 @@ def check_season(summary, job, n_inputs, stations=("NYA", "LYR"), broken=True, m
 def store_snapshot(job, stations=("NYA", "LYR"), month="2010-12"):
     """The stores' content, for comparing runs."""
     opts = job.output_storage_options or None
-    return {s: xr.open_zarr(f"{job.output}/{month}.zarr", group=s, storage_options=opts, chunks=None).load()
+    return {s: open_group(job.output, month, s, opts).load()
             for s in stations}
 
 

@@ -9,14 +9,15 @@ import time
 
 import pandas as pd
 import pytest
-import xarray as xr
 
 from aurora_batch import cli
 from aurora_batch.nightly import read_watermarks, run_nightly
 from aurora_batch.season import run_season
 from aurora_batch.synth import write_archive, write_instruments
 from conftest import make_job
-from helpers import assert_same_stores, store_snapshot
+from aurora_batch.results import store_history
+from aurora_batch.store import month_url
+from helpers import assert_same_stores, open_group, store_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +37,7 @@ def _join(root):
 def _assert_joined(s3, bucket, out="out"):
     """Every image of every group carries its ceilometer and magnetometer partners."""
     for station in ("NYA", "LYR"):
-        ds = xr.open_zarr(f"s3://{bucket}/{out}/2010-12.zarr", group=station, storage_options=s3.storage_options,
-                          chunks=None)
+        ds = open_group(f"s3://{bucket}/{out}", "2010-12", station, s3.storage_options)
         for var in ("cbh", "cloud_detected", "cbh_dt", "mag_x", "mag_y", "mag_z", "mag_dt"):
             assert var in ds and ds[var].sizes == {"time": ds.sizes["time"]}, (station, var)
         assert ds["cbh_dt"].notnull().all() and ds["mag_dt"].notnull().all()
@@ -57,13 +57,14 @@ def _add_night(s3, bucket, start, end, seed):
 
 
 def _digest(s3, bucket, out="out"):
+    """Every object of the month store (an Icechunk repository on S3: snapshots, manifests, chunks)."""
     fs = s3.filesystem()
-    return {p: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in fs.find(f"{bucket}/{out}/2010-12.zarr")}
+    url = month_url(f"s3://{bucket}/{out}", "2010-12", s3.storage_options)
+    return {p: hashlib.sha256(fs.cat_file(p)).hexdigest() for p in fs.find(url.removeprefix("s3://"))}
 
 
 def _times(s3, bucket, station="NYA", out="out"):
-    ds = xr.open_zarr(f"s3://{bucket}/{out}/2010-12.zarr", group=station, storage_options=s3.storage_options,
-                      chunks=None)
+    ds = open_group(f"s3://{bucket}/{out}", "2010-12", station, s3.storage_options)
     return pd.DatetimeIndex(ds["time"].to_numpy())
 
 
@@ -88,12 +89,13 @@ def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client, tmp_pat
     assert "status=ok" in second.line() and "new_partitions=4" in second.line()
     _assert_joined(s3_server, bucket)
 
-    # Nothing new: nothing is written; the chunks are byte-identical, joined variables included.
-    digest = _digest(s3_server, bucket)
+    # Nothing new: nothing is written; every object of the repository is byte-identical, and no version is added.
+    digest, versions = _digest(s3_server, bucket), store_history(job.output, "2010-12", job.output_storage_options)
     third = run_nightly(job, client=dask_client)
     assert third.season.partitions == third.season.resumed_partitions and third.season.stores == []
-    assert _digest(s3_server, bucket) == digest
-    assert any("/cbh/" in p for p in digest) and any("/mag_x/" in p for p in digest)
+    assert _digest(s3_server, bucket) == digest and len(digest) > 10
+    pd.testing.assert_frame_equal(store_history(job.output, "2010-12", job.output_storage_options), versions)
+    assert list(versions["command"]) == ["nightly", "season"]
     assert "stores_written=0" in third.line()
 
     # A late file, inside the look-back (3 h behind the watermark), is picked up.

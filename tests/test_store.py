@@ -115,13 +115,21 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     assert ds.attrs["join_fingerprint"] == fp and ds.attrs["station"] == "NYA"  # the join keeps the group's attrs
     assert len(read_catalog(job.output)) == 40
     # Nothing changed: not rebuilt.  New instrument data: rebuilt, staged and published again.
-    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp, changed=False) is None
+    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp) is None
     fs = fsspec.filesystem("memory")
     path = f"{root.removeprefix('memory://')}/inst/ceilometer/nya_cbh.tab"
     fs.pipe_file(path, fs.cat_file(path) + b"\n")
     assert join_fingerprint(job) != fp
-    again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job), changed=False)
+    again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job))
     assert again is not None and again.counts == {"NYA": 40}
+    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job)) is None
+    # A part staged again (a run killed after staging, before publishing): the month is rebuilt from it.
+    rows = _rows("NYA", 5577, times[25:40])
+    write_part(staging_url(job.output, PartitionKey.parse("NYA_5577_20101202")), rows,
+               {"features": np.full((len(rows), 4), 2, np.float32)})
+    restaged = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job))
+    assert restaged is not None
+    assert (xr.open_zarr(f"{root}/out/2010-12.zarr", group="NYA", chunks=None)["features"][-1] == 2).all()
     assert not fs.glob(f"{root.removeprefix('memory://')}/out/*.building-*")
     with pytest.raises(FileNotFoundError, match="month 2011-01: no staged parts"):  # never published empty
         build_month(job, month_inputs(job, "2011-01"), common_attrs(job), fp, force=True)
