@@ -120,18 +120,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .files import classify_files, describe
+    from .files import classify_files, describe, write_table
 
+    if args.features and not (args.out and args.out.endswith((".parquet", ".npz"))):
+        raise ValueError("--features needs --out TABLE.parquet or TABLE.npz (1,280 columns do not belong in a CSV)")
     table = classify_files(args.files, args.head, recipe=args.recipe, backbone=args.backbone, device=args.device,
-                           progress=not args.quiet)
+                           features=args.features, progress=not args.quiet)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".parquet":
-            table.to_parquet(out, index=False)
-        else:
-            table.to_csv(out, index=False)
-        print(f"wrote {out}")
+        print(f"wrote {write_table(table, args.out)}")
     else:
         cols = [c for c in ("url", "frame", "time", "status", "label", "aurora_proba") if c in table]
         print(table[cols].to_string(index=False, max_rows=40))
@@ -255,14 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     c = sub.add_parser("classify", help="classify image files in this process (no job spec, no cluster)",
-                       description="One row per frame: status, class probabilities, label and aurora probability "
-                                   "(features only without --head).")
+                       description="One row per frame: url, frame, station, time, status, Sun and Moon, class "
+                                   "probabilities, label and aurora probability (features with --features).")
     c.add_argument("files", nargs="+", help="files, globs or folders (any fsspec URL)")
     c.add_argument("--head", help="head file (.npz with its .json sidecar) from 'aurora-batch train'")
     c.add_argument("--recipe", help="preprocessing recipe (default: the head's, else lite128)")
     c.add_argument("--backbone", help="shipped backbone or model file (default: the head's)")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    c.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
+    c.add_argument("--out", help="table to write: .csv, .parquet or .npz (default: print it)")
+    c.add_argument("--features", action="store_true", help="also the feature vectors (into .parquet or .npz)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_classify)
 

@@ -447,8 +447,40 @@ def _describe(err: ValidationError, source: str) -> str:
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            msg += _did_you_mean(str(e["loc"][-1]), _field_names(JobConfig, e["loc"][:-1]))
         lines.append(f"  {field}: {msg}")
     return "\n".join(lines)
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The fields of the model found by following ``loc`` (field names, list indices) from ``model``."""
+    import typing
+
+    for part in loc:
+        if not isinstance(part, str):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        stack, found = [field.annotation], None
+        while stack and found is None:
+            ann = stack.pop()
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                found = ann
+            else:
+                stack += list(typing.get_args(ann))
+        if found is None:
+            return []
+        model = found
+    return list(model.model_fields)
+
+
+def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else (f"; known: {', '.join(known)}" if known else "")
 
 
 def load_job(path: str | Path, **overrides: Any) -> JobConfig:

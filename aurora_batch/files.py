@@ -24,7 +24,7 @@ from .formats import match_name
 from .fs import filesystem
 from .partition import _featurise
 
-__all__ = ["classify_files", "expand_inputs", "describe"]
+__all__ = ["classify_files", "expand_inputs", "describe", "write_table", "feature_columns"]
 
 _ALWAYS = dict(start=dt.datetime(1900, 1, 1), end=dt.datetime(2200, 1, 1), output="memory://aurora-batch-unused",
                filter={"sun_max_alt": 90.0, "moon_max_alt": None})  # nothing is dropped for Sun or Moon
@@ -50,12 +50,12 @@ def expand_inputs(urls: str | Iterable[str], storage_options: Mapping[str, Any] 
 def classify_files(urls: str | Iterable[str], head: str | None = None, *, recipe: str | None = None,
                    backbone: str | None = None, device: str = "auto",
                    storage_options: Mapping[str, Any] | None = None, layout: Any = "auto",
-                   progress: bool = True) -> pd.DataFrame:
+                   features: bool = False, progress: bool = True) -> pd.DataFrame:
     """One row per frame of ``urls``: url, frame, station, time (UTC, when the name or file gives it),
-    status, Sun and Moon altitudes (degrees; NaN for a station not in the table), and
+    status, detail, Sun and Moon altitudes (degrees; NaN for a station not in the table), and
 
     - with a ``head``: ``p_<class>`` per class, ``label`` and ``aurora_proba``;
-    - without: the features, ``f0000`` … (float32).
+    - with ``features``: the feature vector, ``f0000`` … (float32).
 
     Frames that are not kept (unreadable, not sky) have a status and NaN values.  ``recipe`` and
     ``backbone`` default to the head's (else ``lite128`` and the shipped backbone); a head trained
@@ -81,7 +81,7 @@ def classify_files(urls: str | Iterable[str], head: str | None = None, *, recipe
             todo = [r for r in rows if (r["station"] or "") == station]
             got, _ = _featurise(job, todo, out, tick=lambda: bar.update(1))
             arrays.append(got["features"])
-    return _table(out, np.concatenate(arrays) if arrays else np.empty((0, 0), np.float32), head)
+    return _table(out, np.concatenate(arrays) if arrays else np.empty((0, 0), np.float32), head, features)
 
 
 def _backbone_from(meta: dict) -> str:
@@ -104,7 +104,7 @@ def _parse(files: list[str], formats) -> list[dict]:
     return rows
 
 
-def _table(out: list[dict], features: np.ndarray, head: str | None) -> pd.DataFrame:
+def _table(out: list[dict], features: np.ndarray, head: str | None, with_features: bool) -> pd.DataFrame:
     table = pd.DataFrame(out)
     kept = (table["status"] == Status.KEPT).to_numpy()
     cols = {}
@@ -121,7 +121,7 @@ def _table(out: list[dict], features: np.ndarray, head: str | None) -> pd.DataFr
         cols["aurora_proba"] = np.full(len(table), np.nan, np.float32)
         for name, values in outputs.items():
             cols[name][kept] = values
-    elif len(features):
+    if with_features and len(features):
         full = np.full((len(table), features.shape[1]), np.nan, np.float32)
         full[kept] = features
         cols.update({f"f{i:04d}": full[:, i] for i in range(features.shape[1])})
@@ -129,6 +129,43 @@ def _table(out: list[dict], features: np.ndarray, head: str | None) -> pd.DataFr
                          time=pd.to_datetime(table["time"]).astype("datetime64[ns]"))
     base = ["url", "frame", "station", "time", "status", "detail", "sun_alt", "moon_alt", "saturated"]
     return pd.concat([table.reindex(columns=base), pd.DataFrame(cols, index=table.index)], axis=1)
+
+
+def feature_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if len(c) == 5 and c[0] == "f" and c[1:].isdigit()]
+
+
+def write_table(table: pd.DataFrame, path: str) -> str:
+    """Write a :func:`classify_files` table by the file's suffix: ``.csv`` (light columns only), ``.parquet``
+    (features, if any, as one fixed-size list column ``features``) or ``.npz`` (a column per array, and
+    ``features`` as one (N, D) float32 array); the path written."""
+    from pathlib import Path
+
+    out = Path(path)
+    feats = feature_columns(table)
+    light = table.drop(columns=feats)
+    if out.suffix not in (".csv", ".parquet", ".npz"):
+        raise ValueError(f"{out}: write a table as .csv, .parquet or .npz")
+    if feats and out.suffix == ".csv":
+        raise ValueError(f"{out}: features ({len(feats)} columns) go to a .parquet or .npz file, not a CSV")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    matrix = table[feats].to_numpy(np.float32) if feats else None
+    if out.suffix == ".csv":
+        light.to_csv(out, index=False)
+    elif out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        arrow = pa.Table.from_pandas(light, preserve_index=False)
+        if matrix is not None:
+            arrow = arrow.append_column("features", pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.reshape(-1)), matrix.shape[1]))
+        pq.write_table(arrow, out)
+    else:
+        arrays = {c: light[c].to_numpy() if light[c].dtype.kind in "fiubM" else
+                  np.array(light[c].astype(str).tolist(), dtype=str) for c in light.columns}  # loads without pickle
+        np.savez_compressed(out, **arrays, **({"features": matrix} if matrix is not None else {}))
+    return str(out)
 
 
 def describe(table: pd.DataFrame) -> str:

@@ -86,7 +86,7 @@ def _commit(job: JobConfig, month: str, results: list[PartitionResult], attrs: d
         build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink, command=command)
     except MonthConflictError as err:
         return CommitConflict(str(err))
-    return None if build is None else build.counts
+    return build.counts if build is not None and build.counts else None  # no store: nothing to report
 
 
 def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink: bool = True,

@@ -292,6 +292,8 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
                  publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None) -> MonthCommit:
     """Build the month store from staged partitions, each read once; returns counts and the catalog.
 
+    A month without a kept image gets no store (only its catalog), unless one was published before.
+
     ``group_attrs`` maps a station code to its group attributes (site description);
     ``common_attrs`` (model, recipe, thresholds, version) go on every group, ``root_attrs`` on the
     root only (what the month was built from); ``classes``
@@ -314,6 +316,16 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
     for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
         fs.rm(leftover, recursive=True)
     plain = store_url(output, month)
+    parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
+    if groups is None:
+        groups = set()
+        for u in parts:  # which groups exist, from the light columns only
+            rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
+            kept = rows[rows["status"] == Status.KEPT]
+            groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
+    if not groups and month_url(output, month, options) is None:  # every file dropped: a ledger, no store
+        ledgers = [file_ledger(read_part(u, options, columns=PART_COLUMNS)[0]) for u in parts]
+        return MonthCommit({}, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
     if publication.format == "zarr":
         if exists(shadow := store_url(output, month, "icechunk"), options):
             raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {plain}: keep "
@@ -324,13 +336,6 @@ def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs:
         old = versions.open_store(final, options, version=session.snapshot_id) if len(
             versions.history(final, options)) else None
     with _building(final, month, fs) as url:
-        parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
-        if groups is None:
-            groups = set()
-            for u in parts:  # which groups exist, from the light columns only
-                rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
-                kept = rows[rows["status"] == Status.KEPT]
-                groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
         paths = group_paths(groups)
         counts: dict[str, int] = defaultdict(int)
         ledgers = []

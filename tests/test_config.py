@@ -77,3 +77,19 @@ def test_file_checks_run_when_a_job_starts(tmp_path):
         run_season(job, progress=False)
     assert "classify.head: head file" in str(err.value) and "features.weights:" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_misspelt_fields_get_a_suggestion():
+    from aurora_batch.config import JobConfig, JobSpecError
+
+    spec = dict(input="file:///a", output="file:///b", stations=["NYA"], start="2010-12-01", end="2010-12-02",
+                features={"recipie": "lite128"}, strat="2010-12-01",
+                join={"ceilometer": [{"url": "u", "format": "pangaea", "stations": {"NYA": "NYA"}, "tolerence": "5min"}]},
+                planning={"xyzzy": 1})
+    with pytest.raises(JobSpecError) as err:
+        JobConfig.from_dict(spec)
+    text = str(err.value)
+    assert "features.recipie: Extra inputs are not permitted; did you mean `recipe`?" in text
+    assert "strat: Extra inputs are not permitted; did you mean `start`?" in text
+    assert "join.ceilometer.0.tolerence: Extra inputs are not permitted; did you mean `tolerance`?" in text
+    assert "planning.xyzzy: Extra inputs are not permitted; known: prune, folder_margin" in text

@@ -133,3 +133,18 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     assert not fs.glob(f"{root.removeprefix('memory://')}/out/*.building-*")
     with pytest.raises(FileNotFoundError, match="month 2011-01: no staged parts"):  # never published empty
         build_month(job, month_inputs(job, "2011-01"), common_attrs(job), fp, force=True)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "icechunk"])
+def test_a_month_with_every_file_dropped_gets_a_ledger_and_no_store(tmp_path, fmt):
+    from aurora_batch.store import Publication, month_url
+
+    out = f"file://{tmp_path}/out"
+    times = pd.date_range("2010-12-01T10:00", periods=6, freq="10min")
+    url = staging_url(out, PartitionKey.parse("NYA_5577_20101201"))
+    write_part(url, _rows("NYA", 5577, times, [Status.SUN] * 4 + [Status.UNREADABLE, Status.MOON]))
+    built = commit_month(out, "2010-12", [url], {}, {}, publication=Publication(fmt))
+    assert built.counts == {} and len(built.catalog) == 6
+    assert set(built.catalog["status"]) == {Status.SUN, Status.UNREADABLE, Status.MOON}
+    assert month_url(out, "2010-12") is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_staging"]  # no store, no repository
