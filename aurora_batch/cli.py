@@ -5,7 +5,6 @@ import argparse
 import logging
 from pathlib import Path
 import sys
-import warnings
 
 from . import __version__
 from .config import JobSpecError, load_job
@@ -298,8 +297,6 @@ def main(argv: list[str] | None = None) -> int:
 
         dask.config.set({"logging.distributed": "warning"})
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    # skyfield-data's Earth-orientation file is stale; we use the built-in timescale, so it is irrelevant.
-    warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
     try:
         return args.func(args)
     except JobSpecError as err:

@@ -35,11 +35,17 @@ _NS_PER_DAY = 86_400_000_000_000
 
 @functools.lru_cache(maxsize=1)
 def _skyfield():
-    """Load the timescale and DE421 from installed packages; never touches the network."""
-    import skyfield_data
+    """Load the timescale and DE421 from installed packages; never touches the network.
+
+    Only ``de421.bsp`` is taken from ``skyfield-data`` (its folder found directly: the package's
+    own path function warns about every file it ships, and its Earth-orientation table
+    ``finals2000A.all`` has expired but is not read: see docs/design.md, Ephemeris).
+    """
+    from importlib.resources import files
+
     from skyfield.api import Loader
 
-    load = Loader(skyfield_data.get_skyfield_data_path(), verbose=False)
+    load = Loader(str(files("skyfield_data") / "data"), verbose=False)
     ts = load.timescale(builtin=True)
     eph = load("de421.bsp")
     return ts, eph

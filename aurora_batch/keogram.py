@@ -80,6 +80,8 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 if rows == 2 else 3.6), sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [6, 1][:rows]})
     t0, t1 = mdates.date2num(grid[0]), mdates.date2num(grid[-1])
+    if t1 <= t0:  # one frame: a minute wide, not a singular axis
+        t0, t1 = t0 - 0.5 / 1440, t0 + 0.5 / 1440
     ax = axes[0, 0]
     ax.imshow(lines.T, aspect="auto", origin="upper", cmap="gray", vmin=lo, vmax=hi, extent=(t0, t1, 1, 0),
               interpolation="nearest")

@@ -5,12 +5,10 @@ import os
 import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # s3server, latency_proxy
 
 CORES = os.cpu_count() or 1

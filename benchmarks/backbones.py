@@ -23,7 +23,6 @@ import numpy as np
 
 from _common import CORES, plain_inference_rate
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 warnings.filterwarnings("ignore", message=r".*torch\.jit.*is deprecated")
 
 

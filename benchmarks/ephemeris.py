@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 
 
 def per_stamp_skyfield(times: pd.DatetimeIndex, sites: dict, index: np.ndarray, chunk: int = 50_000) -> np.ndarray:

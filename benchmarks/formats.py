@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import io
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import resource
 import tempfile
-import warnings
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 
 
 def _peak_mb() -> float:

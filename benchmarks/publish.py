@@ -16,10 +16,8 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

@@ -1,9 +1,7 @@
 import os
-import warnings
 
 import pytest
 
-warnings.filterwarnings("ignore", message="The file finals2000A.all has expired")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
