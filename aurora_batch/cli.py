@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .config import JobSpecError, load_job
+from .fs import StorageError
 from .lock import LockHeld
 
 __all__ = ["main"]
@@ -48,7 +49,7 @@ def _nightly(args: argparse.Namespace) -> int:
     print(summary.line())
     if summary.status != "ok":
         print(f"error: {summary.error}", file=sys.stderr)
-        return 3 if summary.error.startswith("LockHeld") else 1
+        return {"LockHeld": 3, "StorageError": 4}.get(summary.error.split(":", 1)[0], 1)
     return 0
 
 
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aurora-batch", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"aurora-batch {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--debug", action="store_true", help="let errors raise, with their tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a SYNTHETIC all-sky archive (demos, tests)",
@@ -297,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
         dask.config.set({"logging.distributed": "warning"})
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    if args.debug:
+        return args.func(args)
     try:
         return args.func(args)
     except JobSpecError as err:
@@ -305,8 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     except LockHeld as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except StorageError as err:
+        print(f"error: {err} (--debug for the traceback)", file=sys.stderr)
+        return 4
     except (FileNotFoundError, KeyError, LookupError, ValueError, RuntimeError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # anything else: one line, and the traceback on request
+        print(f"error: {type(err).__name__}: {err} (--debug for the traceback)", file=sys.stderr)
         return 1
 
 

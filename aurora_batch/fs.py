@@ -5,6 +5,7 @@ Credentials come from ``storage_options`` or the environment (fsspec's ``FSSPEC_
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 __all__ = ["filesystem", "exists", "join_url", "url_maker", "read_bytes", "write_bytes_atomic", "create_exclusive",
-           "is_local", "publish_tree"]
+           "is_local", "publish_tree", "StorageError", "storage_errors", "endpoint_of"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -25,9 +26,17 @@ def _cached(protocol: str, options_json: str):
 
 
 def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The (filesystem, path) pair for ``url``; one filesystem instance per process and options."""
+    """The (filesystem, path) pair for ``url``; one filesystem instance per process and options.
+
+    An S3 endpoint given in ``storage_options`` (``endpoint_url`` or ``client_kwargs.endpoint_url``)
+    wins over fsspec's ``FSSPEC_S3_ENDPOINT_URL``, which applies otherwise.
+    """
     protocol = url.split("://", 1)[0] + "://" if "://" in url else "file://"
     options = dict(storage_options or {})
+    client = dict(options.get("client_kwargs") or {})
+    if protocol in ("s3://", "s3a://") and "endpoint_url" in client:  # both given: s3fs would get two endpoints
+        options["endpoint_url"] = client.pop("endpoint_url")
+        options["client_kwargs"] = client
     if protocol in ("file://", "local://"):
         options.setdefault("auto_mkdir", True)  # writers never pre-create folders
     elif protocol != "memory://":
@@ -36,6 +45,54 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
         options.setdefault("use_listings_cache", False)
     fs = _cached(protocol, json.dumps(options, sort_keys=True, default=str))
     return fs, fs._strip_protocol(url)
+
+
+class StorageError(OSError):
+    """A storage location a job cannot use: its endpoint unreachable, no credentials, access denied, no bucket."""
+
+
+def endpoint_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Where ``url`` is served from, for messages: an S3 endpoint, or the protocol's default."""
+    options = dict(storage_options or {})
+    return (options.get("endpoint_url") or dict(options.get("client_kwargs") or {}).get("endpoint_url")
+            or (os.environ.get("FSSPEC_S3_ENDPOINT_URL") if url.startswith("s3") else None)
+            or f"the default {url.split('://', 1)[0]} endpoint")
+
+
+def _storage_cause(err: BaseException, endpoint: str) -> str | None:
+    """Why storage failed, in one phrase, when ``err`` (or what caused it) is a storage failure."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        name, text = type(err).__name__, str(err)
+        if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError",
+                    "ConnectionRefusedError") or "Could not connect" in text:
+            return f"cannot reach {endpoint} ({text.splitlines()[0][:160]})"
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            return ("no credentials (storage_options key and secret, FSSPEC_S3_KEY and FSSPEC_S3_SECRET, "
+                    "or AWS_* variables or a profile)")
+        if isinstance(err, PermissionError) or any(k in text for k in ("AccessDenied", "InvalidAccessKeyId",
+                                                                       "SignatureDoesNotMatch", "Forbidden")):
+            return f"access denied at {endpoint}: check the key, the secret and the bucket's policy ({name})"
+        if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+            return f"no such bucket at {endpoint}"
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(url: str, storage_options: dict[str, Any] | None = None):
+    """Turn a storage failure inside the block into one :class:`StorageError` naming ``url``, its endpoint and
+    the cause; other errors pass unchanged."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as err:
+        cause = _storage_cause(err, endpoint_of(url, storage_options))
+        if cause is None:
+            raise
+        raise StorageError(f"{url}: {cause}") from err
 
 
 def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:

@@ -33,7 +33,7 @@ from .catalog import PartitionKey
 from .classify import load_head
 from .config import InstrumentSource, JobConfig
 from .features import feature_dim, is_model_file, model_file_sha256
-from .fs import filesystem, join_url
+from .fs import filesystem, join_url, storage_errors
 from .imaging import get_recipe
 from .join import nearest
 from .lock import OutputLock
@@ -329,7 +329,9 @@ def run_join(job: JobConfig) -> JoinSummary:
     fp = join_fingerprint(job)
     attrs = common_attrs(job)
     rebuilt, unchanged, matched, images = [], [], {}, 0
-    with OutputLock(job.output, job.output_storage_options, purpose="join"):
+    with storage_errors(job.output, job.output_storage_options):
+        lock = OutputLock(job.output, job.output_storage_options, purpose="join").acquire()
+    try:
         for month, url in month_stores(job):
             build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, command="join")
             if build is None:
@@ -339,4 +341,6 @@ def run_join(job: JobConfig) -> JoinSummary:
             images += sum(build.counts.values())
             for kind, n in build.matched.items():
                 matched[kind] = matched.get(kind, 0) + n
+    finally:
+        lock.release()
     return JoinSummary(rebuilt, unchanged, matched, images)

@@ -18,7 +18,7 @@ import time
 import pandas as pd
 
 from .config import JobConfig
-from .fs import filesystem, join_url, write_bytes_atomic
+from .fs import StorageError, filesystem, join_url, storage_errors, write_bytes_atomic
 from .season import SeasonSummary, run_season
 
 __all__ = ["NightlySummary", "run_nightly", "read_watermarks"]
@@ -54,16 +54,21 @@ def _ledger_url(job: JobConfig) -> str:
 def read_watermarks(job: JobConfig) -> dict[str, str]:
     """Station → ISO time of the latest committed file (UTC); empty before the first run."""
     fs, path = filesystem(_ledger_url(job), job.output_storage_options)
-    try:
-        return json.loads(fs.cat_file(path)).get("watermarks", {})
-    except FileNotFoundError:
-        return {}
+    with storage_errors(job.output, job.output_storage_options):
+        try:
+            return json.loads(fs.cat_file(path)).get("watermarks", {})
+        except FileNotFoundError:
+            return {}
 
 
 def run_nightly(job: JobConfig, client=None, progress: bool = False, now: dt.datetime | None = None) -> NightlySummary:
     """Process what is new since the watermarks; move them only after every month committed."""
     t0 = time.perf_counter()
-    marks = read_watermarks(job)
+    try:
+        marks = read_watermarks(job)
+    except StorageError as err:  # the output cannot be reached: still one status line for monitoring
+        return NightlySummary("failed", pd.Timestamp(job.start), None, {}, time.perf_counter() - t0,
+                              f"{type(err).__name__}: {err}")
     lookback = pd.Timedelta(job.nightly.lookback)
     # Each station from its own watermark, less the look-back; a station without one from job.start.
     starts = {s: max(pd.Timestamp(job.start), pd.Timestamp(marks[s]) - lookback) if s in marks else

@@ -22,7 +22,7 @@ import pandas as pd
 from .catalog import PartitionKey, Status
 from .cluster import TASK_RETRIES, dask_client, local_worker_count, partition_resources
 from .config import JobConfig
-from .fs import filesystem
+from .fs import StorageError, endpoint_of, filesystem, is_local, storage_errors
 from .lock import OutputLock
 from .month import build_month, common_attrs, join_fingerprint, month_inputs
 from .partition import PartitionResult, process_partition
@@ -103,10 +103,18 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     t0 = time.perf_counter()
     job.check_files()
     fs, root = filesystem(job.input, job.storage_options)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"input {job.input} does not exist")
-    check_store_format(job.output, job.store_format(), job.output_storage_options)
-    with OutputLock(job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s):
+    with storage_errors(job.input, job.storage_options):
+        if not fs.exists(root):
+            bucket = root.split("/", 1)[0]
+            if not is_local(fs) and "memory" not in fs.protocol and not fs.exists(bucket):
+                raise StorageError(f"{job.input}: no such bucket {bucket!r} at "
+                                   f"{endpoint_of(job.input, job.storage_options)}")
+            raise FileNotFoundError(f"input {job.input} does not exist")
+    with storage_errors(job.output, job.output_storage_options):
+        check_store_format(job.output, job.store_format(), job.output_storage_options)
+        lock = OutputLock(job.output, job.output_storage_options, purpose=lock_purpose,
+                          ttl_s=job.nightly.lock_ttl_s).acquire()
+    try:
         if client is None:
             own_local = job.cluster.kind == "local" and not job.cluster.scheduler
             cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
@@ -116,6 +124,8 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         else:
             register_worker_setup(client, job.features.torch_threads)
             plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose)
+    finally:
+        lock.release()
     statuses = Counter({Status.UNPARSEABLE: plan.unparseable} if plan.unparseable else {})
     last: dict[str, pd.Timestamp] = {}
     for r in results:

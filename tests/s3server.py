@@ -66,7 +66,7 @@ class SeaweedServer:
     def start(self, timeout: float = 60) -> "SeaweedServer":
         cmd = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-s3.port={self.port}", f"-s3.config={self.config}", "-webdav=false", "-admin.ui=false",
-               "-s3.port.iceberg=0", "-master.telemetry=false"]
+               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
         # Other ports weed mini opens: pick free ones so parallel servers never collide.
         cmd += [f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}"]
         self.log = open(self.root / "weed.log", "ab")

@@ -73,3 +73,60 @@ def test_season_cli_with_fsspec_environment(s3_server, bucket, tmp_path):
     assert "testing" not in r.stdout + r.stderr
     ds = open_group(f"s3://{bucket}/out", "2010-12", "NYA", s3_server.storage_options)  # the endpoint from the env
     assert ds.sizes["time"] == 8
+
+
+def _spec_file(tmp_path, name, input_url, output_url, input_options, output_options):
+    import json
+
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"input: {input_url}\noutput: {output_url}\nstations: [NYA]\nstart: 2010-12-01\n"
+                    f"end: 2010-12-02\nstorage_options: {json.dumps(input_options)}\n"
+                    f"output_storage_options: {json.dumps(output_options)}\n")
+    return str(spec)
+
+
+@pytest.mark.slow
+def test_storage_failures_are_one_clear_line(s3_server, bucket, tmp_path, capsys, monkeypatch):
+    """Unreachable endpoint, wrong or missing credentials, a missing bucket: one line naming the URL, the endpoint
+    and the cause, exit code 4, the traceback only with --debug; the spec's endpoint wins over fsspec's."""
+    from aurora_batch import cli
+    from aurora_batch.fs import StorageError
+
+    write_archive(f"s3://{bucket}/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T01:00", cadence="30min",
+                  seed=6, storage_options=s3_server.storage_options)
+    good = s3_server.storage_options
+    import s3fs
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # s3fs's own back-off: about 15 s for a closed port
+    fast = {"config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+    closed = {**good, **fast, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}}
+    wrong = {**good, **fast, "secret": "not-the-secret"}
+    nokey = {k: v for k, v in {**good, **fast}.items() if k not in ("key", "secret")}
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "FSSPEC_S3_KEY", "FSSPEC_S3_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    cases = {
+        "closed": ((f"s3://{bucket}/archive", closed), "cannot reach http://127.0.0.1:9"),
+        "wrong": ((f"s3://{bucket}/archive", wrong), f"access denied at {s3_server.endpoint}"),
+        "nokey": ((f"s3://{bucket}/archive", nokey), "no credentials"),
+        "nobucket": (("s3://no-such-bucket-anywhere/archive", good),
+                     f"no such bucket 'no-such-bucket-anywhere' at {s3_server.endpoint}"),
+    }
+    for name, ((input_url, options), says) in cases.items():
+        spec = _spec_file(tmp_path, name, input_url, f"s3://{bucket}/out-{name}", options, options)
+        assert cli.main(["season", spec, "-q"]) == 4, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and says in err and input_url in err and "Traceback" not in err, (name, err)
+    # The output unreachable: a nightly run still prints its status line for monitoring, and exits 4.
+    spec = _spec_file(tmp_path, "out-closed", f"s3://{bucket}/archive", f"s3://{bucket}/o", good, closed)
+    assert cli.main(["nightly", spec, "-q"]) == 4
+    captured = capsys.readouterr()
+    assert "status=failed" in captured.out and "cannot reach http://127.0.0.1:9" in captured.out
+    with pytest.raises(StorageError):
+        cli.main(["--debug", "season", _spec_file(tmp_path, "debug", f"s3://{bucket}/archive", f"s3://{bucket}/o",
+                                                   closed, closed), "-q"])
+    # fsspec's environment and the spec both name an endpoint: the spec's is used (before: an aiobotocore TypeError).
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    spec = _spec_file(tmp_path, "both", f"s3://{bucket}/archive", f"s3://{bucket}/out-both", good, good)
+    assert cli.main(["season", spec, "-q"]) == 0, capsys.readouterr().err
