@@ -20,7 +20,7 @@ from .formats import FORMATS, Format, extensions, match_name
 from .fs import filesystem
 
 __all__ = ["Status", "list_images", "build_catalog", "catalog_frame", "mark_duplicates", "IMAGE_EXTENSIONS",
-           "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS", "file_ledger", "WHOLE_FILE", "PartitionKey"]
+           "CATALOG_COLUMNS", "FRAME_COUNT_COLUMNS", "file_ledger", "mark_unsupported", "WHOLE_FILE", "PartitionKey"]
 
 IMAGE_EXTENSIONS = extensions(list(FORMATS.values()))
 
@@ -35,6 +35,7 @@ class Status:
     NOT_SKY = "not_sky"  #: a frame that is no sky image (constant, non-finite, too small or too large, odd shape)
     UNPARSEABLE = "unparseable_name"
     UNREADABLE = "unreadable_image"
+    UNSUPPORTED = "unsupported_product"  #: a product recognised by its name that aurora-batch does not read
     DUPLICATE = "duplicate"
 
 
@@ -101,7 +102,18 @@ def build_catalog(urls: Iterable[str], formats: Sequence[Format], stations: Sequ
     cat = pd.concat([catalog_frame(*(list(c) for c in zip(*dated))) if dated else catalog_frame([]),
                      catalog_frame([u for u, _ in bad], status=Status.UNPARSEABLE, detail=[d for _, d in bad])],
                     ignore_index=True)
-    return mark_duplicates(cat).reset_index(drop=True)[CATALOG_COLUMNS]
+    return mark_duplicates(mark_unsupported(cat, formats)).reset_index(drop=True)[CATALOG_COLUMNS]
+
+
+def mark_unsupported(rows: pd.DataFrame, formats: Sequence[Format]) -> pd.DataFrame:
+    """Files of products recognised but not read (``Format.reader == "unsupported"``): ``unsupported_product``,
+    with the format's note as the detail; they never take part in duplicate marking."""
+    notes = {f.name: f.note for f in formats if f.reader == "unsupported"}
+    hit = rows["format"].isin(list(notes)) & rows["status"].eq(Status.PENDING)
+    if hit.any():
+        rows.loc[hit, "status"] = Status.UNSUPPORTED
+        rows.loc[hit, "detail"] = rows.loc[hit, "format"].map(notes)
+    return rows
 
 
 def catalog_frame(urls: Sequence[str], stations: Sequence | None = None, times=None, wavelengths=None,

@@ -171,7 +171,7 @@ class FormatConfig(_Strict):
     name: str = "custom"
     pattern: str | list[str] = Field(description="trollsift pattern(s) with {station} and {time:<strftime>}, "
                                      "optionally {wavelength:d}, e.g. 'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'")
-    reader: Literal["image", "pgm", "cdf", "trex_h5"] = "image"
+    reader: Literal["image", "pgm", "cdf", "trex_h5", "png_tar"] = "image"
     default_wavelength: int | None = None
     span_s: float = Field(0.0, ge=0, description="how long after its name's time a file's frames run (s)")
     folders: str | None = Field(None, description="the folders the files sit in, below input, as a trollsift "

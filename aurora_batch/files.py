@@ -74,7 +74,10 @@ def classify_files(urls: str | Iterable[str], head: str | None = None, *, recipe
     job.check_files()  # a head that does not fit the features is refused here
     from tqdm.auto import tqdm
 
-    out: list[dict] = []
+    unsupported = {f.name: f.note for f in job.formats() if f.reader == "unsupported"}
+    out: list[dict] = [{**r, "status": Status.UNSUPPORTED, "detail": unsupported[r["format"]], "frame": WHOLE_FILE}
+                       for r in rows if r["format"] in unsupported]
+    rows = [r for r in rows if r["format"] not in unsupported]
     arrays: list[np.ndarray] = []
     with tqdm(total=len(rows), desc="classify", unit="file", disable=not progress) as bar:
         for station in sorted({r["station"] or "" for r in rows}):

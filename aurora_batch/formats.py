@@ -27,7 +27,9 @@ __all__ = ["Format", "FORMATS", "ParsedName", "FileFrames", "get_formats", "pars
 
 #: the readers, and where each takes its frames' times (UTC) from
 FRAME_TIMES = {"image": "the file name", "pgm": "each frame's 'Image request start' comment",
-               "cdf": "the CDF_EPOCH variable <image>_epoch", "trex_h5": "the data/timestamp strings"}
+               "cdf": "the CDF_EPOCH variable <image>_epoch", "trex_h5": "the data/timestamp strings",
+               "png_tar": "each member's name (microseconds)",
+               "unsupported": "none: a product recognised by its name and recorded as unsupported, not read"}
 READERS = tuple(FRAME_TIMES)
 
 
@@ -49,6 +51,9 @@ class Format:
     ``image`` (PNG, JPEG, TIFF, single-frame PGM), ``pgm`` (UCalgary stream0, many frames),
     ``cdf`` (THEMIS L1) or ``trex_h5`` (TREx RGB stream0).  ``span_s`` is how long after its
     name's time a file's frames may run (seconds), used to filter whole files safely.
+    ``unsupported`` formats name products that are recognised but not read (``note`` says why
+    and what to use instead): their files get the status ``unsupported_product``, with their
+    station and time.
     ``folders``: the archive's folder layout below its root, a trollsift pattern per level
     (fields ``station``, ``time`` and any others), from which the listing dates folders exactly
     (:mod:`aurora_batch.listing`).
@@ -62,6 +67,7 @@ class Format:
     span_s: float = 0.0
     example: str = ""
     folders: str | None = None
+    note: str = ""  #: why an unsupported product is not read, and what to use instead
 
     def __post_init__(self):
         if isinstance(self.patterns, str):
@@ -414,9 +420,23 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            example="20210205_0600_gill_rgb-04_full.h5", folders=_UCALGARY_FOLDERS),
     Format("trex_rgb_png", "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_full.png",
            network="TREx", example="20200508_060500_122643_gill_rgb-04_320ms_full.png", folders=_UCALGARY_FOLDERS),
+    # stream0.burst: 3 Hz frames, one PNG each, and whole minutes of them as tar files (read_trex_rgb reads both)
+    Format("trex_rgb_burst",
+           "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_burst.png",
+           network="TREx", example="20211030_060000_333466_gill_rgb-04_320ms_burst.png", folders=_UCALGARY_FOLDERS),
+    Format("trex_rgb_burst_tar", f"{_UCALGARY}_rgb-{{camera:2d}}_burst.png.tar", "png_tar", "TREx", span_s=60,
+           example="20211030_0600_gill_rgb-04_burst.png.tar", folders=_UCALGARY_FOLDERS),
+    Format("trex_rgb_pgm", f"{_UCALGARY}_rgb-{{camera:2d}}_full.pgm", "unsupported", "TREx", span_s=60,
+           example="20191030_0600_gill_rgb-04_full.pgm.gz", folders=_UCALGARY_FOLDERS,
+           note="TREx RGB stream0 PGM (single-channel raw frames, as recorded before 2020) is not supported: "
+                "use the stream0 HDF5 files or the stream0.colour PNGs of the same minutes"),
     Format("themis_cdf", "thg_l1_asf_{station:4s}_{time:%Y%m%d%H}_v{version:2d}.cdf", "cdf", "THEMIS", span_s=3600,
            example="thg_l1_asf_gako_2011010617_v01.cdf",  # themis.ssl.berkeley.edu/data/themis/thg/l1/asi/
            folders="{station}/{time:%Y}/{time:%m}"),
+    Format("themis_ast", "thg_l1_ast_{station:4s}_{time:%Y%m%d}_v{version:2d}.cdf", "unsupported", "THEMIS",
+           span_s=86400, example="thg_l1_ast_gako_20110505_v01.cdf", folders="{station}/{time:%Y}/{time:%m}",
+           note="THEMIS ASI thumbnails (thg_ast_<site>: 32x32 pixels, one file a day) are not supported: the "
+                "full-resolution images are the hourly thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf files"),
     Format("nascam", "{time:%Y%m%d_%H%M%S}_{station}_{imager}_{wavelength:d}_{exposure:d}ms.png",
            example="20101205_221500_nya_nascam_5577_2000ms.png"),
     Format("kiruna", ("{station:3s}_{time:%Y%m%d_%H%M%S}.jpg", "{station:3s}_{time:%Y%m%d_%H%M%S}.jpeg",
@@ -468,6 +488,10 @@ def read_file(data: bytes, name: str, fmt: Format | None = None, min_side: int |
         return _read_cdf(data, name, min_side)
     if reader == "trex_h5":
         return _read_trex_h5(data, name, min_side)
+    if reader == "png_tar":
+        return _read_png_tar(data, name, min_side, max_pixels)
+    if reader == "unsupported":
+        raise ImageError(f"{name}: {fmt.note}")
     if max_pixels:
         h, w = image_shape(data, name)
         if h * w > max_pixels:
@@ -531,6 +555,28 @@ def _read_cdf(data: bytes, name: str, min_side: int | None) -> FileFrames:
         raise ImageError(f"{name}: {len(images)} images but {len(stamps)} epochs")
     times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="us"))) for t in stamps]
     return FileFrames(times, [_reduce(img, min_side) for img in images])
+
+
+def _read_png_tar(data: bytes, name: str, min_side: int | None, max_pixels: int | None) -> FileFrames:
+    """A TREx RGB burst minute (``…_burst.png.tar``): its PNG members in name order, each at its name's time."""
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+            contents = [(m.name.rsplit("/", 1)[-1], tar.extractfile(m).read()) for m in members]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ImageError(f"{name}: cannot read the tar file ({err})") from None
+    if not contents:
+        raise ImageError(f"{name}: the tar file holds no frames")
+    times, images = [], []
+    for member, content in contents:
+        try:
+            times.append(parse_name(member, FORMATS["trex_rgb_burst"]).time)
+        except ValueError:
+            raise ImageError(f"{name}: member {member!r} is not a TREx RGB burst frame name") from None
+        images.append(read_file(content, member, FORMATS["trex_rgb_burst"], min_side, max_pixels).images[0])
+    return FileFrames(times, images)
 
 
 def _read_trex_h5(data: bytes, name: str, min_side: int | None) -> FileFrames:

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .catalog import CATALOG_COLUMNS, PartitionKey, Status, build_catalog, catalog_frame, list_images, mark_duplicates
+from .catalog import (CATALOG_COLUMNS, PartitionKey, Status, build_catalog, catalog_frame, list_images,
+                      mark_duplicates, mark_unsupported)
 from .cluster import TASK_RETRIES
 from .config import JobConfig
 from .ephemeris import annotate_catalog, sun_moon_reasons
@@ -108,8 +109,9 @@ def plan_files(listing: Listing, job: JobConfig, window: Window,
     keep[keep] = (parsed.loc[keep, "time"] >= pd.to_datetime(starts[keep])).to_numpy() & (
         parsed.loc[keep, "time"] < pd.Timestamp(window.end)).to_numpy()
     mine = parsed[keep]
-    rows = catalog_frame([u for u, k in zip(urls, keep) if k], mine["station"].tolist(), mine["time"].to_numpy(),
-                         mine["wavelength"].array, mine["format"].tolist())
+    rows = mark_unsupported(catalog_frame([u for u, k in zip(urls, keep) if k], mine["station"].tolist(),
+                                          mine["time"].to_numpy(), mine["wavelength"].array, mine["format"].tolist()),
+                            formats)
     rows = drop_whole_files(annotate_catalog(rows), job, {f.name: f.span_s for f in formats})
     rows["size"] = sizes[keep]
     return PartitionedRows.of(rows), undated, misdated

@@ -1,6 +1,7 @@
 """The format registry and its readers, on the real samples in tests/data, checked against independent readers."""
 import datetime as dt
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,69 @@ def test_catalog_keeps_one_row_per_file_with_frame_counts():
     assert files.loc["a", ["status", "frames", "frames_sun", "frames_not_sky"]].tolist() == [Status.KEPT, 2, 1, 1]
     assert files.loc["b", "status"] == Status.SUN and "all 2 frame(s)" in files.loc["b", "detail"]
     assert files.loc["c", ["status", "frames", "frames_sun"]].tolist() == [Status.UNREADABLE, 0, 0]
+
+
+BURST_TIMES = ["060500_122643", "060500_455976", "060500_789310"]
+
+
+def _burst_files(tmp_path):
+    """A real TREx RGB frame (tests/data) under burst names: one PNG, and a minute's tar of three."""
+    import tarfile
+
+    png = (DATA / "20200508_060500_122643_gill_rgb-04_320ms_full.png").read_bytes()
+    names = [f"20200508_{t}_gill_rgb-04_320ms_burst.png" for t in BURST_TIMES]
+    single = tmp_path / names[0]
+    single.write_bytes(png)
+    bundle = tmp_path / "20200508_0605_gill_rgb-04_burst.png.tar"
+    with tarfile.open(bundle, "w") as tar:
+        for i, name in enumerate(names):
+            (tmp_path / f"m{i}.png").write_bytes(png)
+            tar.add(tmp_path / f"m{i}.png", arcname=name)
+    return single, bundle
+
+
+def test_trex_rgb_burst_frames_and_minute_tars_equal_the_official_reader(tmp_path):
+    import pyucalgarysrs
+
+    official = pyucalgarysrs.PyUCalgarySRS().data.readers.read_trex_rgb
+    for path, fmt, frames in zip(_burst_files(tmp_path), ("trex_rgb_burst", "trex_rgb_burst_tar"), (1, 3)):
+        assert match_name(path.name, get_formats(["auto"])).format == fmt
+        ours = read_file(path.read_bytes(), path.name, FORMATS[fmt])
+        theirs = official(str(path), quiet=True)
+        assert not theirs.problematic_files and len(ours.images) == theirs.data.shape[-1] == frames
+        for i, img in enumerate(ours.images):
+            np.testing.assert_array_equal(img, np.flip(theirs.data[..., i], axis=0))
+        times = [t or parse_name(path.name, FORMATS[fmt]).time for t in ours.times]
+        assert times == list(theirs.timestamp) == [dt.datetime.strptime(f"20200508_{t}", "%Y%m%d_%H%M%S_%f")
+                                                   for t in BURST_TIMES[:frames]]
+
+
+@pytest.mark.slow
+def test_unsupported_products_are_recorded_by_name(tmp_path, dask_client):
+    """THEMIS thumbnail CDFs and TREx RGB stream0 PGMs: a clear status, with station and date (was an anonymous
+    unreadable_image); the real full-resolution CDF beside them is read as before."""
+    from cdflib.cdfwrite import CDF
+
+    from aurora_batch.season import run_season
+    from aurora_batch.store import read_catalog
+    from conftest import make_job
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    thumbs = archive / "thg_l1_ast_gako_20110106_v01.cdf"
+    w = CDF(str(thumbs), cdf_spec={"Majority": "row_major"})
+    w.write_var({"Variable": "thg_ast_gako", "Data_Type": CDF.CDF_UINT2, "Num_Elements": 1, "Rec_Vary": True,
+                 "Dim_Sizes": [32, 32]}, var_attrs={}, var_data=np.ones((4, 32, 32), np.uint16))
+    w.close()
+    shutil.copy(DATA / "thg_l1_asf_gako_2011010617_v01.cdf", archive)
+    (archive / "20110106_0600_gill_rgb-04_full.pgm.gz").write_bytes(b"not read")
+    job = make_job(f"file://{archive}", f"file://{tmp_path}/out", stations=["GAKO", "GILL"], start="2011-01-06",
+                   end="2011-01-07", filter={"sun_max_alt": 90, "moon_max_alt": None})
+    summary = run_season(job, client=dask_client, progress=False)
+    cat = read_catalog(job.output).set_index("url")
+    row = cat.loc[f"file://{thumbs}"]
+    assert (row["status"], row["station"], row["format"]) == ("unsupported_product", "GAKO", "themis_ast")
+    assert row["time"] == pd.Timestamp("2011-01-06", tz="UTC") and "thumbnails" in row["detail"]
+    pgm = cat.loc[f"file://{archive}/20110106_0600_gill_rgb-04_full.pgm.gz"]
+    assert (pgm["status"], pgm["station"]) == ("unsupported_product", "GILL") and "stream0 PGM" in pgm["detail"]
+    assert summary.kept == 1 and summary.dropped == {"unsupported_product": 2}
