@@ -225,3 +225,25 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
     # per wavelength and night, each frame in one of them only.
     assert set(report.keograms) == {"GAKO 2011-01-05", "GILL/0 2014-03-09", "GILL/0 2020-05-07",
                                     "GILL/4861 2022-03-07", "GILL/8446 2022-03-06"}
+
+
+def test_skymap_orientation_is_the_official_readers_undone_like_the_frames(tmp_path):
+    """pyucalgarysrs flips stream0 frames and THEMIS skymaps north-south alike: ours keep both as stored, so a
+    frame and its skymap are aligned exactly as the official readers align them."""
+    import gzip
+
+    import pyucalgarysrs
+
+    from aurora_batch.skymap import read_skymap
+
+    raw = tmp_path / "themis_skymap_gako_20110305-+_vXX.sav"
+    raw.write_bytes(gzip.decompress((DATA / f"{raw.name}.gz").read_bytes()))
+    readers = pyucalgarysrs.PyUCalgarySRS().data.readers
+    official_map = readers.read_skymap(str(raw), quiet=True).data[0]
+    ours = read_skymap(str(raw))
+    assert np.array_equal(ours.elevation, np.flip(official_map.full_elevation, axis=0), equal_nan=True)
+    assert not np.array_equal(ours.elevation, official_map.full_elevation, equal_nan=True)  # not symmetric
+    name = "20140310_0605_gill_themis19_full.pgm.gz"
+    frames = read_file((DATA / name).read_bytes(), name, FORMATS["themis"])
+    official_frames = readers.read_themis(str(DATA / name), quiet=True)
+    np.testing.assert_array_equal(frames.images[0], np.flip(official_frames.data[..., 0], axis=0))
