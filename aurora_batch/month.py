@@ -88,7 +88,10 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     others = [u for u in staged if PartitionKey.parse(u).name not in mine]
     groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
     parts = sorted(mine.values()) + others
-    record = [(u.rsplit("/", 1)[-1], _version_of(staged.get(u, {}))) for u in sorted(parts)]
+    fs, _ = filesystem(job.output, job.output_storage_options)
+    for u in set(parts) - set(staged):  # written this moment: a listing may not show it yet, a HEAD does
+        staged[u] = fs.info(fs._strip_protocol(u))
+    record = [(u.rsplit("/", 1)[-1], _version_of(staged[u])) for u in sorted(parts)]
     return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest())
 
 
