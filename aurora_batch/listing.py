@@ -61,12 +61,11 @@ class Window:
 class FolderLayout:
     """A format's declared folder layout: one trollsift pattern per folder level, from the layout's root."""
 
-    format: str
     segments: tuple[str, ...]
 
     @classmethod
-    def of(cls, format_name: str, pattern: str) -> "FolderLayout":
-        return cls(format_name, tuple(s for s in pattern.strip("/").split("/") if s))
+    def of(cls, pattern: str) -> "FolderLayout":
+        return cls(tuple(s for s in pattern.strip("/").split("/") if s))
 
     def parse(self, index: int, name: str) -> dict | None:
         """Fields of folder ``name`` at level ``index`` (``Y``... and ``station``), or None when it does not fit."""
@@ -411,8 +410,9 @@ def _scan(path: str, recursive: bool, extensions: tuple[str, ...]) -> tuple[list
     (it follows links to folders, as fsspec does)."""
     files, folders, pending = [], [], [path]
     while pending:
+        folder = pending.pop()
         try:
-            with os.scandir(pending.pop()) as entries:
+            with os.scandir(folder) as entries:
                 for e in entries:
                     if e.is_dir():
                         (pending if recursive else folders).append(e.path)
@@ -422,7 +422,7 @@ def _scan(path: str, recursive: bool, extensions: tuple[str, ...]) -> tuple[list
                         except OSError:  # a dangling link: listed, and rejected when it is read
                             files.append((e.path, 0))
         except (FileNotFoundError, NotADirectoryError):
-            if not recursive or not files and not folders:
+            if folder == path:  # the folder itself is not there; a subfolder that vanished meanwhile is skipped
                 return [], [], False
     return files, folders, True
 

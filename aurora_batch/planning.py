@@ -69,7 +69,7 @@ class _Settings:
     def of(cls, job: JobConfig) -> "_Settings":
         formats = tuple(job.formats())
         declared = [f.folders for f in formats if f.folders]
-        layouts = tuple(FolderLayout.of(p, p) for p in dict.fromkeys(declared))
+        layouts = tuple(FolderLayout.of(p) for p in dict.fromkeys(declared))
         return cls(formats, layouts, extensions(list(formats)), len(declared) == len(formats))
 
     def walk(self, job: JobConfig, window: Window, **kwargs) -> Listing:
@@ -374,7 +374,6 @@ def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None
 
 
 def _plan(job: JobConfig, client, starts) -> Plan:
-    fs, _ = filesystem(job.input, job.storage_options)
     window = job_window(job, starts)
     settings, parser = _cached(job)
     p = job.planning

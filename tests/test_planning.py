@@ -115,7 +115,7 @@ def test_folder_station_codes_and_spans():
     assert folder_time_span({"Y": 2010, "m": 12}) == (dt.datetime(2010, 12, 1), dt.datetime(2011, 1, 1))
     assert folder_time_span({"Y": 2012, "j": 60}) == (dt.datetime(2012, 2, 29), dt.datetime(2012, 3, 1))
     assert folder_time_span({"m": 3}) is None
-    layout = FolderLayout.of("asim", FORMATS["asim"].folders)
+    layout = FolderLayout.of(FORMATS["asim"].folders)
     assert layout.parse(0, "nya4") == {"station": "NYA"} and layout.parse(0, "backup") is None
     assert layout.parse(2, "5577") is None and layout.parse(3, "20101207") == {"Y": 2010, "m": 12, "d": 7}
 
