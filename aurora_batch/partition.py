@@ -13,8 +13,12 @@ ever rejected for it.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -33,11 +37,39 @@ from .stations import get_station
 from .store import read_staged_if, staging_url, write_part
 from .stream import StreamSettings, stream_files
 
-__all__ = ["PartitionResult", "process_partition", "judge_frames", "SITE_TOLERANCE_DEG", "LOW_RANGE"]
+__all__ = ["PartitionResult", "process_partition", "process_chunk", "stage_chunks", "Chunk", "judge_frames",
+           "StageClock", "SITE_TOLERANCE_DEG", "LOW_RANGE"]
 
 log = logging.getLogger(__name__)
 SITE_TOLERANCE_DEG = 0.05  #: a file's stated site position may differ this much from the station table
 LOW_RANGE = 0.10  #: warn when a container-scaled recipe's input spans less than this share of its range
+
+
+class StageClock:
+    """CPU seconds (of the thread doing the work) and wall seconds spent per stage of a partition."""
+
+    def __init__(self):
+        self.cpu: dict[str, float] = collections.defaultdict(float)
+        self.wall: dict[str, float] = collections.defaultdict(float)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        c0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            c, w = time.thread_time() - c0, time.perf_counter() - w0
+            with self._lock:
+                self.cpu[stage] += c
+                self.wall[stage] += w
+
+
+_UNTIMED = contextlib.nullcontext()
+
+
+def _untimed(stage: str):
+    return _UNTIMED
 
 
 @dataclasses.dataclass
@@ -52,14 +84,16 @@ class PartitionResult:
     last_time: pd.Timestamp  #: latest file time in the partition (UTC)
     resumed: bool  #: True when an identical staged part already existed
     warnings: list[str] = dataclasses.field(default_factory=list)  #: for the user, one line each
+    cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  #: CPU seconds per stage (StageClock)
+    wall_s: float = 0.0  #: the task's wall time
 
 
 def _result(key: PartitionKey, url: str, fingerprint: str, rows: pd.DataFrame, resumed: bool,
-            warnings: list[str] | None = None) -> PartitionResult:
+            warnings: list[str] | None = None, clock: StageClock | None = None, wall_s: float = 0.0) -> PartitionResult:
     files = file_ledger(rows)
     return PartitionResult(key, url, fingerprint, files["status"].value_counts().to_dict(),
                            int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
-                           warnings or [])
+                           warnings or [], dict(clock.cpu) if clock else {}, wall_s)
 
 
 def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFrame | None:
@@ -82,24 +116,63 @@ def process_partition(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, for
     already decided (``sun``, ``moon``, ``duplicate``) are staged as they are, so the part is
     the partition's whole ledger (one row per frame of the files read).  When a part with the
     same input URLs and settings is already staged, nothing is recomputed unless ``force``.
+    The same as :func:`stage_chunks` of one :func:`process_chunk`.
     """
+    return stage_chunks(job, key, [process_chunk(job, key, rows, 0, 1, force)])
+
+
+@dataclasses.dataclass
+class Chunk:
+    """The featurised rows of a share of one partition's files, not yet staged (or the partition, if it was)."""
+
+    rows: list[dict]
+    arrays: dict[str, np.ndarray]
+    notes: list[str]
+    cpu_s: dict[str, float]
+    wall_s: float
+    resumed: PartitionResult | None = None  #: the partition was staged already with the same inputs
+
+
+def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: int, count: int,
+                  force: bool = False) -> Chunk:
+    """Share ``index`` of ``count`` of the partition's pending files, in time order (the first share also
+    carries the rows decided as whole files); the partition's :func:`stage_chunks` stages the shares
+    together, so a partition uses several workers when a run has fewer partitions than threads."""
+    t0 = time.perf_counter()
     url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
     if not force and (staged := _already_staged(url, rows, job)) is not None:
-        return _result(key, url, fingerprint, staged, resumed=True)
-    out: list[dict] = [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
-                       for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
-    todo = rows[rows["status"] == Status.PENDING].sort_values("time").to_dict("records")
-    arrays, notes = {}, []
-    if todo:
-        arrays, notes = _featurise(job, todo, out)
-    staged = pd.DataFrame(out)  # row order matches the feature order; the commit sorts by time
+        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged, resumed=True))
+    clock = StageClock()
+    out: list[dict] = [] if index else [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
+                                        for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
+    todo = rows[rows["status"] == Status.PENDING].sort_values("time", kind="stable").to_dict("records")
+    todo = todo[len(todo) * index // count: len(todo) * (index + 1) // count]
+    arrays, notes = _featurise(job, todo, out, clock=clock) if todo else ({}, [])
+    return Chunk(out, arrays, notes, dict(clock.cpu), time.perf_counter() - t0)
+
+
+def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> PartitionResult:
+    """Stage one partition from its chunks, in order: one Parquet object, written atomically."""
+    if (resumed := next((c.resumed for c in chunks if c.resumed is not None), None)) is not None:
+        return resumed
+    url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
+    clock = StageClock()
+    for c in chunks:
+        for stage, seconds in c.cpu_s.items():
+            clock.cpu[stage] += seconds
+    staged = pd.DataFrame([row for c in chunks for row in c.rows])  # row order is the feature order
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
     staged["saturated"] = staged["saturated"].astype("float32")
+    arrays = {name: np.concatenate([c.arrays[name] for c in chunks if name in c.arrays])
+              for name in dict.fromkeys(n for c in chunks for n in c.arrays)}
     if job.classify.head and len(arrays.get("features", ())):
         arrays["proba"] = load_head(job.classify.head).predict_proba(arrays["features"])
-    write_part(url, staged, arrays, job.output_storage_options, fingerprint)
-    return _result(key, url, fingerprint, staged, resumed=False, warnings=notes)
+    with clock("staging"):
+        write_part(url, staged, arrays, job.output_storage_options, fingerprint)
+    notes = list(dict.fromkeys(n for c in chunks for n in c.notes))
+    return _result(key, url, fingerprint, staged, resumed=False, warnings=notes, clock=clock,
+                   wall_s=sum(c.wall_s for c in chunks))
 
 
 @dataclasses.dataclass
@@ -127,7 +200,8 @@ def _site_offset(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float] | None,
-                 flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0) -> _Judged:
+                 flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0,
+                 clock: Callable = _untimed) -> _Judged:
     """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
 
     ``row`` is the file's catalog row (its ``time`` stands in for frames without a stamp);
@@ -140,8 +214,11 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
     times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
     if site is None:
         sun = moon = illumination = np.full(len(times), np.nan)
+    elif frames.times == [None] and np.isfinite(row.get("sun_alt", np.nan)):  # at the name's time: planned already
+        sun, moon, illumination = (np.array([row[c]]) for c in ("sun_alt", "moon_alt", "moon_illumination"))
     else:
-        sun, moon, illumination = sun_moon(times, *site).to_numpy().T
+        with clock("ephemeris"):
+            sun, moon, illumination = sun_moon(times, *site).to_numpy().T
     reasons = sun_moon_reasons(sun, moon, illumination, flt.sun_max_alt, flt.moon_max_alt, flt.moon_min_illumination)
     judged = _Judged([], [])
     for i, (t, img) in enumerate(zip(times, frames.images)):
@@ -150,15 +227,20 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
             status, detail = Status.SUN, f"Sun above {flt.sun_max_alt} deg"
         elif reasons[i] == "moon":
             status, detail = Status.MOON, f"Moon above {flt.moon_max_alt} deg"
-        elif (problem := sky_problem(img, recipe)) is not None:
-            status, detail = Status.NOT_SKY, problem
         else:
-            saturated = saturated_fraction(img)
-            skymap = skymap_for(skymaps, t.to_pydatetime()) if skymaps else None
-            mask = elevation_mask(skymap, img.shape[:2], min_elevation) if skymap else None
-            judged.inputs.append(recipe(img, mask))
-            judged.keograms.append(keogram_lines(img, _zenith(skymap, img.shape[:2])))
-            judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
+            with clock("checks"):
+                problem = sky_problem(img, recipe)
+                saturated = saturated_fraction(img) if problem is None else np.nan
+            if problem is not None:
+                status, detail = Status.NOT_SKY, problem
+            else:
+                skymap = skymap_for(skymaps, t.to_pydatetime()) if skymaps else None
+                with clock("recipe"):
+                    mask = elevation_mask(skymap, img.shape[:2], min_elevation) if skymap else None
+                    judged.inputs.append(recipe(img, mask))
+                with clock("keogram"):
+                    judged.keograms.append(keogram_lines(img, _zenith(skymap, img.shape[:2])))
+                judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
         judged.rows.append({**row, "time": t, "status": status, "detail": detail, "frame": i,
                             "sun_alt": sun[i], "moon_alt": moon[i], "moon_illumination": illumination[i],
                             "saturated": saturated})
@@ -167,8 +249,8 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
     return judged
 
 
-def _featurise(job: JobConfig, todo: list[dict], out: list[dict],
-               tick: Callable[[], None] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+def _featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None,
+               clock: Callable = _untimed) -> tuple[dict[str, np.ndarray], list[str]]:
     """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
 
     Appends their rows to ``out``.  Returns the arrays of the kept frames, in the order of
@@ -183,24 +265,31 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict],
     station = get_station(todo[0]["station"]) if todo[0].get("station") else None
     site = (station.latitude, station.longitude, station.altitude_m) if station else None
     skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
-    extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
-                                 input_size=recipe.size)
+    with clock("model"):  # loaded once per worker process: later partitions find it built
+        extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
+                                     input_size=recipe.size)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
+    def fetch(row: dict) -> bytes:
+        with clock("fetch"):
+            return read_bytes(row["url"], job.storage_options)
+
     def load(data: bytes, row: dict) -> _Judged:
-        frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
-        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation)
+        with clock("decode"):
+            frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
+        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation, clock)
 
     def push(images: list[np.ndarray]) -> None:
-        extractor.push(np.stack(images))
+        with clock("network"):
+            extractor.push(np.stack(images))
         freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
     batch: list[np.ndarray] = []
     keograms: list[np.ndarray] = []
     off_site: list[tuple[str, float]] = []
     low_range: list[str] = []
-    for row, judged in stream_files(todo, lambda r: read_bytes(r["url"], job.storage_options), load,
+    for row, judged in stream_files(todo, fetch, load,
                                     size=lambda r: r.get("size"), settings=settings):
         if tick is not None:
             tick()
@@ -235,7 +324,8 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict],
                      f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}")
     for note in notes:
         log.warning(note)
-    arrays = {"features": extractor.result()}
+    with clock("network"):
+        arrays = {"features": extractor.result()}
     if keograms:
         lines = np.stack(keograms)
         arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])

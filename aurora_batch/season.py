@@ -10,6 +10,7 @@ is not rewritten at all.  Driver memory therefore does not grow with the number 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -25,16 +26,17 @@ from .config import JobConfig
 from .fs import StorageError, endpoint_of, filesystem, is_local, storage_errors
 from .lock import OutputLock
 from .month import build_month, common_attrs, join_fingerprint, month_inputs
-from .partition import PartitionResult, process_partition
+from .partition import Chunk, PartitionResult, process_chunk, stage_chunks
 from .planning import Plan, merge_partition_rows, part_rows, plan_run, write_undated
 from .store import catalog_url, check_store_format, store_url
 from .versions import MonthConflictError
 from .worker import register_worker_setup
 
-__all__ = ["SeasonSummary", "run_season", "run_partition"]
+__all__ = ["SeasonSummary", "run_season", "run_chunk", "chunks_per_partition"]
 
 log = logging.getLogger(__name__)
 PARTITIONS_IN_FLIGHT_PER_THREAD = 4  #: partitions submitted ahead per worker thread (later months wait their turn)
+MIN_CHUNK_FILES = 100  #: files a task gets at least, when partitions are shared between tasks
 
 
 @dataclasses.dataclass
@@ -54,6 +56,8 @@ class SeasonSummary:
     warnings: list[str] = dataclasses.field(default_factory=list)  #: from the partitions, one line each
     plan: Plan | None = None  #: how the run was planned (listing requests, files, where)
     store_format: str = "zarr"  #: how its months are published: zarr trees, or icechunk repositories
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)  #: wall seconds of the run's phases
+    stage_cpu: dict[str, float] = dataclasses.field(default_factory=dict)  #: CPU s per stage over its partitions
 
     def format(self) -> str:
         lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
@@ -62,6 +66,11 @@ class SeasonSummary:
         lines.append(f"  partitions: {self.partitions} ({self.resumed_partitions} already staged)")
         if self.plan is not None:
             lines.append(f"  {self.plan.line()}")
+        if self.timings:
+            lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
+        if self.stage_cpu:
+            lines.append("  partition CPU: " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                         sorted(self.stage_cpu.items(), key=lambda kv: -kv[1])))
         lines.append(f"  catalog: {self.catalog}")
         for month, groups in sorted(self.groups.items()):
             desc = ", ".join(f"{g}: {n}" for g, n in sorted(groups.items()))
@@ -114,18 +123,24 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         check_store_format(job.output, job.store_format(), job.output_storage_options)
         lock = OutputLock(job.output, job.output_storage_options, purpose=lock_purpose,
                           ttl_s=job.nightly.lock_ttl_s).acquire()
+    timings: dict[str, float] = {}
     try:
-        if client is None:
-            own_local = job.cluster.kind == "local" and not job.cluster.scheduler
-            cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
-            with dask_client(job.cluster) as client:
+        with contextlib.ExitStack() as cluster:
+            cores = None
+            if client is None:
+                own_local = job.cluster.kind == "local" and not job.cluster.scheduler
+                cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
+                # registered first, so that it runs last, once the cluster is closed
+                cluster.callback(lambda t=time.perf_counter: timings.__setitem__("shutdown", t() - timings["_done"]))
+                with _timed(timings, "cluster start"):
+                    client = cluster.enter_context(dask_client(job.cluster))
+            with _timed(timings, "worker setup"):
                 register_worker_setup(client, job.features.torch_threads, cores)
-                plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose)
-        else:
-            register_worker_setup(client, job.features.torch_threads)
-            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose)
+            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose, timings)
+            timings["_done"] = time.perf_counter()
     finally:
         lock.release()
+    timings.pop("_done", None)
     statuses = Counter({Status.UNPARSEABLE: plan.unparseable} if plan.unparseable else {})
     last: dict[str, pd.Timestamp] = {}
     for r in results:
@@ -137,23 +152,43 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m, fmt) for m in sorted(groups)],
                          plan.files + plan.unparseable, kept, sum(r.images for r in results), dict(statuses), groups,
                          len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
-                         plan.warnings + [w for r in results for w in r.warnings], plan, fmt)
+                         plan.warnings + [w for r in results for w in r.warnings], plan, fmt, timings,
+                         dict(sum((Counter(r.cpu_s) for r in results), Counter())))
 
 
-def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts, command: str):
-    plan = plan_run(job, client, starts)
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], phase: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts, command: str,
+                  timings: dict[str, float]):
+    with _timed(timings, "plan"):
+        plan = plan_run(job, client, starts)
     if progress:
         print(plan.line(), file=sys.stderr)
-    results, groups = _run_graph(job, plan, client, progress, allow_shrink, command)
+    results, groups = _run_graph(job, plan, client, progress, allow_shrink, command, timings)
     return plan, results, groups
 
 
-def run_partition(job: JobConfig, key: PartitionKey, parts: list[pd.DataFrame]) -> PartitionResult:
-    """A partition task: its rows from every plan part that found some, then :func:`process_partition`."""
-    return process_partition(job, key, merge_partition_rows(parts))
+def run_chunk(job: JobConfig, key: PartitionKey, parts: list[pd.DataFrame], index: int, count: int) -> Chunk:
+    """A partition's share ``index`` of ``count``: its rows from every plan part that found some, merged, then
+    :func:`~aurora_batch.partition.process_chunk`; :func:`~aurora_batch.partition.stage_chunks` stages them."""
+    return process_chunk(job, key, merge_partition_rows(parts), index, count)
 
 
-def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool, command: str):
+def chunks_per_partition(partitions: int, files: int, threads: int) -> int:
+    """How many tasks share one partition: enough for every worker thread to have two when a run has fewer
+    partitions than that (a one-station nightly), none under :data:`MIN_CHUNK_FILES` files."""
+    return max(1, min(-(-2 * threads // max(1, partitions)), files // MIN_CHUNK_FILES))
+
+
+def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool, command: str,
+               timings: dict[str, float]):
     """Submit the months in time order, each as its partitions and one commit, while at most about
     :data:`PARTITIONS_IN_FLIGHT_PER_THREAD` partitions a worker thread wait: the graph (and what the
     scheduler and driver hold of it) stays the size of a few months, however long the season."""
@@ -180,9 +215,12 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
             if plan.where == "workers":  # the rows stay on the workers: a small task, where they are, takes them
                 rows = [client.submit(part_rows, part, key, pure=False, workers=plan.holders.get(part.key),
                                       allow_other_workers=True) for part in rows]
-            part_futs.append(client.submit(run_partition, job, key, rows, resources=resources,
-                                           key=f"partition-{key.name}-{job.output}", pure=False,
-                                           retries=TASK_RETRIES))
+            count = chunks_per_partition(len(plan.counts), plan.counts[key], threads)
+            chunks = [client.submit(run_chunk, job, key, rows, i, count, resources=resources, pure=False,
+                                    key=f"chunk-{key.name}-{i}-{job.output}", retries=TASK_RETRIES)
+                      for i in range(count)]
+            part_futs.append(client.submit(stage_chunks, job, key, chunks, key=f"partition-{key.name}-{job.output}",
+                                           pure=False, retries=TASK_RETRIES))
         commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink, command,
                                key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
         month_of_commit[commit.key] = month
@@ -196,6 +234,7 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
     results: list[PartitionResult] = []
     groups: dict[str, dict[str, int]] = {}
     bar = _progress_bar(len(plan.counts) + len(months), progress)
+    t0 = last_partition = time.perf_counter()
     top_up()
     try:
         for fut in running:
@@ -206,6 +245,7 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
             if isinstance(value, PartitionResult):
                 results.append(value)
                 waiting -= 1
+                last_partition = time.perf_counter()
             elif isinstance(value, CommitConflict):
                 raise MonthConflictError(value.message)
             elif fut.key in month_of_commit and value is not None:
@@ -214,11 +254,14 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
             top_up()
     finally:
         bar.close()
+    timings["partitions"] = last_partition - t0
+    timings["months after the last partition"] = time.perf_counter() - last_partition
     # The ledger of unparseable names, last (a finished run's mark): on a worker from the planning tasks' results.
-    if plan.where == "workers":
-        client.submit(write_undated, job, plan.undated_parts, pure=False, retries=TASK_RETRIES).result()
-    else:
-        write_undated(job, plan.undated_parts)
+    with _timed(timings, "ledger"):
+        if plan.where == "workers":
+            client.submit(write_undated, job, plan.undated_parts, pure=False, retries=TASK_RETRIES).result()
+        else:
+            write_undated(job, plan.undated_parts)
     plan.undated_parts = []
     return results, groups
 

@@ -1,56 +1,109 @@
-"""Season-job throughput against plain model inference, in the same process.
+"""Season throughput at steady state, apart from what every run pays once, against the CPU roof.
 
-Writes a SYNTHETIC archive of 256² 16-bit PNGs, runs the season on a LocalCluster (started
-before timing) with the backbone compiled (``features.compile: true``; its warm-up is part
-of the season's time) and eager, and times plain eager inference with all cores, at batch
-64 (this benchmark's earlier baseline) and at batch 16 (the best eager rate on this CPU).
-Prints images/s of each and the ratios.  Usage::
+Writes SYNTHETIC archives of one station at one frame a minute (256² 16-bit PNGs, every frame kept:
+Sun and Moon tests off), ``--small`` and ``--large`` frames (default one and four days), and runs
+``aurora-batch season`` on each as a user would (a fresh process, the embedded LocalCluster).
+Prints, measured in this run, with the CPU model:
 
-    python benchmarks/season_throughput.py [--images 20000] [--workers 2] [--precision bfloat16]
+- the **steady-state** rate: the marginal rate between the two seasons, (large - small) / (T_large - T_small);
+- the **whole-run** rate of each, and its **fixed cost**: the run's time less its frames at the steady
+  rate, with the phases the run reports (cluster start, worker setup, planning, partitions, months
+  after the last partition, shutdown; the rest is the process: imports, the job spec, the lock);
+- the **CPU time per stage** of the partitions (fetch, decode, checks, recipe, keogram lines, network,
+  staging, model load);
+- the **CPU roof**: decoding + recipe alone and plain inference alone on all cores, 1 / (1/d + 1/n);
+- ``--compile``: the same with ``features.compile: true``, eager and compiled side by side.
+
+Usage::
+
+    python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--kind png|jpeg]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import (CORES, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
-                     write_synthetic_archive)
+from _common import CORES, cpu_roof, decoding_rate, plain_inference_rate, write_synthetic_archive
+from planning import cpu_model
+
+KINDS = {"png": ("asim", "NYA", "256² 16-bit PNG"), "jpeg": ("kiruna", "LYR", "2832² colour JPEG (~1 MB)")}
+
+
+def season_cli(tmp: Path, name: str, archive: str, station: str, layout: str, start, end, **features) -> dict:
+    """One ``aurora-batch season`` run in a fresh process: wall seconds, images, and what the run reports."""
+    spec = tmp / f"{name}.yaml"
+    spec.write_text(f"input: {archive}\noutput: file://{tmp}/out-{name}\nstations: [{station}]\nlayout: {layout}\n"
+                    f"start: {start:%Y-%m-%dT%H:%M:%S}\nend: {end:%Y-%m-%dT%H:%M:%S}\n"
+                    f"filter: {{sun_max_alt: 90, moon_max_alt: null}}\nfeatures: {json.dumps(features)}\n")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"], capture_output=True,
+                         text=True, check=True).stdout
+    wall = time.perf_counter() - t0
+    images = int(re.search(r"\((\d+) images\)", out).group(1))
+
+    def pairs(label: str) -> dict[str, float]:
+        line = next((x for x in out.splitlines() if x.strip().startswith(label)), "")
+        return {k: float(v) for k, v in re.findall(r"([a-z][a-z ]*?) ([\d.]+) s", line.split(":", 1)[-1])}
+
+    partitions = int(re.search(r"partitions: (\d+)", out).group(1))
+    return {"wall": wall, "images": images, "phases": pairs("time:"), "cpu": pairs("partition CPU:"),
+            "partitions": partitions}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=20000, help="frames in the synthetic archive")
-    ap.add_argument("--days", type=int, default=10, help="nights the frames spread over (one partition each)")
-    ap.add_argument("--workers", type=int, default=CORES)
-    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    ap.add_argument("--no-eager-season", action="store_true", help="skip the eager season")
+    ap.add_argument("--small", type=int, default=1440, help="frames of the small season (one a minute)")
+    ap.add_argument("--large", type=int, default=5760, help="frames of the large season")
+    ap.add_argument("--kind", choices=list(KINDS), default="png")
+    ap.add_argument("--compile", action="store_true", help="also the seasons with features.compile: true")
     args = ap.parse_args()
+    import pandas as pd
 
-    tmp = tempfile.mkdtemp(prefix="aurora-bench-")
+    layout, station, what = KINDS[args.kind]
+    tmp = Path(tempfile.mkdtemp(prefix="aurora-throughput-"))
+    start = pd.Timestamp("2010-12-10")
     t0 = time.perf_counter()
-    # Polar night at Ny-Ålesund, Moon test off: every frame is processed.
-    start, end, _ = write_synthetic_archive(f"file://{tmp}/archive", "NYA", "2010-12-10", args.images, args.days)
-    print(f"synthetic archive: {args.images} frames (256² 16-bit PNG) in {time.perf_counter() - t0:.1f} s")
+    days = args.large / 1440
+    kind = "colour" if args.kind == "jpeg" else "asim"
+    write_synthetic_archive(f"file://{tmp}/archive", station, start, args.large, days, kind=kind)
+    print(f"season throughput on {cpu_model()}, {CORES} cores: SYNTHETIC {what}, one a minute "
+          f"({args.large} written in {time.perf_counter() - t0:.0f} s)")
 
-    plain = {bs: plain_inference_rate(128, bs, CORES) for bs in (64, 16)}
-    for bs, rate in plain.items():
-        print(f"plain eager inference: {rate:.1f} img/s (batch {bs}, 128 px, {CORES} threads, float32)")
-    roof = decoding_rate(sorted(Path(tmp, "archive").rglob("*.png"))[:2000])
-    shared = cpu_roof(roof, max(plain.values()))
-    print(f"decoding roof: {roof:.1f} img/s (decode + lite128, {CORES} threads, no network); "
-          f"CPU roof with the eager network on the same cores: {shared:.1f} img/s")
-    modes = [("compiled", True)] + ([] if args.no_eager_season else [("eager", False)])
-    for name, compile in modes:
-        job = season_job(f"file://{tmp}/archive", f"file://{tmp}/out-{name}", "NYA", start.to_pydatetime(),
-                         end.to_pydatetime(), compile=compile, precision=args.precision)
-        summary, peak = run_season_on_local_cluster(job, args.workers)
-        rate = summary.images / summary.seconds
-        print(f"season, {name} {args.precision}: {summary.images} images in {summary.seconds:.1f} s -> "
-              f"{rate:.1f} img/s ({args.workers} workers, batch {job.features.batch_size or 'default'}; busiest "
-              f"worker peak RSS {peak:.0f} MB); ratio to plain eager batch 64: {rate / plain[64]:.2f}, "
-              f"batch 16: {rate / plain[16]:.2f}; to the eager CPU roof: {rate / shared:.2f}")
+    files = sorted((tmp / "archive").rglob("*.png" if args.kind == "png" else "*.jpg"))
+    decoding = decoding_rate(files[:min(len(files), 600)])
+    network = plain_inference_rate(128, 16, CORES)
+    roof = cpu_roof(decoding, network)
+    print(f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s (batch 16): "
+          f"{roof:.1f} img/s together")
+    steady = {}
+    for mode, features in [("eager", {})] + ([("compiled", {"compile": True})] if args.compile else []):
+        runs = {}
+        for name, frames in (("small", args.small), ("large", args.large)):
+            end = start + pd.Timedelta(minutes=frames)
+            runs[name] = season_cli(tmp, f"{mode}-{name}", f"file://{tmp}/archive", station, layout, start, end,
+                                    **features)
+        a, b = runs["small"], runs["large"]
+        rate = (b["images"] - a["images"]) / (b["wall"] - a["wall"])
+        steady[mode] = rate
+        print(f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof)")
+        for name, r in runs.items():
+            fixed = r["wall"] - r["images"] / rate
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items() if k != "partitions")
+            print(f"    {name} ({r['images']} images, {r['partitions']} partitions): whole run {r['wall']:.1f} s = "
+                  f"{r['images'] / r['wall']:.1f} img/s; fixed cost {fixed:.1f} s (phases: {phases}; "
+                  f"partitions {r['phases'].get('partitions', 0):.1f} s)")
+        cpu = b["cpu"]
+        per_image = {k: 1000 * v / b["images"] for k, v in cpu.items()}
+        print("    CPU per image (ms, the large season's partitions): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_image.items(), key=lambda kv: -kv[1])))
+    if "compiled" in steady:
+        print(f"  compiled / eager steady state: {steady['compiled'] / steady['eager']:.2f}")
 
 
 if __name__ == "__main__":

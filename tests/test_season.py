@@ -45,3 +45,22 @@ def test_season_memory_filesystem():
     summary = run_season(job, progress=False)
     check_season(summary, job, len(labels), stations=("NYA",), broken=False)
     assert summary.kept == len(labels)
+
+
+def test_a_partition_shared_between_tasks_stores_what_one_task_stores(small_archive, tmp_path, dask_client,
+                                                                        monkeypatch):
+    """A run with fewer partitions than threads splits each partition's files over several tasks (a one-station
+    nightly uses every worker); the staged part, the catalog and the stores are those of one task."""
+    import aurora_batch.season as season
+
+    url, labels = small_archive
+    stores, catalogs = {}, {}
+    for name, min_files in (("one task", 10**9), ("shared", 5)):
+        monkeypatch.setattr(season, "MIN_CHUNK_FILES", min_files)
+        job = make_job(url, f"file://{tmp_path}/{name.replace(' ', '-')}", stations=["NYA"])
+        summary = run_season(job, client=dask_client, progress=False)
+        assert summary.partitions == 1 and summary.images > 0
+        stores[name], catalogs[name] = store_snapshot(job, stations=("NYA",)), read_catalog(job.output)
+    assert season.chunks_per_partition(1, len(labels) // 2, 2) == 4  # 2 threads: 4 shares of >= 5 files
+    pd.testing.assert_frame_equal(catalogs["shared"], catalogs["one task"])
+    assert_same_stores(stores["shared"], stores["one task"])
