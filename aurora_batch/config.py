@@ -50,12 +50,19 @@ class FeatureConfig(_Strict):
     batch_size: int | None = Field(None, ge=1, le=8192, description="images per forward pass; default: "
                                    "16 on CPU, 512 on CUDA (halved on out-of-memory)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["float32", "float16", "bfloat16"] = Field(
+    precision: Literal["float32", "float16", "bfloat16", "int8"] = Field(
         "float32", description="autocast precision of the network (GPUs; bfloat16 also on CPUs with AMX or "
-                               "AVX-512 BF16); stored features stay float32")
-    compile: bool = Field(False, description="torch.compile the backbone (warm-up 7-90 s per worker; on 2 CPU "
-                                             "cores plain inference gains 1.25x, a whole season did not)")
+                               "AVX-512 BF16), or int8: the shipped backbone quantised for CPU workers (feature "
+                               "cosine >= 0.998 to float32, 10-20 s of warm-up a run); stored features stay float32")
+    compile: bool = Field(False, description="torch.compile the backbone (warm-up 5-30 s a run; on 2 CPU cores "
+                                             "plain inference gains 1.2-1.4x, seasons 0.92-1.37x)")
+    compile_cache: str | None = Field(None, description="Inductor's cache folder, shared by the worker processes "
+                                      "and runs that can see it (a shared file system for a cluster); default "
+                                      "$XDG_CACHE_HOME/aurora-batch/inductor")
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
+    recipe_device: Literal["auto", "numpy", "torch"] = Field(
+        "auto", description="where the recipe runs: numpy in the decoding threads, or torch on the network's device "
+                            "after decoding (equal within 1e-5); auto: torch on a GPU worker, numpy on CPU")
     decode_threads: int | None = Field(None, ge=0, le=64, description="threads decoding and preprocessing per "
                                        "task (0: the task's own thread); default: 0 on CPU, the worker's cores "
                                        "less one on a GPU worker")
@@ -378,7 +385,9 @@ class JobConfig(_Strict):
 
             head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
         flt = self.filter
-        precision = "" if f.precision == "float32" else f"|{f.precision}"
+        from .quantize import INT8_SCHEME
+
+        precision = {"float32": "", "int8": f"|{INT8_SCHEME}"}.get(f.precision, f"|{f.precision}")
         skymaps = f"|skymaps:{self.skymaps}>={f.min_elevation}" if self.skymaps else ""
         from .features import backbone_id
         from .imaging import KEOGRAM_PIXELS
@@ -423,6 +432,11 @@ class JobConfig(_Strict):
                              f"({', '.join(MODEL_FILE_SUFFIXES)})")
         if value.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {value.recipe!r}; known: {sorted(RECIPES)}")
+        if value.precision == "int8" and value.device == "cuda":
+            raise ValueError("precision int8 is for CPU workers; with device cuda use float16 or bfloat16")
+        if value.precision == "int8" and value.backbone not in BACKBONES:
+            raise ValueError(f"precision int8 is for the shipped backbones ({sorted(BACKBONES)}), whose layers it "
+                             f"knows; {value.backbone} runs in float32, float16 or bfloat16")
         return value
 
     @field_validator("end")

@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "fold_same_padding", "load_backbone", "extract_features",
-           "FeatureExtractor", "pick_device", "tune_process", "default_batch_size", "default_decode_threads",
-           "freeze_long_lived_objects", "is_model_file", "model_file_sha256", "backbone_id", "feature_dim",
-           "MODEL_FILE_SUFFIXES"]
+__all__ = ["Backbone", "BACKBONES", "fold_batchnorm", "fold_same_padding", "load_backbone", "load_int8_backbone",
+           "extract_features", "FeatureExtractor", "pick_device", "tune_process", "default_batch_size",
+           "default_decode_threads", "freeze_long_lived_objects", "compile_cache_dir", "is_model_file",
+           "model_file_sha256", "backbone_id", "feature_dim", "MODEL_FILE_SUFFIXES"]
 
 #: images per forward pass when ``features.batch_size`` is not set: CPU, CUDA (halved on out-of-memory)
 DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 512}
@@ -265,17 +265,34 @@ def default_decode_threads(device: str) -> int:
     return max(1, min(16, cores - 1))
 
 
+def compile_cache_dir(path: str | None = None) -> str:
+    """Point Inductor's on-disk cache at ``path`` (default ``$XDG_CACHE_HOME/aurora-batch/inductor``), before
+    this process compiles anything; returns the folder.  Its compiled graphs then serve every later process
+    and run that sees the folder: a warm cache turns a 60-90 s compilation into a few seconds."""
+    if path is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        path = os.path.join(base, "aurora-batch", "inductor")
+    path = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(path, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    return path
+
+
 @functools.lru_cache(maxsize=4)
-def load_backbone(name: str, weights: str | None = None, device: str = "cpu", compile: bool = False):
+def load_backbone(name: str, weights: str | None = None, device: str = "cpu", compile: bool = False,
+                  compile_cache: str | None = None):
     """Build ``name``, load pretrained or user weights, fold its batch norms, eval mode on ``device``.
 
     Cached per process, so each Dask worker loads (and compiles) a model once.  With
     ``compile``, the model is wrapped by ``torch.compile(dynamic=False)``: the first batch of
     each shape pays the compilation (60–90 s on 2 CPU cores with a cold Inductor cache, 7 s
-    with a warm one: Inductor caches the result on disk for later processes).
+    with a warm one: Inductor caches the result on disk, in ``compile_cache``
+    (:func:`compile_cache_dir`), for later processes).
     """
     import torch
 
+    if compile:
+        compile_cache_dir(compile_cache)
     if is_model_file(name):
         if weights:
             raise ValueError(f"backbone {name} is a model file: it carries its weights (unset features.weights)")
@@ -308,6 +325,18 @@ def load_backbone(name: str, weights: str | None = None, device: str = "cpu", co
     return model
 
 
+@functools.lru_cache(maxsize=2)
+def load_int8_backbone(name: str, weights: str | None, recipe: str, batch_size: int,
+                       compile_cache: str | None = None):
+    """:func:`load_backbone` on CPU, quantised to int8 and compiled (:func:`aurora_batch.quantize.quantize_int8`),
+    once per process; calibrated through ``recipe``; the quantised program is cached beside Inductor's."""
+    from .quantize import quantize_int8
+
+    cache = compile_cache_dir(compile_cache)
+    key = f"{backbone_id(name)}|{weights and model_file_sha256(weights)}"
+    return quantize_int8(load_backbone(name, weights, "cpu"), recipe, batch_size, cache, key)
+
+
 class FeatureExtractor:
     """Batched CNN features on one device: :meth:`push` batches, then :meth:`result`.
 
@@ -317,30 +346,37 @@ class FeatureExtractor:
     runs on the compute stream; features stay on the GPU until :meth:`result`.  The caller's
     thread is free to assemble the next batch meanwhile.
 
-    ``precision`` ``float16``/``bfloat16`` runs the network under autocast; features are
-    returned as float32 whatever the precision.  With ``compile`` every batch is padded to
-    ``batch_size`` so that the compiled graph is never rebuilt for a short last batch.
+    ``precision`` ``float16``/``bfloat16`` runs the network under autocast; ``int8`` (CPU only)
+    runs it quantised (:mod:`aurora_batch.quantize`, calibrated through ``recipe``); features are
+    returned as float32 whatever the precision.  With ``compile`` (and int8, which is compiled)
+    every batch is padded to ``batch_size`` so that the graph is never rebuilt for a short last batch.
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, precision: str = "float32", compile: bool = False,
-                 input_size: int = 128):
+                 input_size: int = 128, compile_cache: str | None = None, recipe: str = "lite128"):
         import torch
 
         self.device = pick_device(device)
         self.cuda = self.device.startswith("cuda")
-        self.compile = compile
-        self.model = load_backbone(backbone, weights, self.device, compile)
-        self.dim = feature_dim(backbone, input_size, self.device)
         self.batch_size = batch_size or default_batch_size(self.device)
-        self.autocast = None if precision == "float32" else getattr(torch, precision)
+        self.compile = compile or precision == "int8"
+        if precision == "int8":
+            if self.cuda:
+                raise ValueError("features.precision: int8 is for CPU workers; on a GPU use float16 or bfloat16")
+            self.model = load_int8_backbone(backbone, weights, recipe, self.batch_size, compile_cache)
+        else:
+            self.model = load_backbone(backbone, weights, self.device, compile, compile_cache)
+        self.dim = feature_dim(backbone, input_size, self.device)
+        self.autocast = None if precision in ("float32", "int8") else getattr(torch, precision)
         self._outputs: list = []
         self._buffers: dict = {}
         if self.cuda:
             self._copy_stream = torch.cuda.Stream(device=self.device)
 
-    def push(self, batch: np.ndarray) -> None:
-        """Queue ``(N, 3, S, S)`` float32 images; any N (split into ``batch_size`` pieces)."""
+    def push(self, batch) -> None:
+        """Queue ``(N, 3, S, S)`` float32 images, a numpy array or a tensor already on the device (the
+        :mod:`~aurora_batch.torch_recipes` output); any N (split into ``batch_size`` pieces)."""
         for i in range(0, len(batch), self.batch_size):
             self._run(batch[i:i + self.batch_size])
 
@@ -355,16 +391,18 @@ class FeatureExtractor:
             return torch.cat(outputs).cpu().numpy()
         return np.concatenate(outputs)
 
-    def _run(self, x: np.ndarray) -> None:
+    def _run(self, x) -> None:
         import torch
 
         n = len(x)
+        on_device = isinstance(x, torch.Tensor)
         if self.compile and n < self.batch_size:
-            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+            pad = (self.batch_size - n, *x.shape[1:])
+            x = torch.cat([x, x.new_zeros(pad)]) if on_device else np.concatenate([x, np.zeros(pad, x.dtype)])
         with torch.inference_mode(), self._autocast():
             if self.cuda:
                 try:
-                    self._outputs.append(self.model(self._to_device(x))[:n].float())
+                    self._outputs.append(self.model(x if on_device else self._to_device(x))[:n].float())
                 except torch.cuda.OutOfMemoryError:
                     if self.batch_size == 1:
                         raise
@@ -372,7 +410,8 @@ class FeatureExtractor:
                     self.batch_size //= 2
                     self.push(x[:n])
                 return
-            t = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            t = (x if on_device else torch.from_numpy(np.ascontiguousarray(x))).contiguous(
+                memory_format=torch.channels_last)
             self._outputs.append(self.model(t)[:n].float().numpy())
 
     def _to_device(self, x: np.ndarray):

@@ -37,6 +37,7 @@ from .fs import filesystem, join_url, storage_errors
 from .imaging import get_recipe
 from .join import nearest
 from .lock import OutputLock
+from .quantize import INT8_SCHEME
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
 from .store import Publication, commit_month, month_url, write_month_catalog, zarr_store
@@ -132,6 +133,7 @@ def common_attrs(job: JobConfig) -> dict:
         "weights": (os.path.basename(f.weights) if f.weights else
                     "in the backbone file" if is_model_file(f.backbone) else "pretrained (shipped)"),
         "recipe": f.recipe,
+        "precision": f.precision if f.precision != "int8" else INT8_SCHEME,
         "sun_max_alt": job.filter.sun_max_alt,
         "moon_max_alt": job.filter.moon_max_alt,
         "moon_min_illumination": job.filter.moon_min_illumination,

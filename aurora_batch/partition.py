@@ -36,6 +36,7 @@ from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
 from .stations import get_station
 from .store import read_staged_if, staging_url, write_part
 from .stream import StreamSettings, stream_files
+from .torch_recipes import DeviceRecipe
 
 __all__ = ["PartitionResult", "process_partition", "process_chunk", "stage_chunks", "Chunk", "judge_frames",
            "StageClock", "SITE_TOLERANCE_DEG", "LOW_RANGE"]
@@ -182,6 +183,8 @@ class _Judged:
     rows: list[dict]
     inputs: list[np.ndarray]
     keograms: list[np.ndarray] = dataclasses.field(default_factory=list)  #: (2, KEOGRAM_PIXELS) per input
+    #: with a recipe run later on the network's device: each input is the decoded frame, and this its field of view
+    masks: list[np.ndarray | None] = dataclasses.field(default_factory=list)
     site_offset: float | None = None  #: degrees between the file's stated site and the station table
     low_range: bool = False  #: a container-scaled recipe's input spans < LOW_RANGE of its range
 
@@ -201,7 +204,7 @@ def _site_offset(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float] | None,
                  flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0,
-                 clock: Callable = _untimed) -> _Judged:
+                 clock: Callable = _untimed, defer_recipe: bool = False) -> _Judged:
     """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
 
     ``row`` is the file's catalog row (its ``time`` stands in for frames without a stamp);
@@ -209,7 +212,8 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
     station (no Sun or Moon then, NaN).  Kept frames are preprocessed by ``recipe`` over the
     field of view of the skymap valid at their time (elevation at least ``min_elevation``
     degrees), else the recipe's own; their keogram lines go through that skymap's zenith, else
-    the image centre.
+    the image centre.  With ``defer_recipe`` kept frames are left as decoded, with their masks, for the
+    recipe's torch twin on the network's device (:class:`~aurora_batch.torch_recipes.DeviceRecipe`).
     """
     times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
     if site is None:
@@ -237,7 +241,9 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
                 skymap = skymap_for(skymaps, t.to_pydatetime()) if skymaps else None
                 with clock("recipe"):
                     mask = elevation_mask(skymap, img.shape[:2], min_elevation) if skymap else None
-                    judged.inputs.append(recipe(img, mask))
+                    if defer_recipe:
+                        judged.masks.append(mask)
+                    judged.inputs.append(img if defer_recipe else recipe(img, mask))
                 with clock("keogram"):
                     judged.keograms.append(keogram_lines(img, _zenith(skymap, img.shape[:2])))
                 judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
@@ -267,8 +273,10 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable
     skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
     with clock("model"):  # loaded once per worker process: later partitions find it built
         extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
-                                     input_size=recipe.size)
+                                     input_size=recipe.size, compile_cache=f.compile_cache, recipe=recipe.name)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
+    on_device = f.recipe_device == "torch" or (f.recipe_device == "auto" and extractor.cuda)
+    device_recipe = DeviceRecipe(recipe, extractor.device) if on_device else None
     settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
     def fetch(row: dict) -> bytes:
@@ -278,14 +286,20 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable
     def load(data: bytes, row: dict) -> _Judged:
         with clock("decode"):
             frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
-        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation, clock)
+        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation, clock, on_device)
 
-    def push(images: list[np.ndarray]) -> None:
+    def push(images: list[np.ndarray], masks: list[np.ndarray | None]) -> None:
+        if device_recipe is not None:
+            with clock("recipe"):
+                inputs = device_recipe(images, masks)
+        else:
+            inputs = np.stack(images)
         with clock("network"):
-            extractor.push(np.stack(images))
+            extractor.push(inputs)
         freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
     batch: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
     keograms: list[np.ndarray] = []
     off_site: list[tuple[str, float]] = []
     low_range: list[str] = []
@@ -299,16 +313,17 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable
             continue
         out += judged.rows
         batch += judged.inputs
+        masks += judged.masks
         keograms += judged.keograms
         if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
             off_site.append((row["url"], judged.site_offset))
         if judged.low_range:
             low_range.append(row["url"])
         while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
-            push(batch[:extractor.batch_size])
-            del batch[:extractor.batch_size]
+            push(batch[:extractor.batch_size], masks[:extractor.batch_size])
+            del batch[:extractor.batch_size], masks[:extractor.batch_size]
     if batch:
-        push(batch)
+        push(batch, masks)
     notes = []
     for m in skymaps:
         offset = _site_offset((m.latitude, m.longitude), site[:2])

@@ -36,7 +36,7 @@ __all__ = ["SeasonSummary", "run_season", "run_chunk", "chunks_per_partition"]
 
 log = logging.getLogger(__name__)
 PARTITIONS_IN_FLIGHT_PER_THREAD = 4  #: partitions submitted ahead per worker thread (later months wait their turn)
-MIN_CHUNK_FILES = 100  #: files a task gets at least, when partitions are shared between tasks
+MIN_CHUNK_FILES = 32  #: files a task gets at least, when partitions are shared between tasks
 
 
 @dataclasses.dataclass

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import sys
 import time
@@ -12,6 +13,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # s3server, latency_proxy
 
 CORES = os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector units the figures depend on, e.g. ``AMD EPYC (AVX-512, VNNI, BF16)``."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    units = [label for flag, label in (("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16"),
+                                        ("amx_tile", "AMX")) if flag in flags]
+    units = units or (["AVX2"] if "avx2" in flags else ["no AVX2"])
+    return f"{name} ({', '.join(units)})" if flags else name
 
 
 def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = CORES, compile: bool = False,

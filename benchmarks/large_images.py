@@ -4,7 +4,9 @@ Writes a SYNTHETIC archive of ``--images`` 2832×2832 colour JPEGs with sky-like
 (about 1 MB each, like a modern all-sky camera's) and runs a season over it (``kiruna``
 layout, recipe ``--recipe``).  Prints, measured in this run:
 
-- the season's images/s against plain inference of the same backbone and input size;
+- the season's images/s against plain inference of the same backbone and input size, its steady state
+  (images over the partitions' wall time), its fixed costs (the run's phases) and the CPU time per stage;
+  ``season_throughput.py --kind jpeg`` gives the marginal steady state between two season sizes;
 - the decoding roof: images/s of decoding + preprocessing alone on all cores, and the CPU
   roof when decoding and the network share those cores (1 / (1/decoding + 1/network));
   no pipeline beats them on this machine;
@@ -24,8 +26,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import (CORES, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster, season_job,
-                     write_synthetic_archive)
+from _common import (CORES, cpu_model, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster,
+                     season_job, write_synthetic_archive)
 
 
 def main() -> None:
@@ -43,6 +45,7 @@ def main() -> None:
     t0 = time.perf_counter()
     start, end, labels = write_synthetic_archive(f"file://{tmp}/archive", "LYR", "2010-12-10", args.images,
                                                  args.days, kind="colour")
+    print(f"large images on {cpu_model()}, {CORES} cores")
     print(f"synthetic archive: {len(labels)} colour JPEGs 2832x2832, mean {labels['bytes'].mean() / 1e6:.2f} MB, "
           f"in {time.perf_counter() - t0:.1f} s")
     recipe = get_recipe(args.recipe)
@@ -63,6 +66,12 @@ def main() -> None:
     print(f"season: {summary.images} images in {summary.seconds:.1f} s -> {rate:.1f} img/s "
           f"({args.workers} workers; busiest worker peak RSS {peak:.0f} MB)")
     print(f"ratio season/plain inference: {rate / plain:.2f}; season/CPU roof: {rate / shared:.2f}")
+    inside = summary.images / summary.timings["partitions"]
+    print(f"steady state (images over the partitions' wall time): {inside:.1f} img/s ({inside / shared:.2f} of the "
+          f"CPU roof); fixed cost {summary.seconds - summary.timings['partitions']:.1f} s (" + ", ".join(
+              f"{k} {v:.1f} s" for k, v in summary.timings.items() if k != "partitions") + ")")
+    print("CPU per image (ms): " + ", ".join(f"{k} {1000 * v / summary.images:.2f}" for k, v in
+                                             sorted(summary.stage_cpu.items(), key=lambda kv: -kv[1])))
 
     sample = files[:: max(1, len(files) // 24)]
     full = np.stack([recipe(decode(p.read_bytes(), p.name)) for p in sample])

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from planning import cpu_model  # noqa: E402
+from _common import cpu_model  # noqa: E402
 
 
 def stage_month(job, images: int) -> None:

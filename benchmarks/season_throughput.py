@@ -1,22 +1,26 @@
 """Season throughput at steady state, apart from what every run pays once, against the CPU roof.
 
-Writes SYNTHETIC archives of one station at one frame a minute (256² 16-bit PNGs, every frame kept:
-Sun and Moon tests off), ``--small`` and ``--large`` frames (default one and four days), and runs
+Writes a SYNTHETIC archive of one station, ``--small`` frames a day (256² 16-bit PNGs one a minute, or
+``--kind jpeg``: 2832² colour JPEGs; every frame kept: Sun and Moon tests off), and runs seasons of
+``--small`` and ``--large`` frames (one day and, by default, four: a run's window is whole UTC days),
 ``aurora-batch season`` on each as a user would (a fresh process, the embedded LocalCluster).
 Prints, measured in this run, with the CPU model:
 
-- the **steady-state** rate: the marginal rate between the two seasons, (large - small) / (T_large - T_small);
+- the **steady-state** rate: the marginal rate between the two seasons, (large - small) / (T_large - T_small),
+  and the same between their partition phases only (free of the fixed phases' run-to-run noise);
 - the **whole-run** rate of each, and its **fixed cost**: the run's time less its frames at the steady
   rate, with the phases the run reports (cluster start, worker setup, planning, partitions, months
   after the last partition, shutdown; the rest is the process: imports, the job spec, the lock);
 - the **CPU time per stage** of the partitions (fetch, decode, checks, recipe, keogram lines, network,
   staging, model load);
 - the **CPU roof**: decoding + recipe alone and plain inference alone on all cores, 1 / (1/d + 1/n);
-- ``--compile``: the same with ``features.compile: true``, eager and compiled side by side.
+- ``--compile``: the same with ``features.compile: true``, eager and compiled side by side, the compiled
+  seasons with a warm Inductor cache (``features.compile_cache``), after a first run that fills it (its
+  extra time is the cold-cache cost); ``--int8``: the same with ``features.precision: int8``.
 
 Usage::
 
-    python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--kind png|jpeg]
+    python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--int8] [--kind png|jpeg]
 """
 from __future__ import annotations
 
@@ -29,8 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CORES, cpu_roof, decoding_rate, plain_inference_rate, write_synthetic_archive
-from planning import cpu_model
+from _common import CORES, cpu_model, cpu_roof, decoding_rate, plain_inference_rate, write_synthetic_archive
 
 KINDS = {"png": ("asim", "NYA", "256² 16-bit PNG"), "jpeg": ("kiruna", "LYR", "2832² colour JPEG (~1 MB)")}
 
@@ -58,10 +61,12 @@ def season_cli(tmp: Path, name: str, archive: str, station: str, layout: str, st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", type=int, default=1440, help="frames of the small season (one a minute)")
+    ap.add_argument("--small", type=int, default=1440, help="frames of the small season: one day (1440: one a "
+                    "minute; a run's window is whole UTC days)")
     ap.add_argument("--large", type=int, default=5760, help="frames of the large season")
     ap.add_argument("--kind", choices=list(KINDS), default="png")
     ap.add_argument("--compile", action="store_true", help="also the seasons with features.compile: true")
+    ap.add_argument("--int8", action="store_true", help="also the seasons with features.precision: int8")
     args = ap.parse_args()
     import pandas as pd
 
@@ -69,10 +74,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="aurora-throughput-"))
     start = pd.Timestamp("2010-12-10")
     t0 = time.perf_counter()
-    days = args.large / 1440
+    days = args.large / args.small
     kind = "colour" if args.kind == "jpeg" else "asim"
     write_synthetic_archive(f"file://{tmp}/archive", station, start, args.large, days, kind=kind)
-    print(f"season throughput on {cpu_model()}, {CORES} cores: SYNTHETIC {what}, one a minute "
+    print(f"season throughput on {cpu_model()}, {CORES} cores: SYNTHETIC {what}, {args.small} a day "
           f"({args.large} written in {time.perf_counter() - t0:.0f} s)")
 
     files = sorted((tmp / "archive").rglob("*.png" if args.kind == "png" else "*.jpg"))
@@ -82,16 +87,27 @@ def main() -> None:
     print(f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s (batch 16): "
           f"{roof:.1f} img/s together")
     steady = {}
-    for mode, features in [("eager", {})] + ([("compiled", {"compile": True})] if args.compile else []):
+    cache = {"compile_cache": str(tmp / "inductor")}  # empty: the first compiled run compiles cold
+    modes = [("eager", {})] + ([("compiled", {"compile": True, **cache})] if args.compile else []) + (
+        [("int8", {"precision": "int8", **cache})] if args.int8 else [])
+    for mode, features in modes:
         runs = {}
-        for name, frames in (("small", args.small), ("large", args.large)):
-            end = start + pd.Timedelta(minutes=frames)
+        seasons = (("small", args.small), ("large", args.large))
+        if features:  # a first, cold-cache run; the two measured ones then find the graphs compiled
+            seasons = (("cold", args.small),) + seasons
+        for name, frames in seasons:
+            end = start + pd.Timedelta(days=frames / args.small)
             runs[name] = season_cli(tmp, f"{mode}-{name}", f"file://{tmp}/archive", station, layout, start, end,
                                     **features)
         a, b = runs["small"], runs["large"]
         rate = (b["images"] - a["images"]) / (b["wall"] - a["wall"])
+        inside = (b["images"] - a["images"]) / (b["phases"]["partitions"] - a["phases"]["partitions"])
         steady[mode] = rate
-        print(f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof)")
+        print(f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof); between the two runs' "
+              f"partition phases alone (no fixed phase's noise) {inside:.1f} img/s ({inside / roof:.2f})")
+        if "cold" in runs:
+            print(f"    a cold Inductor cache costs {runs.pop('cold')['wall'] - a['wall']:.1f} s more than a warm "
+                  f"one (the small season, first run with an empty features.compile_cache)")
         for name, r in runs.items():
             fixed = r["wall"] - r["images"] / rate
             phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items() if k != "partitions")
@@ -102,8 +118,8 @@ def main() -> None:
         per_image = {k: 1000 * v / b["images"] for k, v in cpu.items()}
         print("    CPU per image (ms, the large season's partitions): "
               + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_image.items(), key=lambda kv: -kv[1])))
-    if "compiled" in steady:
-        print(f"  compiled / eager steady state: {steady['compiled'] / steady['eager']:.2f}")
+    for mode in steady.keys() - {"eager"}:
+        print(f"  {mode} / eager steady state: {steady[mode] / steady['eager']:.2f}")
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def test_bfloat16_autocast_returns_float32_close_to_float32():
 
 def test_compiled_backbone_pads_the_last_batch(tmp_path):
     """torch.compile (Inductor) on a small exported network: a cold compile takes seconds, not the
-    60-90 s of the shipped backbone, and the padding logic is the same."""
+    60-90 s of the shipped backbone, and the padding logic is the same; the graph lands in compile_cache."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
@@ -117,9 +117,11 @@ def test_compiled_backbone_pads_the_last_batch(tmp_path):
     torch.export.save(torch.export.export(net, (torch.rand(2, 3, 96, 96),),
                                           dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)), path)
     x = _batch(5)
-    ext = FeatureExtractor(path, device="cpu", batch_size=4, compile=True, input_size=96)
+    cache = tmp_path / "inductor"
+    ext = FeatureExtractor(path, device="cpu", batch_size=4, compile=True, input_size=96, compile_cache=str(cache))
     ext.push(x)  # 4 + 1: the last batch is padded to 4, so the graph is not rebuilt
     out = ext.result()
     assert out.shape == (5, 32)
+    assert any(p.is_file() for p in cache.rglob("*"))  # the compiled graph is in the cache later processes read
     np.testing.assert_allclose(out, extract_features(x, path, device="cpu"), rtol=1e-4, atol=1e-5)
 

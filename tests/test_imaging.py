@@ -52,6 +52,11 @@ def test_circle_mask_and_grey():
     m = circle_mask((5, 5))
     assert m[2, 2] and not m[0, 0] and m[0, 2]
     assert to_grey(np.dstack([np.ones((2, 2)), 2 * np.ones((2, 2)), 3 * np.ones((2, 2))])).tolist() == [[2, 2], [2, 2]]
+    rng = np.random.default_rng(4)
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535), (np.float32, 1e4)):
+        img = (rng.random((37, 41, 3)) * top).astype(dtype)
+        assert np.array_equal(to_grey(img), img.astype(np.float32).mean(axis=2))  # bit-identical, channel by channel
+        assert to_grey(img).dtype == np.float32
 
 
 def test_resize_box_averages():
