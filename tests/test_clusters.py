@@ -105,7 +105,7 @@ def test_season_through_real_slurm(archive, local_result, tmp_path, slurm):
 
 
 def test_partitions_route_to_gpu_workers(archive, tmp_path):
-    """A worker that offers GPU=1 gets every partition (the CNN stage); plain workers get none.
+    """A worker that offers GPU=1 gets every partition's CNN tasks (its chunks); plain workers get none.
 
     No CUDA device here: the routing is what is tested; features.device 'auto' then runs on CPU.
     Scheduler and both workers are real, over TCP, in this process (the routing is the scheduler's).
@@ -123,6 +123,7 @@ def test_partitions_route_to_gpu_workers(archive, tmp_path):
         with get_task_stream(client) as ts:
             summary = run_season(job, client=client, progress=False)
         ran = {t["key"]: t["worker"] for t in ts.data}
-        partitions = {k: w for k, w in ran.items() if str(k).startswith("partition-")}
-        assert len(partitions) == summary.partitions == 2 and set(partitions.values()) == {gpu}
+        partitions = [k for k in ran if str(k).startswith("partition-")]
+        cnn = {k: w for k, w in ran.items() if str(k).startswith("chunk-")}  # decoding and the network
+        assert len(partitions) == summary.partitions == 2 and len(cnn) >= 2 and set(cnn.values()) == {gpu}
         assert summary.images == summary.kept > 0
