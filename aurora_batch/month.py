@@ -90,8 +90,13 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
     parts = sorted(mine.values()) + others
     fs, _ = filesystem(job.output, job.output_storage_options)
-    for u in set(parts) - set(staged):  # written this moment: a listing may not show it yet, a HEAD does
-        staged[u] = fs.info(fs._strip_protocol(u))
+    # This run's parts, and parts the listing lacks, were written moments ago: a listing may not show them
+    # yet, or show an overwritten part's earlier version (then the next run's digest differs and it rebuilds
+    # the month for nothing); a HEAD, past the listing cache, shows what is there.
+    for u in set(mine.values()) | (set(parts) - set(staged)):
+        path = fs._strip_protocol(u)
+        fs.invalidate_cache(path)
+        staged[u] = fs.info(path)
     record = [(u.rsplit("/", 1)[-1], _version_of(staged[u])) for u in sorted(parts)]
     return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest())
 

@@ -148,3 +148,29 @@ def test_a_month_with_every_file_dropped_gets_a_ledger_and_no_store(tmp_path, fm
     assert set(built.catalog["status"]) == {Status.SUN, Status.UNREADABLE, Status.MOON}
     assert month_url(out, "2010-12") is None
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_staging"]  # no store, no repository
+
+
+def test_month_digest_reads_this_runs_parts_past_a_stale_listing(tmp_path, monkeypatch):
+    """A listing that still shows an overwritten part's earlier version must not enter the month's digest
+    (the next run would see another digest and rebuild the month for nothing); earlier runs' parts come
+    from the listing."""
+    import pandas as pd
+
+    from aurora_batch import month as month_module
+    from aurora_batch.catalog import PartitionKey
+    from aurora_batch.partition import PartitionResult
+    from aurora_batch.store import staging_url, write_part
+    from conftest import make_job
+
+    job = make_job("file:///in", f"file://{tmp_path}/out")
+    key = PartitionKey.parse("NYA_5577_20101201")
+    url = staging_url(job.output, key)
+    rows = pd.DataFrame({"url": ["file:///in/a.png"], "status": ["kept"], "time": [pd.Timestamp("2010-12-01")]})
+    write_part(url, rows)
+    result = PartitionResult(key, url, "", {"kept": 1}, 1, pd.Timestamp("2010-12-01"), resumed=False)
+    fresh = month_module.month_inputs(job, "2010-12", [result]).digest
+    real_listing = month_module._staged
+    monkeypatch.setattr(month_module, "_staged", lambda job, month: {u: {"size": 1, "mtime": 0.0}
+                                                                      for u in real_listing(job, month)})
+    assert month_module.month_inputs(job, "2010-12", [result]).digest == fresh  # this run's part: a HEAD
+    assert month_module.month_inputs(job, "2010-12").digest != fresh  # an earlier run's part: as listed
