@@ -38,10 +38,12 @@ def resize_weights(n_in: int, n_out: int, box: bool) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(eye.resize((n_out, n_in), method)).T)
 
 
-def _weights(n_in: int, n_out: int, box: bool, like):
+@functools.lru_cache(maxsize=64)
+def _weights(n_in: int, n_out: int, box: bool, device: str):
+    """:func:`resize_weights` on ``device``, sent there once per process."""
     import torch
 
-    return torch.from_numpy(resize_weights(n_in, n_out, box)).to(like.device)
+    return torch.from_numpy(resize_weights(n_in, n_out, box)).to(device)
 
 
 def resize(x, size: int):
@@ -49,8 +51,8 @@ def resize(x, size: int):
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x
-    box = min(h, w) >= size
-    return _weights(h, size, box, x) @ x @ _weights(w, size, box, x).T
+    box, device = min(h, w) >= size, str(x.device)
+    return _weights(h, size, box, device) @ x @ _weights(w, size, box, device).T
 
 
 def grey(x):
@@ -111,6 +113,7 @@ def _full_scale(x):
 
 
 def lite128(x, mask=None):
+    """:func:`aurora_batch.imaging.lite128` on a batch."""
     g = grey(x)
     unit = robust_unit(g, _fov(x, mask), 1.0, 99.5)
     return (resize(unit, 128) * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1).contiguous()
@@ -128,10 +131,12 @@ def _channels_first(x):
 
 
 def oath(x, mask=None):
+    """:func:`aurora_batch.imaging.oath` on a batch."""
     return _oath_tensor(_channels_first(x / _full_scale(x)))
 
 
 def oath_stretch(x, mask=None):
+    """:func:`aurora_batch.imaging.oath_stretch` on a batch."""
     fov = _fov(x, mask)
     c = _channels_first(x)
     b, k = c.shape[:2]
@@ -165,6 +170,7 @@ def tame_steps(x, size: int = 224, mask=None):
 
 
 def tame(x, mask=None):
+    """:func:`aurora_batch.imaging.tame` on a batch."""
     import torch
 
     mean = torch.from_numpy(IMAGENET_MEAN).to(x.device)[:, None, None]
@@ -199,10 +205,12 @@ def _three(x):
 
 
 def kvammen(x, mask=None):
+    """:func:`aurora_batch.imaging.kvammen` on a batch."""
     return _three(kvammen_steps(x) / _full_scale(x).reshape(-1, 1, 1))
 
 
 def kvammen_stretch(x, mask=None):
+    """:func:`aurora_batch.imaging.kvammen_stretch` on a batch."""
     import torch
 
     steps = kvammen_steps(x)
