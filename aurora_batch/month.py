@@ -72,6 +72,12 @@ def _staged(job: JobConfig, month: str) -> dict[str, dict]:
     return {fs.unstrip_protocol(p): info for p, info in sorted(fs.glob(f"{path}/*.parquet", detail=True).items())}
 
 
+def _exists(job: JobConfig, url: str) -> bool:
+    fs, path = filesystem(url, job.output_storage_options)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
+
+
 def _version_of(info: dict) -> str:
     """What changes when an object is rewritten: its size and modification time (or ETag)."""
     changed = info.get("mtime") or info.get("ETag") or info.get("LastModified") or info.get("created")
@@ -85,15 +91,22 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     month, or a re-join) leave them to be read from the parts' light columns.
     """
     staged = _staged(job, month)
+    # A part the published month was built from stays in, even when the listing lags and misses it (a HEAD
+    # tells whether it is there): a lagging listing must never publish the month without one of its days.
+    fs, _ = filesystem(job.output, job.output_storage_options)
+    published = published_attrs(job, month)
+    for name in (published[1].get("parts", []) if published else []):
+        url = fs.unstrip_protocol(fs._strip_protocol(join_url(job.output, "_staging", month, name)))
+        if url not in staged and _exists(job, url):
+            staged[url] = {}
     mine = {r.key.name: r.url for r in results}
-    others = [u for u in staged if PartitionKey.parse(u).name not in mine]
+    others = sorted(u for u in staged if PartitionKey.parse(u).name not in mine)
     groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
     parts = sorted(mine.values()) + others
-    fs, _ = filesystem(job.output, job.output_storage_options)
     # This run's parts, and parts the listing lacks, were written moments ago: a listing may not show them
     # yet, or show an overwritten part's earlier version (then the next run's digest differs and it rebuilds
     # the month for nothing); a HEAD, past the listing cache, shows what is there.
-    for u in set(mine.values()) | (set(parts) - set(staged)):
+    for u in set(mine.values()) | {u for u in parts if not staged.get(u)}:
         path = fs._strip_protocol(u)
         fs.invalidate_cache(path)
         staged[u] = fs.info(path)
@@ -173,6 +186,11 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
             and published[1].get("parts_digest") == inputs.digest
             and published[0].endswith(f".{job.store_format()}")):  # a plain month is converted to a repository
         return None
+    if published is not None:
+        join = "changed" if published[1].get("join_fingerprint", "") != join_fp else "same"
+        log.info("month %s: rebuilt (parts digest %s, published %s; join %s; parts %s)", inputs.month,
+                 inputs.digest[:12], str(published[1].get("parts_digest"))[:12], join,
+                 [u.rsplit("/", 1)[-1] for u in inputs.parts])
     stations = sorted({PartitionKey.parse(u).station for u in inputs.parts})
     group_attrs = {s: get_station(s).attrs() for s in stations}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
@@ -188,7 +206,8 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
                          job.output_storage_options, classes, allow_shrink=allow_shrink, groups=inputs.groups,
                          finish=join_into if instruments else None,
                          publication=_publication(job, inputs, attrs, join_fp, command),
-                         root_attrs={"parts_digest": inputs.digest})
+                         root_attrs={"parts_digest": inputs.digest,
+                                     "parts": [u.rsplit("/", 1)[-1] for u in inputs.parts]})
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
     return MonthBuild(inputs.month, built.counts, matched)
 
