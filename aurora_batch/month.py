@@ -18,6 +18,7 @@ the next run, which finds every partition staged and the month behind them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -57,6 +58,7 @@ class MonthInputs:
     parts: list[str]  #: staged part URLs
     groups: set[tuple[str, int | None]] | None  #: None: not known without reading the parts
     digest: str = ""  #: of the parts' names, sizes and modification times: what the month is built from
+    published: tuple[str, dict] | None = None  #: the published month store and its root attributes, when read
 
 
 @dataclasses.dataclass
@@ -70,12 +72,6 @@ def _staged(job: JobConfig, month: str) -> dict[str, dict]:
     """The month's staged parts: URL -> listing details (size, modification time or ETag)."""
     fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
     return {fs.unstrip_protocol(p): info for p, info in sorted(fs.glob(f"{path}/*.parquet", detail=True).items())}
-
-
-def _exists(job: JobConfig, url: str) -> bool:
-    fs, path = filesystem(url, job.output_storage_options)
-    fs.invalidate_cache(path)
-    return fs.exists(path)
 
 
 def _version_of(info: dict) -> str:
@@ -94,24 +90,28 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     # A part the published month was built from stays in, even when the listing lags and misses it (a HEAD
     # tells whether it is there): a lagging listing must never publish the month without one of its days.
     fs, _ = filesystem(job.output, job.output_storage_options)
+
+    def head(url: str) -> dict:  # past the listing cache
+        path = fs._strip_protocol(url)
+        fs.invalidate_cache(path)
+        return fs.info(path)
+
     published = published_attrs(job, month)
     for name in (published[1].get("parts", []) if published else []):
         url = fs.unstrip_protocol(fs._strip_protocol(join_url(job.output, "_staging", month, name)))
-        if url not in staged and _exists(job, url):
-            staged[url] = {}
+        if url not in staged:
+            with contextlib.suppress(FileNotFoundError):  # deleted since: the month is built without it
+                staged[url] = head(url)
     mine = {r.key.name: r.url for r in results}
     others = sorted(u for u in staged if PartitionKey.parse(u).name not in mine)
     groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
     parts = sorted(mine.values()) + others
-    # This run's parts, and parts the listing lacks, were written moments ago: a listing may not show them
-    # yet, or show an overwritten part's earlier version (then the next run's digest differs and it rebuilds
-    # the month for nothing); a HEAD, past the listing cache, shows what is there.
-    for u in set(mine.values()) | {u for u in parts if not staged.get(u)}:
-        path = fs._strip_protocol(u)
-        fs.invalidate_cache(path)
-        staged[u] = fs.info(path)
+    # This run's parts were written moments ago: a listing may not show them yet, or show an overwritten
+    # part's earlier version (then the next run's digest differs and it rebuilds the month for nothing).
+    for u in mine.values():
+        staged[u] = head(u)
     record = [(u.rsplit("/", 1)[-1], _version_of(staged[u])) for u in sorted(parts)]
-    return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest())
+    return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest(), published)
 
 
 def join_fingerprint(job: JobConfig) -> str:
@@ -181,7 +181,7 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     if not inputs.parts:
         raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
                                 "to build it from")
-    published = published_attrs(job, inputs.month)
+    published = inputs.published
     if (not force and published is not None and published[1].get("join_fingerprint", "") == join_fp
             and published[1].get("parts_digest") == inputs.digest
             and published[0].endswith(f".{job.store_format()}")):  # a plain month is converted to a repository

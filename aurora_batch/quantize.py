@@ -75,7 +75,7 @@ def quantize_int8(model, recipe: str, batch_size: int = 16, cache_dir: str | Non
     if converted is None:
         converted = _quantise(model, recipe, batch_size)
         if path:
-            _save_quantised(converted, path, _recipe_size(recipe))
+            _save_quantised(converted, path, calibration_inputs(recipe)[:2])
     import torch._inductor.config as inductor
 
     # The weights are constants, which Inductor then prepacks into oneDNN's int8 layout.  Set for the
@@ -113,12 +113,6 @@ def _quantise(model, recipe: str, batch_size: int):
         return convert_pt2e(prepared)
 
 
-def _recipe_size(recipe: str) -> int:
-    from .imaging import get_recipe
-
-    return get_recipe(recipe).size
-
-
 def _cache_path(cache_dir: str, key: str, recipe: str) -> str:
     import hashlib
     import importlib.metadata
@@ -147,15 +141,15 @@ def _load_quantised(path: str):
         return None
 
 
-def _save_quantised(converted, path: str, size: int) -> None:
-    """Save atomically (a temporary file renamed), so a concurrent worker never loads half a file; ``size``:
-    the input side, pixels (the batch dimension stays dynamic)."""
+def _save_quantised(converted, path: str, example: np.ndarray) -> None:
+    """Save atomically (a temporary file renamed), so a concurrent worker never loads half a file; ``example``:
+    inputs of the recipe's shape (the batch dimension stays dynamic)."""
     import os
     import tempfile
 
     import torch
 
-    example = torch.zeros((2, 3, size, size)).contiguous(memory_format=torch.channels_last)
+    example = torch.from_numpy(example).contiguous(memory_format=torch.channels_last)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-", suffix=".pt2")
     os.close(fd)
     try:
