@@ -36,7 +36,7 @@ def _season(args: argparse.Namespace) -> int:
 
     job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers,
                                 "cluster.kind": args.cluster})
-    summary = run_season(job, progress=not args.quiet)
+    summary = run_season(job, progress=not args.quiet, rebuild=args.rebuild)
     print(summary.format())
     return 0
 
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     r.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], help="cluster kind (default: job spec)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--rebuild", action="store_true",
+                   help="rebuild the window's months whole from their staged parts (default: append what changed)")
     r.set_defaults(func=_season)
 
     n = sub.add_parser("nightly", help="process only files newer than the last run (idempotent, locked)",

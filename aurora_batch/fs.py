@@ -176,6 +176,36 @@ def create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | No
     return True
 
 
+def failpoint(name: str) -> None:
+    """Fault injection for tests of killed runs: with ``AURORA_BATCH_FAILPOINT=NAME:FILE`` in the environment,
+    reaching failpoint ``NAME`` creates ``FILE`` and waits there (to be killed).  Does nothing otherwise."""
+    spec = os.environ.get("AURORA_BATCH_FAILPOINT", "")
+    if spec.partition(":")[0] == name:
+        import time
+
+        with open(spec.partition(":")[2], "w") as marker:
+            marker.write(f"{os.getpid()}\n")
+        while True:
+            time.sleep(1)
+
+
+def link_tree(src: str, dst: str) -> int:
+    """Make local folder ``dst`` a copy of ``src`` made of hard links (a copy where links cannot be made);
+    the files linked.  Writers that replace files (Zarr's local store writes a temporary file and renames it)
+    then change ``dst`` and never ``src``."""
+    n = 0
+    for folder, _, files in os.walk(src):
+        target = os.path.join(dst, os.path.relpath(folder, src))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            try:
+                os.link(os.path.join(folder, name), os.path.join(target, name))
+            except OSError:  # another file system, or no links allowed
+                shutil.copy2(os.path.join(folder, name), os.path.join(target, name))
+            n += 1
+    return n
+
+
 def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | None = None) -> None:
     """Replace the tree ``dst_url`` by ``src_url`` so that readers never see a mixture.
 

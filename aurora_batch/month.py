@@ -41,7 +41,8 @@ from .lock import OutputLock
 from .quantize import INT8_SCHEME
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
-from .store import Publication, commit_month, month_url, write_month_catalog, zarr_store
+from .increment import MonthState, layout_key, part_name
+from .store import Publication, chunk_encoding, commit_month, month_url, write_month_catalog, zarr_store
 
 __all__ = ["MonthInputs", "build_month", "month_inputs", "join_fingerprint", "common_attrs", "run_join",
            "JoinSummary", "month_stores", "load_instruments"]
@@ -55,8 +56,8 @@ class MonthInputs:
     """What a month is built from: its staged parts and the (station, wavelength) groups they fill."""
 
     month: str
-    parts: list[str]  #: staged part URLs
-    groups: set[tuple[str, int | None]] | None  #: None: not known without reading the parts
+    parts: dict[str, str]  #: staged part URL -> its version (size and modification time)
+    kept: dict[str, int]  #: part file name -> kept images, where this run's results tell
     digest: str = ""  #: of the parts' names, sizes and modification times: what the month is built from
     published: tuple[str, dict] | None = None  #: the published month store and its root attributes, when read
 
@@ -64,8 +65,10 @@ class MonthInputs:
 @dataclasses.dataclass
 class MonthBuild:
     month: str
-    counts: dict[str, int]  #: images per group path
-    matched: dict[str, int]  #: instrument kind -> images with a partner within tolerance
+    counts: dict[str, int]  #: images per group path, of the groups written
+    matched: dict[str, int]  #: instrument kind -> images written with a partner within tolerance
+    rows_written: int = 0  #: image rows written
+    incremental: bool = False  #: appended to the published month rather than rebuilt whole
 
 
 def _staged(job: JobConfig, month: str) -> dict[str, dict]:
@@ -81,11 +84,8 @@ def _version_of(info: dict) -> str:
 
 
 def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
-    """The parts of ``month``: this run's partition results, plus the month's other days staged by earlier runs.
-
-    Groups are known from the results; parts only found in storage (other days of a nightly
-    month, or a re-join) leave them to be read from the parts' light columns.
-    """
+    """The parts of ``month``: this run's partition results, plus the month's other days staged by earlier runs,
+    each with its version; kept images are known for this run's parts (the others' are read if needed)."""
     staged = _staged(job, month)
     # A part the published month was built from stays in, even when the listing lags and misses it (a HEAD
     # tells whether it is there): a lagging listing must never publish the month without one of its days.
@@ -102,16 +102,14 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
         if url not in staged:
             with contextlib.suppress(FileNotFoundError):  # deleted since: the month is built without it
                 staged[url] = head(url)
-    mine = {r.key.name: r.url for r in results}
-    others = sorted(u for u in staged if PartitionKey.parse(u).name not in mine)
-    groups = {(r.key.station, r.key.wavelength) for r in results if r.images} if not others else None
-    parts = sorted(mine.values()) + others
     # This run's parts were written moments ago: a listing may not show them yet, or show an overwritten
     # part's earlier version (then the next run's digest differs and it rebuilds the month for nothing).
-    for u in mine.values():
-        staged[u] = head(u)
-    record = [(u.rsplit("/", 1)[-1], _version_of(staged[u])) for u in sorted(parts)]
-    return MonthInputs(month, parts, groups, hashlib.sha256(json.dumps(record).encode()).hexdigest(), published)
+    for r in results:
+        staged[r.url] = head(r.url)
+    versions = {u: _version_of(staged[u]) for u in sorted(staged)}
+    record = [(part_name(u), v) for u, v in versions.items()]
+    return MonthInputs(month, versions, {part_name(r.url): r.images for r in results},
+                       hashlib.sha256(json.dumps(record).encode()).hexdigest(), published)
 
 
 def join_fingerprint(job: JobConfig) -> str:
@@ -171,12 +169,13 @@ def common_attrs(job: JobConfig) -> dict:
 
 
 def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, allow_shrink: bool = True,
-                force: bool = False, command: str = "season") -> MonthBuild | None:
+                force: bool = False, command: str = "season", map_tasks=None) -> MonthBuild | None:
     """Build and publish one month from ``inputs`` (see the module docs); None when the published month was
     built from the same parts, join and store format.
 
-    With ``force`` the month is rebuilt regardless.  ``command`` (season, nightly, join) is
-    recorded in the commit of a versioned month.
+    The published month is appended to where it can be (:mod:`aurora_batch.increment`); with
+    ``force`` it is rebuilt whole regardless.  ``command`` (season, nightly, join) is recorded in
+    the commit of a versioned month; ``map_tasks`` runs the stations' writes (a cluster's map).
     """
     if not inputs.parts:
         raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
@@ -195,21 +194,24 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     group_attrs = {s: get_station(s).attrs() for s in stations}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
     instruments = _load_all(job) if join_fp else []
-    matched = {kind: 0 for kind, _, _ in instruments}
 
-    def join_into(store, paths: list[str]) -> None:
-        for gpath in paths:
-            for kind, n in join_group(store, gpath, inputs.month, instruments, job.join.cloud_max_cbh).items():
-                matched[kind] += n
+    def join_into(store, gpath: str, offset: int) -> dict[str, int]:
+        station = gpath.split("/")[0]
+        mine = [(kind, src, frame[frame["station"] == station]) for kind, src, frame in instruments]
+        return join_group(store, gpath, inputs.month, mine, job.join.cloud_max_cbh, offset)
 
-    built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, {**attrs, "join_fingerprint": join_fp},
-                         job.output_storage_options, classes, allow_shrink=allow_shrink, groups=inputs.groups,
+    fmt, attrs = job.store_format(), {**attrs, "join_fingerprint": join_fp}
+    previous = (MonthState.from_attrs(published[1]) if published is not None and not force
+                and published[0].endswith(f".{fmt}") else None)
+    built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, attrs, job.output_storage_options,
+                         classes, allow_shrink=allow_shrink, kept=inputs.kept,
                          finish=join_into if instruments else None,
                          publication=_publication(job, inputs, attrs, join_fp, command),
-                         root_attrs={"parts_digest": inputs.digest,
-                                     "parts": [u.rsplit("/", 1)[-1] for u in inputs.parts]})
+                         root_attrs={"parts_digest": inputs.digest}, previous=previous,
+                         layout=layout_key(attrs, join_fp, classes, fmt), map_tasks=map_tasks)
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
-    return MonthBuild(inputs.month, built.counts, matched)
+    matched = {kind: built.matched.get(kind, 0) for kind, _, _ in instruments}
+    return MonthBuild(inputs.month, built.counts, matched, built.rows_written, built.incremental)
 
 
 def _publication(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, command: str) -> Publication:
@@ -290,14 +292,15 @@ def _join_kind(left: pd.DataFrame, sources: list[tuple[InstrumentSource, pd.Data
 
 
 def join_group(store, gpath: str, month: str, instruments: list[tuple[str, InstrumentSource, pd.DataFrame]],
-               cloud_max_cbh: float) -> dict[str, int]:
-    """Write the joined variables of every instrument kind into group ``gpath`` of a month being built.
+               cloud_max_cbh: float, offset: int = 0) -> dict[str, int]:
+    """Write the joined variables of every instrument kind into group ``gpath`` of a month being written, for
+    its images from row ``offset`` on (the rows a commit wrote; the joined arrays already hold the rows before).
 
-    Returns the number of images with a partner per kind.
+    Returns the number of those images with a partner per kind.
     """
     station = gpath.split("/")[0]
-    with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
-        times, group_attrs = ds["time"].to_numpy(), dict(ds.attrs)
+    with xr.open_zarr(store, group=gpath, consolidated=False, chunks=None) as ds:
+        times, group_attrs, existing = ds["time"].to_numpy()[offset:], dict(ds.attrs), set(ds.data_vars)
     left = pd.DataFrame({"time": times, "station": station})
     m0 = pd.Timestamp(month + "-01")
     m1 = m0 + pd.offsets.MonthBegin(1)
@@ -312,10 +315,18 @@ def join_group(store, gpath: str, month: str, instruments: list[tuple[str, Instr
         values = [c for c in joined.columns if c not in ("time", "station", "dt")]
         units = {c: u for _, f in sources for c, u in f.attrs.get("units", {}).items()}
         new.update(_variables(joined, kind, values, cloud_max_cbh, units))
-    if new:
-        out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()}, coords={"time": times}).drop_vars("time")
+    if not new:
+        return matched
+    out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()})
+    if offset and set(new) <= existing:  # the arrays were cut at the offset and grown with the images
+        out.to_zarr(store, group=gpath, region={"time": slice(offset, offset + len(times))}, mode="r+",
+                    zarr_format=3, consolidated=False)
+    else:
+        if offset:
+            raise ValueError(f"group {gpath}: joined variables {sorted(set(new) - existing)} missing from a month "
+                             "being appended to (a join change rebuilds the month)")
         out.attrs = group_attrs  # to_zarr(mode="a") rewrites the group's attributes with the dataset's
-        out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False)
+        out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False, encoding=chunk_encoding(out))
     return matched
 
 

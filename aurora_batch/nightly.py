@@ -39,7 +39,8 @@ class NightlySummary:
         fields = {"status": self.status, "window_start": f"{self.window_start:%Y-%m-%dT%H:%M:%SZ}"}
         if s is not None:
             fields.update(new_partitions=s.partitions - s.resumed_partitions, files=s.seen, kept=s.kept,
-                          images=s.images, stores_written=len(s.stores))
+                          images=s.images, frames_computed=s.computed, frames_reused=s.reused,
+                          stores_written=len(s.stores))
             fields.update({f"dropped_{k}": v for k, v in sorted(s.dropped.items())})
         fields["seconds"] = f"{self.seconds:.1f}"
         if self.error:

@@ -34,7 +34,7 @@ from .fs import read_bytes
 from .imaging import Recipe, get_recipe, keogram_lines, range_fraction, saturated_fraction, sky_problem
 from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
 from .stations import get_station
-from .store import read_staged_if, staging_url, write_part
+from .store import read_part, read_staged_if, staging_url, write_part
 from .stream import StreamSettings, stream_files
 from .torch_recipes import DeviceRecipe
 
@@ -87,27 +87,62 @@ class PartitionResult:
     warnings: list[str] = dataclasses.field(default_factory=list)  #: for the user, one line each
     cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  #: CPU seconds per stage (StageClock)
     wall_s: float = 0.0  #: the task's wall time
+    computed: int = 0  #: frames decoded and judged by this run
+    reused: int = 0  #: frames taken from the part staged before (files that did not change)
+
+
+def _frames(rows: pd.DataFrame) -> int:
+    """Frames read in ``rows`` (not the rows that stand for whole files)."""
+    return int((rows["frame"] != WHOLE_FILE).sum()) if len(rows) else 0
 
 
 def _result(key: PartitionKey, url: str, fingerprint: str, rows: pd.DataFrame, resumed: bool,
-            warnings: list[str] | None = None, clock: StageClock | None = None, wall_s: float = 0.0) -> PartitionResult:
+            warnings: list[str] | None = None, clock: StageClock | None = None, wall_s: float = 0.0,
+            reused: int | None = None) -> PartitionResult:
     files = file_ledger(rows)
+    frames = _frames(rows)
+    reused = frames if resumed else (reused or 0)
     return PartitionResult(key, url, fingerprint, files["status"].value_counts().to_dict(),
                            int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
-                           warnings or [], dict(clock.cpu) if clock else {}, wall_s)
+                           warnings or [], dict(clock.cpu) if clock else {}, wall_s, frames - reused, reused)
 
 
-def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> pd.DataFrame | None:
-    """The staged part's ledger columns when it was computed from the same files with the same settings."""
+@dataclasses.dataclass
+class _Staged:
+    """What the partition's staged part (computed with the same settings) offers: all of it, or its files."""
+
+    whole: pd.DataFrame | None  #: its ledger columns, when it was computed from exactly these files
+    files: frozenset[str] = frozenset()  #: else the pending files it holds unchanged (same URL and size)
+
+
+def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> _Staged:
+    """How much of the staged part can be reused: all of it when it was computed from the same files with the same
+    settings; else its files whose URL and size are unchanged (per-file resume: a late file costs one file)."""
+    columns = ["url", "status", "detail", "time", "frame"]
     try:
-        staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options,
-                                columns=["url", "status", "detail", "time", "frame"])
+        staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, columns=[*columns, "size"])
     except FileNotFoundError:
-        return None
-    except Exception as err:  # an unreadable staged part is recomputed
-        log.warning("staged part %s unreadable (%s); recomputing", url, err)
-        return None
-    return staged if staged is not None and set(staged["url"]) == set(rows["url"]) else None
+        return _Staged(None)
+    except Exception as err:  # a part without sizes (staged by an earlier version), or unreadable
+        try:
+            staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, columns=columns)
+        except Exception:
+            log.warning("staged part %s unreadable (%s); recomputing", url, err)
+            return _Staged(None)
+        return _Staged(staged if staged is not None and set(staged["url"]) == set(rows["url"]) else None)
+    if staged is None:
+        return _Staged(None)
+    if "size" in rows:
+        sizes = staged.groupby("url")["size"].first()
+        now = rows.set_index("url")["size"]
+        same = {u for u in now.index.intersection(sizes.index) if now[u] == sizes[u]}
+    else:
+        same = set(staged["url"])
+    if set(staged["url"]) == set(rows["url"]) == same:
+        return _Staged(staged[columns])
+    pending = set(rows.loc[rows["status"] == Status.PENDING, "url"])
+    read = set(staged.loc[(staged["frame"] != WHOLE_FILE) | (staged["status"] == Status.UNREADABLE), "url"])
+    return _Staged(None, frozenset(pending & read & same))
 
 
 def process_partition(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, force: bool = False) -> PartitionResult:
@@ -132,28 +167,44 @@ class Chunk:
     cpu_s: dict[str, float]
     wall_s: float
     resumed: PartitionResult | None = None  #: the partition was staged already with the same inputs
+    reuse: frozenset[str] = frozenset()  #: files whose rows and arrays the staged part gives (first share only)
 
 
 def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: int, count: int,
                   force: bool = False) -> Chunk:
     """Share ``index`` of ``count`` of the partition's pending files, in time order (the first share also
     carries the rows decided as whole files); the partition's :func:`stage_chunks` stages the shares
-    together, so a partition uses several workers when a run has fewer partitions than threads."""
+    together, so a partition uses several workers when a run has fewer partitions than threads.
+
+    Files of the part staged before with the same settings, URL and size are not read again: the
+    first share names them, and :func:`stage_chunks` takes their rows and arrays from that part."""
     t0 = time.perf_counter()
     url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
-    if not force and (staged := _already_staged(url, rows, job)) is not None:
-        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged, resumed=True))
+    staged = _Staged(None) if force else _already_staged(url, rows, job)
+    if staged.whole is not None:
+        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged.whole, resumed=True))
     clock = StageClock()
     out: list[dict] = [] if index else [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
                                         for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
-    todo = rows[rows["status"] == Status.PENDING].sort_values("time", kind="stable").to_dict("records")
+    todo = rows[(rows["status"] == Status.PENDING) & ~rows["url"].isin(staged.files)]
+    todo = todo.sort_values("time", kind="stable").to_dict("records")
     todo = todo[len(todo) * index // count: len(todo) * (index + 1) // count]
     arrays, notes = _featurise(job, todo, out, clock=clock) if todo else ({}, [])
-    return Chunk(out, arrays, notes, dict(clock.cpu), time.perf_counter() - t0)
+    return Chunk(out, arrays, notes, dict(clock.cpu), time.perf_counter() - t0,
+                 reuse=staged.files if index == 0 else frozenset())
+
+
+def _reused(url: str, files: frozenset[str], job: JobConfig) -> Chunk:
+    """The rows and arrays of ``files`` in the part staged at ``url`` (the classes are computed again)."""
+    rows, arrays = read_part(url, job.output_storage_options)
+    mine = rows["url"].isin(files).to_numpy()
+    take = mine[(rows["status"] == Status.KEPT).to_numpy()]
+    return Chunk(rows[mine].to_dict("records"), {k: v[take] for k, v in arrays.items() if k != "proba"}, [], {}, 0.0)
 
 
 def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> PartitionResult:
-    """Stage one partition from its chunks, in order: one Parquet object, written atomically."""
+    """Stage one partition from its chunks, in order (and the files reused from the part staged before): one
+    Parquet object, written atomically."""
     if (resumed := next((c.resumed for c in chunks if c.resumed is not None), None)) is not None:
         return resumed
     url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
@@ -161,6 +212,9 @@ def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> Part
     for c in chunks:
         for stage, seconds in c.cpu_s.items():
             clock.cpu[stage] += seconds
+    reuse = frozenset().union(*(c.reuse for c in chunks))
+    if reuse:
+        chunks = [_reused(url, reuse, job), *chunks]
     staged = pd.DataFrame([row for c in chunks for row in c.rows])  # row order is the feature order
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
@@ -173,7 +227,7 @@ def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> Part
         write_part(url, staged, arrays, job.output_storage_options, fingerprint)
     notes = list(dict.fromkeys(n for c in chunks for n in c.notes))
     return _result(key, url, fingerprint, staged, resumed=False, warnings=notes, clock=clock,
-                   wall_s=sum(c.wall_s for c in chunks))
+                   wall_s=sum(c.wall_s for c in chunks), reused=_frames(pd.DataFrame(chunks[0].rows)) if reuse else 0)
 
 
 @dataclasses.dataclass

@@ -32,7 +32,7 @@ from .store import catalog_url, check_store_format, store_url
 from .versions import MonthConflictError
 from .worker import register_worker_setup
 
-__all__ = ["SeasonSummary", "run_season", "run_chunk", "chunks_per_partition"]
+__all__ = ["SeasonSummary", "run_season", "run_chunk", "chunks_per_partition", "map_on_cluster"]
 
 log = logging.getLogger(__name__)
 PARTITIONS_IN_FLIGHT_PER_THREAD = 4  #: partitions submitted ahead per worker thread (later months wait their turn)
@@ -58,12 +58,15 @@ class SeasonSummary:
     store_format: str = "zarr"  #: how its months are published: zarr trees, or icechunk repositories
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  #: wall seconds of the run's phases
     stage_cpu: dict[str, float] = dataclasses.field(default_factory=dict)  #: CPU s per stage over its partitions
+    computed: int = 0  #: frames decoded and judged by this run
+    reused: int = 0  #: frames taken unchanged from parts staged before
 
     def format(self) -> str:
         lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
                  f"{sum(self.dropped.values())} dropped in {self.seconds:.1f} s"]
         lines += [f"  dropped ({reason}): {n}" for reason, n in sorted(self.dropped.items())]
-        lines.append(f"  partitions: {self.partitions} ({self.resumed_partitions} already staged)")
+        lines.append(f"  partitions: {self.partitions} ({self.resumed_partitions} already staged); frames: "
+                     f"{self.computed} computed, {self.reused} reused")
         if self.plan is not None:
             lines.append(f"  {self.plan.line()}")
         if self.timings:
@@ -89,17 +92,29 @@ class CommitConflict:
 
 
 def _commit(job: JobConfig, month: str, results: list[PartitionResult], attrs: dict, join_fp: str,
-            allow_shrink: bool, command: str) -> dict | CommitConflict | None:
-    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless it was built from the same parts and join."""
+            allow_shrink: bool, command: str, rebuild: bool = False) -> dict | CommitConflict | None:
+    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless it was built from the same parts and join;
+    ``rebuild``: whole, regardless."""
     try:
-        build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink, command=command)
+        build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink, force=rebuild,
+                            command=command, map_tasks=map_on_cluster)
     except MonthConflictError as err:
         return CommitConflict(str(err))
     return build.counts if build is not None and build.counts else None  # no store: nothing to report
 
 
+def map_on_cluster(fn, items: list) -> list:
+    """``fn`` over ``items`` as tasks of the cluster the calling task runs on (a month's stations in parallel); the
+    calling task leaves its thread to them while it waits."""
+    from distributed import worker_client
+
+    with worker_client() as client:
+        return client.gather(client.map(fn, items, pure=False, retries=TASK_RETRIES))
+
+
 def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink: bool = True,
-               lock_purpose: str = "season", starts: dict[str, pd.Timestamp] | None = None) -> SeasonSummary:
+               lock_purpose: str = "season", starts: dict[str, pd.Timestamp] | None = None,
+               rebuild: bool = False) -> SeasonSummary:
     """Run ``job`` on ``client`` (or on the cluster its config names) and write the catalog.
 
     Holds the output's lock for the whole run: a second job on the same output is refused
@@ -107,7 +122,8 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
     partitions with the same inputs are reused, and a month is rebuilt from its staged parts
     only when one of them changed.  ``allow_shrink=False`` refuses to publish a month whose
     time axis would lose images (nightly runs); ``starts``: a first time per station (UTC)
-    instead of ``job.start`` (nightly runs).
+    instead of ``job.start`` (nightly runs); ``rebuild``: the window's months are rebuilt whole from their staged
+    parts (by default a published month is appended to, :mod:`aurora_batch.increment`).
     """
     t0 = time.perf_counter()
     job.check_files()
@@ -136,7 +152,8 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
                     client = cluster.enter_context(dask_client(job.cluster))
             with _timed(timings, "worker setup"):
                 register_worker_setup(client, job.features.torch_threads, cores)
-            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose, timings)
+            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose, timings,
+                                                  rebuild)
             timings["_done"] = time.perf_counter()
     finally:
         lock.release()
@@ -153,7 +170,8 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
                          plan.files + plan.unparseable, kept, sum(r.images for r in results), dict(statuses), groups,
                          len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
                          plan.warnings + [w for r in results for w in r.warnings], plan, fmt, timings,
-                         dict(sum((Counter(r.cpu_s) for r in results), Counter())))
+                         dict(sum((Counter(r.cpu_s) for r in results), Counter())),
+                         sum(r.computed for r in results), sum(r.reused for r in results))
 
 
 @contextlib.contextmanager
@@ -166,12 +184,12 @@ def _timed(timings: dict[str, float], phase: str):
 
 
 def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts, command: str,
-                  timings: dict[str, float]):
+                  timings: dict[str, float], rebuild: bool = False):
     with _timed(timings, "plan"):
         plan = plan_run(job, client, starts)
     if progress:
         print(plan.line(), file=sys.stderr)
-    results, groups = _run_graph(job, plan, client, progress, allow_shrink, command, timings)
+    results, groups = _run_graph(job, plan, client, progress, allow_shrink, command, timings, rebuild)
     return plan, results, groups
 
 
@@ -188,7 +206,7 @@ def chunks_per_partition(partitions: int, files: int, threads: int) -> int:
 
 
 def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool, command: str,
-               timings: dict[str, float]):
+               timings: dict[str, float], rebuild: bool = False):
     """Submit the months in time order, each as its partitions and one commit, while at most about
     :data:`PARTITIONS_IN_FLIGHT_PER_THREAD` partitions a worker thread wait: the graph (and what the
     scheduler and driver hold of it) stays the size of a few months, however long the season."""
@@ -221,7 +239,7 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
                       for i in range(count)]
             part_futs.append(client.submit(stage_chunks, job, key, chunks, key=f"partition-{key.name}-{job.output}",
                                            pure=False, retries=TASK_RETRIES))
-        commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink, command,
+        commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink, command, rebuild,
                                key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
         month_of_commit[commit.key] = month
         running.update(part_futs + [commit])

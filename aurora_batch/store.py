@@ -36,15 +36,15 @@ import pyarrow.parquet as pq
 import xarray as xr
 
 from .catalog import CATALOG_COLUMNS, FRAME_COUNT_COLUMNS, PartitionKey, Status, file_ledger
-from .fs import exists, filesystem, is_local, join_url, publish_tree, write_bytes_atomic
+from .fs import exists, failpoint, filesystem, is_local, join_url, link_tree, publish_tree, write_bytes_atomic
 from .imaging import KEOGRAM_CONVENTION
+from .increment import OBJECT_ROW_BYTES, MonthState, Tail, chunk_rows, full_plan, group_paths, part_name, plan_tails
 
 __all__ = ["staging_url", "store_url", "month_url", "Publication", "write_part", "read_part", "read_staged_if",
            "commit_month", "MonthCommit", "check_store_format", "group_paths", "list_groups", "consolidate",
            "StoreShrinkError", "write_parquet", "write_month_catalog", "read_catalog", "read_month_catalog",
-           "catalog_url", "TIME_CHUNK", "PART_COLUMNS"]
+           "catalog_url", "chunk_encoding", "PART_COLUMNS"]
 
-TIME_CHUNK = 512  #: images per Zarr chunk along time (features: 512 × 1280 float32 = 2.6 MB)
 PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
 TIME_ENCODING = {"units": "microseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian",
                  "dtype": "int64"}
@@ -128,14 +128,19 @@ def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | 
         full[kept] = values
         flat = pa.array(full.reshape(-1), type=pa.float32())
         extra[name] = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~kept))
-    write_parquet(url, rows.reindex(columns=PART_COLUMNS), storage_options, {_FINGERPRINT_KEY: fingerprint.encode()},
+    columns = PART_COLUMNS + (["size"] if "size" in rows else [])  # a file's bytes: per-file resume compares them
+    write_parquet(url, rows.reindex(columns=columns), storage_options, {_FINGERPRINT_KEY: fingerprint.encode()},
                   extra)
 
 
-def _whole_object(url: str, storage_options: Mapping[str, Any] | None) -> io.BytesIO:
-    """The whole object in memory: one GET, and no stale cached size from an earlier version of it."""
+def _part_file(url: str, storage_options: Mapping[str, Any] | None, columns: Sequence[str] | None):
+    """A part to read: all of it in memory with one GET (no stale cached size from an earlier version), or, when
+    only some ``columns`` are wanted, the fsspec file, whose ranged reads fetch the footer and those columns."""
     fs, path = filesystem(url, dict(storage_options or {}))
-    return io.BytesIO(fs.cat_file(path))
+    if columns is None:
+        return io.BytesIO(fs.cat_file(path))
+    fs.invalidate_cache(path)  # the part may have been rewritten since it was last listed
+    return fs.open(path, "rb")
 
 
 def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
@@ -145,9 +150,7 @@ def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any
     Reads the footer and only those columns (ranged reads through the fsspec file), not the
     features: the resume check of a partition costs a few kilobytes.
     """
-    fs, path = filesystem(url, dict(storage_options or {}))
-    fs.invalidate_cache(path)  # the part may have been rewritten since it was last listed
-    with fs.open(path, "rb") as f:
+    with _part_file(url, storage_options, columns) as f:
         parquet = pq.ParquetFile(f)
         meta = parquet.schema_arrow.metadata or {}
         if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
@@ -161,7 +164,7 @@ def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any
 def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
               columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Rows of a staged partition and its per-kept-row arrays (those asked for and present)."""
-    with _whole_object(url, storage_options) as f:
+    with _part_file(url, storage_options, columns) as f:
         table = pq.read_table(f, columns=list(columns) if columns else None)
     list_cols = [n for n in table.column_names if pa.types.is_fixed_size_list(table.schema.field(n).type)]
     arrays = {n: table.column(n).combine_chunks() for n in list_cols}
@@ -177,18 +180,6 @@ def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
     if "time" in rows:
         rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
     return rows, out
-
-
-def group_paths(pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int | None], str]:
-    """Group path for each (station, wavelength): ``NYA``, or ``NYA/5577`` when a station has several."""
-    by_station: dict[str, set] = defaultdict(set)
-    for station, wl in pairs:
-        by_station[station].add(wl)
-    paths = {}
-    for station, wls in by_station.items():
-        for wl in wls:
-            paths[(station, wl)] = station if len(wls) == 1 else f"{station}/{wl}"
-    return paths
 
 
 def _wavelength_key(w) -> int | None:
@@ -225,10 +216,13 @@ def _dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes: Sequ
     return ds
 
 
-def _encoding(ds: xr.Dataset) -> dict:
-    enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(TIME_CHUNK * 8,))}
+def chunk_encoding(ds: xr.Dataset) -> dict:
+    """Time chunks sized by a row's bytes (:func:`~aurora_batch.increment.chunk_rows`), never by how many rows there
+    are: a month grown by appends is chunked exactly as one built whole."""
+    enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
-        enc[name] = {"chunks": (TIME_CHUNK, var.shape[1]) if var.ndim == 2 else (TIME_CHUNK * 8,)}
+        row_bytes = (OBJECT_ROW_BYTES if var.dtype == object else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
+        enc[name] = {"chunks": (chunk_rows(row_bytes, var.ndim), *var.shape[1:])}
     return enc
 
 
@@ -280,117 +274,297 @@ class Publication:
 
 @dataclasses.dataclass
 class MonthCommit:
-    counts: dict[str, int]  #: kept images per group path
+    counts: dict[str, int]  #: images per group path, of the groups this commit wrote
     catalog: pd.DataFrame  #: one row per file of the month (:func:`aurora_batch.catalog.file_ledger`)
+    rows_written: int = 0  #: image rows written (each written group's tail)
+    incremental: bool = False  #: True when the published month was appended to, not rebuilt whole
+    matched: dict[str, int] = dataclasses.field(default_factory=dict)  #: from ``finish``, added up
 
 
-def commit_month(output: str, month: str, part_urls: Sequence[str], group_attrs: Mapping[str, Mapping[str, Any]],
-                 common_attrs: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None,
-                 classes: Sequence[str] = (), allow_shrink: bool = True,
-                 groups: Iterable[tuple[str, int | None]] | None = None,
-                 finish: Callable[[Any, list[str]], None] | None = None,
-                 publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None) -> MonthCommit:
-    """Build the month store from staged partitions, each read once; returns counts and the catalog.
+def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str, str],
+                 group_attrs: Mapping[str, Mapping[str, Any]], common_attrs: Mapping[str, Any],
+                 storage_options: Mapping[str, Any] | None = None, classes: Sequence[str] = (),
+                 allow_shrink: bool = True, kept: Mapping[str, int] | None = None,
+                 finish: Callable[[Any, str, int], dict[str, int]] | None = None,
+                 publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None,
+                 previous: MonthState | None = None, layout: str = "",
+                 map_tasks: Callable[[Callable, Sequence], list] | None = None) -> MonthCommit:
+    """Write the month store from staged parts; returns counts and the catalog.
 
-    A month without a kept image gets no store (only its catalog), unless one was published before.
+    ``part_urls``: the staged parts, or a mapping of them to their versions (size and
+    modification time).  Without ``previous`` the month is built whole: every part read once,
+    appended in time order per group, one part in memory at a time.  With ``previous`` (the
+    published month's :class:`~aurora_batch.increment.MonthState`) and the same ``layout``, only
+    the tails of the groups that new or changed parts fall in are written
+    (:func:`~aurora_batch.increment.plan_tails`); published parts no longer staged stay as they
+    are (a tail that needs them reads them from the published month).  A month without a kept
+    image gets no store (only its catalog), unless one was published before.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
     ``common_attrs`` (model, recipe, thresholds, version) go on every group, ``root_attrs`` on the
-    root only (what the month was built from); ``classes``
-    labels the ``class`` axis of ``proba`` when the parts carry probabilities.  ``groups``: the
-    (station, wavelength) pairs with kept images, when the caller knows them (else the parts'
-    light columns are read first).  Partitions are appended in time order per group, one
-    partition in memory at a time, into a temporary tree; ``finish(store, group_paths)`` adds
-    to it (the joined instruments) before it is consolidated and published as ``publication``
-    says (:class:`Publication`: a plain tree put in place, or one Icechunk commit).  With
-    ``allow_shrink=False`` a month whose groups would lose time stamps is not published
-    (:class:`StoreShrinkError`).
+    root only; ``classes`` labels the ``class`` axis of ``proba``.  ``kept``: images per part
+    name, where the caller knows them (else read from the parts' status column).
+    ``finish(store, group path, first row written)`` adds to each written group (the joined
+    instruments; returns counts to add up) before the month is consolidated and published as
+    ``publication`` says: a plain tree put in place (built beside it on a local disk, from hard
+    links to the chunks it keeps), or one Icechunk commit written straight into a session (no
+    scratch copy), whose unchanged chunks the new version shares.  Stations are written by
+    :func:`write_station` tasks, through ``map_tasks(fn, items)`` (a Dask cluster's map; default:
+    one after another).  With ``allow_shrink=False`` a month whose groups would lose time stamps
+    is not published (:class:`StoreShrinkError`).
     """
     import zarr
 
-    from . import versions
+    from . import versions as icechunk_versions
 
     options = dict(storage_options or {})
     final = store_url(output, month, publication.format)
     fs, final_path = filesystem(final, options)
     for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
         fs.rm(leftover, recursive=True)
-    plain = store_url(output, month)
-    parts = sorted(part_urls, key=lambda u: u.rsplit("/", 1)[-1])
-    if groups is None:
-        groups = set()
-        for u in parts:  # which groups exist, from the light columns only
-            rows, _ = read_part(u, options, columns=["station", "wavelength", "status"])
-            kept = rows[rows["status"] == Status.KEPT]
-            groups.update(zip(kept["station"], kept["wavelength"].map(_wavelength_key)))
-    if not groups and month_url(output, month, options) is None:  # every file dropped: a ledger, no store
-        ledgers = [file_ledger(read_part(u, options, columns=PART_COLUMNS)[0]) for u in parts]
+    urls = {part_name(u): u for u in part_urls}
+    staged = {part_name(u): v for u, v in part_urls.items()} if isinstance(part_urls, Mapping) else dict.fromkeys(
+        urls, "")
+    published = month_url(output, month, options)
+    if publication.format == "zarr" and exists(shadow := store_url(output, month, "icechunk"), options):
+        raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
+                         "keep store.format: icechunk for this output (or move the repository away)")
+    counts_of = dict(kept or {})
+    plan = None
+    if previous is not None and published is not None and (publication.format == "icechunk" or is_local(fs)):
+        known = {**previous.parts, **staged}  # published parts no longer staged are in the month as they are
+        changed = [n for n in urls if previous.parts.get(n) != known[n]]
+        counts_of.update(_kept_counts([urls[n] for n in changed if n not in counts_of], options))
+        plan = plan_tails(previous, known, counts_of, layout)
+    incremental = plan is not None
+    if plan is None:  # built whole
+        changed = list(urls)
+        counts_of.update(_kept_counts([urls[n] for n in changed if n not in counts_of], options))
+        plan = full_plan(staged, counts_of, layout)
+    tails, state = plan
+    if not state.groups and published is None:  # every file dropped: a ledger, no store
+        ledgers = [file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in sorted(urls)]
         return MonthCommit({}, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
-    if publication.format == "zarr":
-        if exists(shadow := store_url(output, month, "icechunk"), options):
-            raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {plain}: keep "
-                             "store.format: icechunk for this output (or move the repository away)")
-        session, old = None, (zarr_store(plain, options) if month_url(output, month, options) else None)
-    else:  # opened now: whoever commits to the month before this build does is a conflict
-        session = versions.begin(final, options)
-        old = versions.open_store(final, options, version=session.snapshot_id) if len(
-            versions.history(final, options)) else None
-    with _building(final, month, fs) as url:
-        paths = group_paths(groups)
-        counts: dict[str, int] = defaultdict(int)
-        ledgers = []
-        store = zarr_store(url)  # always on a local disk
-        root = zarr.open_group(store=store, mode="w", zarr_format=3)
-        root.attrs.update({"title": f"aurora-batch features for {month}", **dict(common_attrs),
-                           **dict(root_attrs or {})})
-        for u in parts:
-            rows, arrays = read_part(u, options)
-            ledgers.append(file_ledger(rows))
-            kept_mask = (rows["status"] == Status.KEPT).to_numpy()
-            rows = rows[kept_mask].reset_index(drop=True)
-            wl_key = rows["wavelength"].map(_wavelength_key)
-            for (station, wl), idx in rows.groupby([rows["station"], wl_key], dropna=False).groups.items():
-                gpath = paths[(station, _wavelength_key(wl))]
-                sub = rows.loc[idx].sort_values("time")
-                ds = _dataset(sub, {k: v[sub.index.to_numpy()] for k, v in arrays.items()}, classes)
-                ds.attrs.update({**dict(common_attrs), **dict(group_attrs.get(station, {}))})  # appends rewrite attrs
-                if counts[gpath] == 0:
-                    ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=_encoding(ds))
-                else:
-                    ds.to_zarr(store, group=gpath, append_dim="time", zarr_format=3, consolidated=False)
-                counts[gpath] += len(sub)
-        if finish is not None:
-            finish(store, sorted(counts))
-        consolidate(store)
+    if publication.format == "icechunk":  # opened now: whoever commits to the month before this one is a conflict
+        session = icechunk_versions.begin(final, options)
+        old = (final, session.snapshot_id) if len(icechunk_versions.history(final, options)) else None
+    else:
+        session, old = None, ((published, None) if published else None)
+    with _building(final, month, fs, session, link_from=published if incremental and session is None else None) as (
+            store, building):
+        by_station: dict[str, list[Tail]] = defaultdict(list)
+        for gpath, tail in sorted(tails.items()):
+            by_station[gpath.split("/")[0]].append(tail)
+        writes = [StationWrite(station, station_tails, {**dict(common_attrs), **dict(group_attrs.get(station, {}))},
+                               urls, options, classes, old, previous if incremental else None, finish,
+                               session.fork() if session is not None else building)
+                  for station, station_tails in sorted(by_station.items())]
+        run = map_tasks if (map_tasks is not None and len(writes) > 1 and (session is not None or is_local(fs))) \
+            else _serially  # a scratch folder is on this worker only
+        done = run(write_station, writes)
+        if session is not None:
+            session.merge(*(d.target for d in done))
+        counts = {g: n for d in done for g, n in d.counts.items()}
+        ledgers = {n: f for d in done for n, f in d.ledgers.items()}
+        written = sum(d.rows_written for d in done)
+        matched: dict[str, int] = defaultdict(int)
+        for d in done:
+            for kind, n in d.matched.items():
+                matched[kind] += n
+        root = zarr.open_group(store=store, mode="a", zarr_format=3)
+        if not incremental:  # a month built whole keeps no station it no longer has
+            for name, _ in list(root.groups()):
+                if name not in by_station:
+                    del root[name]
+        root.attrs.put({"title": f"aurora-batch features for {month}", **dict(common_attrs),
+                        **dict(root_attrs or {}), **state.attrs()})
+        if session is None:  # an Icechunk snapshot holds every node's metadata already
+            consolidate(store)
         if not allow_shrink and old is not None:
-            _refuse_shrink(final, old, store, paths.values())
+            _refuse_shrink(final, zarr_store(old[0], options, version=old[1]), store,
+                           list(tails) if incremental else list_groups(store), not incremental)
+        unread = [n for n in (changed if incremental else urls) if n not in ledgers]
+        ledgers.update({n: file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in unread})
+        catalog = _month_catalog(output, month, options, ledgers, incremental)
+        failpoint("before-publish")
         if session is None:
-            publish_tree(url, final, options)
+            publish_tree(building, final, options)
         else:
-            images = sum(counts.values())
-            versions.commit_tree(session, store, f"{publication.message}: {images} images",
-                                 {**publication.metadata, "images": images, "groups": dict(counts)}, final)
+            images = sum(n for members in state.groups.values() for _, n in members)
+            icechunk_versions.commit(session, f"{publication.message}: {images} images",
+                                     {**publication.metadata, "images": images, "groups": dict(counts),
+                                      "rows_written": written, "incremental": incremental}, final)
             if publication.keep_versions:
-                versions.expire(final, publication.keep_versions, options)
+                icechunk_versions.expire(final, publication.keep_versions, options)
+            plain = store_url(output, month)
             if exists(join_url(plain, "zarr.json"), options):  # migrated: the repository holds the month now
                 fs.rm(filesystem(plain, options)[1], recursive=True)
-        catalog = pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame()
-        return MonthCommit(dict(counts), catalog)
+        return MonthCommit(counts, catalog, written, incremental, dict(matched))
+
+
+def _serially(fn: Callable, items: Sequence) -> list:
+    return [fn(x) for x in items]
+
+
+@dataclasses.dataclass
+class StationWrite:
+    """One station's groups of a month commit: a task of its own (stations are written in parallel, into an
+    Icechunk fork session or their own folders of the tree being built), and, once done, what it wrote."""
+
+    station: str
+    tails: list[Tail]
+    attrs: dict[str, Any]  #: the station's group attributes
+    urls: Mapping[str, str]  #: part name -> staged part URL
+    options: Mapping[str, Any]
+    classes: Sequence[str]
+    old: tuple[str, str | None] | None  #: the published month (URL, version) that rows of unstaged parts come from
+    previous: MonthState | None  #: what it was built from, when appending
+    finish: Callable[[Any, str, int], dict[str, int]] | None  #: adds to a written group (the join)
+    target: Any  #: an Icechunk fork session, or the local folder of the tree being built
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)  #: images per group written
+    rows_written: int = 0
+    ledgers: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)  #: of the staged parts read
+    matched: dict[str, int] = dataclasses.field(default_factory=dict)  #: from ``finish``
+
+
+def write_station(job: StationWrite) -> StationWrite:
+    """Write a station's tails (a month built whole first drops the station's node); returns ``job`` filled in."""
+    import zarr
+
+    store = job.target if isinstance(job.target, str) else job.target.store
+    store = zarr_store(store) if isinstance(store, str) else store
+    if job.previous is None and any(t.path != job.station for t in job.tails):
+        zarr.open_group(store=store, path=job.station, mode="w", zarr_format=3)  # a wavelength subgroup's parent
+    old = zarr_store(job.old[0], job.options, version=job.old[1]) if job.old is not None else None
+    for tail in job.tails:
+        source = _PartSource(job.urls, job.options, job.classes, old, tail.path,
+                             job.previous.offsets(tail.path) if job.previous is not None else {})
+        job.counts[tail.path] = _write_tail(store, tail.path, tail, source, job.attrs)
+        job.rows_written += job.counts[tail.path] - tail.offset
+        job.ledgers.update(source.ledgers)
+        if job.finish is not None:
+            for kind, n in job.finish(store, tail.path, tail.offset).items():
+                job.matched[kind] = job.matched.get(kind, 0) + n
+    return job
+
+
+def _kept_counts(urls: Sequence[str], options: Mapping[str, Any]) -> dict[str, int]:
+    """Kept images of each part, from its status column alone."""
+    out = {}
+    for u in urls:
+        rows, _ = read_part(u, options, columns=["status"])
+        out[part_name(u)] = int((rows["status"] == Status.KEPT).sum())
+    return out
+
+
+class _PartSource:
+    """A group's rows of one part, as a dataset: from the staged part (kept rows, in time order), or, for a
+    published part no longer staged, from the published month; the ledgers of the staged parts read."""
+
+    def __init__(self, urls: Mapping[str, str], options: Mapping[str, Any], classes: Sequence[str], old,
+                 gpath: str, offsets: Mapping[str, tuple[int, int]]):
+        self.urls, self.options, self.classes, self.old = urls, options, classes, old
+        self.gpath, self.offsets = gpath, offsets
+        self.ledgers: dict[str, pd.DataFrame] = {}
+
+    def __call__(self, name: str) -> xr.Dataset | None:
+        if name not in self.urls:
+            first, n = self.offsets[name]
+            with xr.open_zarr(self.old, group=self.gpath, consolidated=False, chunks=None) as ds:
+                part = ds[[v for v in ds.data_vars if v in VARIABLE_ATTRS]].isel(time=slice(first, first + n)).load()
+            for var in part.variables.values():
+                var.encoding = {}
+            return part
+        rows, arrays = read_part(self.urls[name], self.options)
+        self.ledgers[name] = file_ledger(rows)
+        kept = (rows["status"] == Status.KEPT).to_numpy()
+        rows = rows[kept].reset_index(drop=True).sort_values("time")
+        if rows.empty:
+            return None
+        key = PartitionKey.parse(name)
+        if {(st, _wavelength_key(w)) for st, w in zip(rows["station"], rows["wavelength"])} != {
+                (key.station, key.wavelength)}:
+            raise ValueError(f"{self.urls[name]}: images of other stations or wavelengths than its name says")
+        return _dataset(rows, {k: v[rows.index.to_numpy()] for k, v in arrays.items()}, self.classes)
+
+
+def _write_tail(store, gpath: str, tail: Tail, source: Callable[[str], xr.Dataset | None],
+                attrs: Mapping[str, Any]) -> int:
+    """Write group ``gpath`` from ``tail.offset`` on, part after part; returns the group's rows.
+
+    Rows after the offset are cut first; each part is then written as a region of the arrays,
+    grown to hold it, so a chunk before the offset is never touched and a chunk across it is
+    rewritten once.  A tail from the first row writes the group anew.
+    """
+    import zarr
+
+    row = tail.offset
+    if row:
+        _resize_time(zarr.open_group(store=store, path=gpath, mode="r+"), row)
+    for name in tail.parts:
+        ds = source(name)
+        if ds is None or not ds.sizes["time"]:
+            continue
+        n = ds.sizes["time"]
+        if row == 0:
+            ds.to_zarr(store, group=gpath, mode="w", zarr_format=3, consolidated=False, encoding=chunk_encoding(ds))
+        else:
+            _resize_time(zarr.open_group(store=store, path=gpath, mode="r+"), row + n)
+            # without its index, the time coordinate is written with the region (xarray skips index coordinates)
+            ds.drop_vars([v for v in ds.variables if "time" not in ds[v].dims]).drop_indexes("time").to_zarr(
+                store, group=gpath, region={"time": slice(row, row + n)}, mode="r+", zarr_format=3, consolidated=False)
+        row += n
+    group = zarr.open_group(store=store, path=gpath, mode="r+")
+    group.attrs.put({**dict(group.attrs), **dict(attrs)})
+    return row
+
+
+def _resize_time(group, rows: int) -> None:
+    """Every array of ``group`` along time cut or grown to ``rows``."""
+    for _, arr in group.arrays():
+        if (arr.metadata.dimension_names or (None,))[0] == "time" and arr.shape[0] != rows:
+            arr.resize((rows, *arr.shape[1:]))
+
+
+def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers: Mapping[str, pd.DataFrame],
+                   incremental: bool) -> pd.DataFrame:
+    """The month's catalog: the ledgers of the parts read, with (when appending) the published catalog's rows of
+    every other part."""
+    frames = [f for f in ledgers.values() if len(f)]
+    if incremental:
+        try:
+            before = read_month_catalog(output, month, options)
+        except FileNotFoundError:
+            before = None
+        if before is not None and len(before):
+            names = (before["station"].astype(str) + "_" + before["wavelength"].map(
+                lambda w: "all" if pd.isna(w) else str(int(w))) + "_" + before["time"].dt.strftime("%Y%m%d")
+                + ".parquet")
+            frames.insert(0, before[~names.isin(set(ledgers))])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 @contextlib.contextmanager
-def _building(final: str, month: str, fs) -> Iterator[str]:
-    """Where a month is built before it is published: beside the store on a local disk (published
-    by renames), else in a local scratch folder (Dask's ``temporary-directory``) that is then
-    uploaded concurrently, since an object store pays a round trip for every small write."""
+def _building(final: str, month: str, fs, session=None, link_from: str | None = None) -> Iterator[tuple[Any, str]]:
+    """The store a month is written to, and where it lies: an Icechunk session's store (its commit publishes it);
+    else a tree beside the store on a local disk (published by renames; ``link_from``: the published tree,
+    whose files it starts as hard links to, so the chunks it keeps are neither copied nor rewritten), or a local
+    scratch folder (Dask's ``temporary-directory``) uploaded afterwards, since an object store pays a round trip
+    for every small write."""
+    if session is not None:
+        yield session.store, final
+        return
     if is_local(fs):
-        yield f"{final}.building-{uuid.uuid4().hex[:12]}"
+        url = f"{final}.building-{uuid.uuid4().hex[:12]}"
+        if link_from is not None:
+            link_tree(filesystem(link_from)[1], filesystem(url)[1])
+        yield zarr_store(url), url
         return
     import dask
 
     scratch = tempfile.mkdtemp(prefix=f"{month}.zarr.building-", dir=dask.config.get("temporary-directory", None))
     try:
-        yield scratch
+        yield zarr_store(scratch), scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -422,11 +596,15 @@ def list_groups(store, root: str = "") -> list[str]:
     return paths
 
 
-def _refuse_shrink(final: str, old_store, new_store, new_groups) -> None:
-    """:class:`StoreShrinkError` when a group of the published month (``old_store``) would lose time stamps."""
-    for gpath in list_groups(old_store):
-        with xr.open_zarr(old_store, group=gpath, consolidated=False) as old:
-            old_t = old["time"].to_numpy()
+def _refuse_shrink(final: str, old_store, new_store, new_groups: Sequence[str], whole: bool = True) -> None:
+    """:class:`StoreShrinkError` when a group of the published month (``old_store``) would lose time stamps;
+    ``whole``: every published group is compared (a rebuild), else only ``new_groups`` (those written)."""
+    for gpath in list_groups(old_store) if whole else new_groups:
+        try:
+            with xr.open_zarr(old_store, group=gpath, consolidated=False) as old:
+                old_t = old["time"].to_numpy()
+        except (FileNotFoundError, KeyError):  # a group new to the month
+            continue
         new_t = np.array([], dtype="datetime64[ns]")
         if gpath in set(new_groups):
             with xr.open_zarr(new_store, group=gpath, consolidated=False) as new:

@@ -1,9 +1,10 @@
 """Versioned month stores: each month an `Icechunk <https://icechunk.io>`_ repository, each change one commit.
 
-A month is built on local scratch as a plain Zarr tree (one group per station), as before; then
-the tree is copied into a writable session of ``{output}/{YYYY-MM}.icechunk`` opened when the
-build began, and **one commit publishes it**: a reader sees the old month or the new one, never
-none and never a mixture, on S3, GCS or a local disk alike.  Commits carry what made the month
+A month is written straight into a writable session of ``{output}/{YYYY-MM}.icechunk`` opened
+when the build began (no scratch copy), and **one commit publishes it**: a reader sees the old
+month or the new one, never none and never a mixture, on S3, GCS or a local disk alike.  A
+nightly writes only the tails of the groups it changes (:mod:`aurora_batch.increment`), so a new
+version shares every other chunk with the one before, and history costs what changed.  Commits carry what made the month
 (the feature fingerprint, model, head, window, image counts, package version, command), so
 :func:`history` tells which version a figure came from, and readers open any version
 (``version=``: a snapshot id or a tag; ``as_of=``: a UTC time).
@@ -14,7 +15,6 @@ older snapshots after each commit and garbage-collects their chunks.
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 from collections.abc import Mapping
@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["repository", "open_store", "begin", "commit_tree", "history", "expire", "MonthConflictError",
+__all__ = ["repository", "open_store", "begin", "commit", "history", "expire", "MonthConflictError",
            "is_repository"]
 
 SUFFIX = ".icechunk"
@@ -110,42 +110,16 @@ def begin(url: str, storage_options: Mapping[str, Any] | None = None):
     return repository(url, storage_options, create=True).writable_session("main")
 
 
-def commit_tree(session, tree, message: str, metadata: Mapping[str, Any], url: str = "") -> str:
-    """Replace the session's content by the Zarr tree ``tree`` (a local zarr store) and commit; the snapshot id.
-
-    Metadata goes first (parents before children: Icechunk wants an array before its chunks),
-    then every chunk, many at a time.  Raises :class:`MonthConflictError` when another writer
-    committed since the session began.
-    """
+def commit(session, message: str, metadata: Mapping[str, Any], url: str = "") -> str:
+    """Commit what was written into ``session``'s store; the snapshot id.  Raises :class:`MonthConflictError`
+    when another writer committed since the session began."""
     import icechunk
-    from zarr.core.sync import sync
 
-    sync(_copy(tree, session.store))
     try:
         return session.commit(message, metadata=dict(metadata))
     except icechunk.ConflictError as err:
         raise MonthConflictError(f"{url or 'month'}: another writer committed a new version while this one was "
                                  f"built ({err}); nothing was overwritten: run the job again") from None
-
-
-async def _copy(src, dst, concurrency: int = 64) -> int:
-    from zarr.core.buffer import default_buffer_prototype
-
-    await dst.delete_dir("")
-    keys = [k async for k in src.list()]
-    meta = sorted((k for k in keys if k.rsplit("/", 1)[-1] == "zarr.json"), key=lambda k: k.count("/"))
-    proto = default_buffer_prototype()
-    for k in meta:
-        await dst.set(k, await src.get(k, prototype=proto))
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(k: str) -> None:
-        async with gate:
-            await dst.set(k, await src.get(k, prototype=proto))
-
-    chunks = set(keys) - set(meta)
-    await asyncio.gather(*(one(k) for k in chunks))
-    return len(keys)
 
 
 def history(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:

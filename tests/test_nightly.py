@@ -113,6 +113,13 @@ def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client, tmp_pat
     fourth = run_nightly(job, client=dask_client)
     assert fourth.status == "ok" and late in _times(s3_server, bucket)
     assert fourth.season.partitions - fourth.season.resumed_partitions == 1
+    # One late file costs one file: the other 24 files of NYA's 3 December come from its staged part (and LYR's
+    # 24 of that day from its part, staged with the same files).
+    assert (fourth.season.computed, fourth.season.reused) == (1, 48)
+    assert "frames_computed=1 frames_reused=48" in fourth.line()
+    commit = store_history(job.output, "2010-12", job.output_storage_options)["metadata"][0]
+    assert commit["incremental"] and commit["rows_written"] == 25  # NYA from the 3rd on; LYR untouched
+    _assert_joined(s3_server, bucket)
 
 
 def _spec(tmp_path, s3, bucket, out, options=False):

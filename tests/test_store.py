@@ -4,6 +4,7 @@ import pytest
 import xarray as xr
 
 from aurora_batch.catalog import PartitionKey, Status
+from aurora_batch.increment import chunk_rows
 from aurora_batch.store import (PART_COLUMNS, commit_month, group_paths, read_part, read_staged_if, staging_url,
                                 write_part)
 
@@ -72,12 +73,14 @@ def test_commit_month_layout(tmp_path, output):
     assert (np.diff(t) > np.timedelta64(0)).all()
     assert ds.attrs["recipe"] == "lite128" and ds.attrs["station"] == "NYA"
     assert ds["sun_alt"].attrs["units"] == "degrees"
-    assert ds["features"].encoding["chunks"] == (512, 8)
+    assert ds["features"].encoding["chunks"] == (chunk_rows(8 * 4, 2), 8)  # sized by a row's bytes
+    assert chunk_rows(1280 * 4, 2) == 2048 and chunk_rows(4, 1) == 2**18  # 10 MiB of features, 1 MiB of floats
     lyr = xr.open_zarr(store, group="LYR", chunks=None)
     assert lyr.sizes["time"] == 15 and lyr["url"].to_numpy()[0].startswith("memory://in/LYR")
     # Re-committing is idempotent: same stores, nothing duplicated, no temporary tree left.
-    known = {("NYA", 5577), ("NYA", 6300), ("LYR", 5577)}
-    assert commit_month(out, "2010-12", parts, {}, {}, groups=known).counts == counts  # groups given: same layout
+    known = {"NYA_5577_20101201.parquet": 700, "NYA_6300_20101201.parquet": 5, "NYA_5577_20101202.parquet": 30,
+             "LYR_5577_20101202.parquet": 15}
+    assert commit_month(out, "2010-12", parts, {}, {}, kept=known).counts == counts  # counts given: same layout
     assert xr.open_zarr(store, group="NYA/5577", chunks=None).sizes["time"] == 730
     import fsspec
 

@@ -85,21 +85,22 @@ def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_
     _night(s3_server, bucket, 0)
     run_season(job, client=dask_client, progress=False)
     before = ab.open_station(job.output, "NYA", storage_options=job.output_storage_options).load()
+    season_chunks = set(s3_server.filesystem().find(f"{bucket}/out/2010-12.icechunk/chunks"))
     _night(s3_server, bucket, 1)
     spec = tmp_path / "nightly.yaml"
     spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA, LYR]\n"
                     "start: 2010-12-01\nend: 2010-12-10\nfilter: {moon_max_alt: null, sun_max_alt: -5.0}\n"
                     "cluster: {n_workers: 2, processes: false}\nnightly: {lookback: 3h}\n")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    marker = tmp_path / "writing"
     proc = subprocess.Popen([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
-                            env={**os.environ, **s3_server.env, "DASK_TEMPORARY_DIRECTORY": str(scratch)},
+                            env={**os.environ, **s3_server.env, "AURORA_BATCH_FAILPOINT": f"before-publish:{marker}"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 300
-    while not list(scratch.glob("*.zarr.building-*")) and proc.poll() is None and time.time() < deadline:
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, f"the nightly ended before its month build: {proc.communicate()}"
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-build: the month is on local scratch, or half-copied into a session
+    chunks = set(s3_server.filesystem().find(f"{bucket}/out/2010-12.icechunk/chunks"))
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-commit: the new rows are written into the session, not committed
     proc.wait()
     history = ab.store_history(job.output, "2010-12", job.output_storage_options)
     assert list(history["command"]) == ["season"]
@@ -108,6 +109,7 @@ def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_
     assert run_nightly(job, client=dask_client).status == "ok"
     assert _count(job) > before.sizes["time"]
     assert list(ab.store_history(job.output, "2010-12", job.output_storage_options)["command"]) == ["nightly", "season"]
+    assert chunks > season_chunks  # the killed run had written chunks into its session (left for garbage collection)
 
 
 def test_history_versions_and_retention(s3_server, bucket, tmp_path, dask_client, capsys):
@@ -170,9 +172,13 @@ def test_racing_writers_one_commits_the_other_fails_clearly(s3_server, bucket, d
     publication = Publication("icechunk", "racing writer", {"command": "test"})
     won = {}
 
-    def second_writer(store, groups):  # runs while the first writer's build is open
+    def second_writer(store, gpath, offset):  # runs while the first writer's build is open
+        if won:
+            return {}
+        won["counts"] = {}
         won["counts"] = commit_month(job.output, "2010-12", parts[:1], attrs, {}, job.output_storage_options,
                                      publication=Publication("icechunk", "winner", {"command": "winner"})).counts
+        return {}
 
     with pytest.raises(MonthConflictError, match="another writer committed.*nothing was overwritten"):
         commit_month(job.output, "2010-12", parts, attrs, {}, job.output_storage_options, finish=second_writer,
