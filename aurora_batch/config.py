@@ -245,6 +245,10 @@ class StoreConfig(_Strict):
                             "local disks (where the old tree is renamed away)")
     keep_versions: int | None = Field(None, ge=1, description="icechunk: versions kept per month (older snapshots "
                                       "expired, their chunks deleted); null: all")
+    keep_staging: bool | None = Field(
+        None, description="keep each staged part whole after its month is published (true), or keep only its ledger "
+                          "rows, the month holding its features (false: each feature vector stored once); null: "
+                          "false on object storage, true on local disks")
 
 
 class NightlyConfig(_Strict):
@@ -366,6 +370,13 @@ class JobConfig(_Strict):
             return self.store.format
         protocol = self.output.split("://", 1)[0] if "://" in self.output else "file"
         return "zarr" if protocol in ("file", "local", "memory") else "icechunk"
+
+    def keep_staging(self) -> bool:
+        """``store.keep_staging``, with null resolved by where the output is (kept on local disks)."""
+        if self.store.keep_staging is not None:
+            return self.store.keep_staging
+        protocol = self.output.split("://", 1)[0] if "://" in self.output else "file"
+        return protocol in ("file", "local", "memory")
 
     def formats(self):
         """The :class:`~aurora_batch.formats.Format` list this job parses names with, in order."""

@@ -42,7 +42,8 @@ from .quantize import INT8_SCHEME
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
 from .increment import MonthState, layout_key, part_name
-from .store import Publication, chunk_encoding, commit_month, month_url, write_month_catalog, zarr_store
+from .store import (Publication, chunk_encoding, commit_month, compact_parts, month_url, write_month_catalog,
+                    zarr_store)
 
 __all__ = ["MonthInputs", "build_month", "month_inputs", "join_fingerprint", "common_attrs", "run_join",
            "JoinSummary", "month_stores", "load_instruments"]
@@ -71,9 +72,11 @@ class MonthBuild:
     incremental: bool = False  #: appended to the published month rather than rebuilt whole
 
 
-def _staged(job: JobConfig, month: str) -> dict[str, dict]:
-    """The month's staged parts: URL -> listing details (size, modification time or ETag)."""
-    fs, path = filesystem(join_url(job.output, "_staging", month), job.output_storage_options)
+def _staged(job: JobConfig, month: str, folder: str = "") -> dict[str, dict]:
+    """The month's staged parts (or those in ``folder``, ``published``: the compacted ones): URL -> listing details
+    (size, modification time or ETag)."""
+    fs, path = filesystem(join_url(job.output, "_staging", month, *([folder] if folder else [])),
+                          job.output_storage_options)
     return {fs.unstrip_protocol(p): info for p, info in sorted(fs.glob(f"{path}/*.parquet", detail=True).items())}
 
 
@@ -97,13 +100,15 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
         return fs.info(path)
 
     published = published_attrs(job, month)
+    compacted = {part_name(u) for u in _staged(job, month, "published")}
     for name in (published[1].get("parts", []) if published else []):
         url = fs.unstrip_protocol(fs._strip_protocol(join_url(job.output, "_staging", month, name)))
-        if url not in staged:
-            with contextlib.suppress(FileNotFoundError):  # deleted since: the month is built without it
+        if url not in staged and name not in compacted:
+            with contextlib.suppress(FileNotFoundError):  # deleted since: the month keeps it as it is
                 staged[url] = head(url)
     # This run's parts were written moments ago: a listing may not show them yet, or show an overwritten
     # part's earlier version (then the next run's digest differs and it rebuilds the month for nothing).
+    results = [r for r in results if not r.published]  # resumed from a compacted part: in the month already
     for r in results:
         staged[r.url] = head(r.url)
     versions = {u: _version_of(staged[u]) for u in sorted(staged)}
@@ -177,21 +182,22 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     ``force`` it is rebuilt whole regardless.  ``command`` (season, nightly, join) is recorded in
     the commit of a versioned month; ``map_tasks`` runs the stations' writes (a cluster's map).
     """
-    if not inputs.parts:
+    published = inputs.published
+    previous = MonthState.from_attrs(published[1]) if published is not None else None
+    if not inputs.parts and previous is None:
         raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
                                 "to build it from")
-    published = inputs.published
-    if (not force and published is not None and published[1].get("join_fingerprint", "") == join_fp
-            and published[1].get("parts_digest") == inputs.digest
+    same_parts = (all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items()) if previous else
+                  published is not None and published[1].get("parts_digest") == inputs.digest)
+    if (not force and published is not None and same_parts and published[1].get("join_fingerprint", "") == join_fp
             and published[0].endswith(f".{job.store_format()}")):  # a plain month is converted to a repository
         return None
     if published is not None:
         join = "changed" if published[1].get("join_fingerprint", "") != join_fp else "same"
-        log.info("month %s: rebuilt (parts digest %s, published %s; join %s; parts %s)", inputs.month,
-                 inputs.digest[:12], str(published[1].get("parts_digest"))[:12], join,
-                 [u.rsplit("/", 1)[-1] for u in inputs.parts])
-    stations = sorted({PartitionKey.parse(u).station for u in inputs.parts})
-    group_attrs = {s: get_station(s).attrs() for s in stations}
+        log.info("month %s: written (parts %s; join %s)", inputs.month,
+                 "the same" if same_parts else [part_name(u) for u in inputs.parts], join)
+    names = [*(previous.parts if previous else ()), *map(part_name, inputs.parts)]
+    group_attrs = {s: get_station(s).attrs() for s in sorted({PartitionKey.parse(n).station for n in names})}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
     instruments = _load_all(job) if join_fp else []
 
@@ -201,15 +207,15 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
         return join_group(store, gpath, inputs.month, mine, job.join.cloud_max_cbh, offset)
 
     fmt, attrs = job.store_format(), {**attrs, "join_fingerprint": join_fp}
-    previous = (MonthState.from_attrs(published[1]) if published is not None and not force
-                and published[0].endswith(f".{fmt}") else None)
     built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, attrs, job.output_storage_options,
                          classes, allow_shrink=allow_shrink, kept=inputs.kept,
                          finish=join_into if instruments else None,
                          publication=_publication(job, inputs, attrs, join_fp, command),
                          root_attrs={"parts_digest": inputs.digest}, previous=previous,
-                         layout=layout_key(attrs, join_fp, classes, fmt), map_tasks=map_tasks)
+                         layout=layout_key(attrs, join_fp, classes, fmt), whole=force, map_tasks=map_tasks)
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
+    if not job.keep_staging():  # the month holds the parts' arrays now: keep only their ledgers
+        compact_parts(inputs.parts, job.output_storage_options)
     matched = {kind: built.matched.get(kind, 0) for kind, _, _ in instruments}
     return MonthBuild(inputs.month, built.counts, matched, built.rows_written, built.incremental)
 

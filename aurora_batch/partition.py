@@ -34,7 +34,7 @@ from .fs import read_bytes
 from .imaging import Recipe, get_recipe, keogram_lines, range_fraction, saturated_fraction, sky_problem
 from .skymap import Skymap, elevation_mask, find_skymaps, skymap_for
 from .stations import get_station
-from .store import read_part, read_staged_if, staging_url, write_part
+from .store import ledger_url, read_part, read_published_part, read_staged_if, staging_url, write_part
 from .stream import StreamSettings, stream_files
 from .torch_recipes import DeviceRecipe
 
@@ -89,6 +89,7 @@ class PartitionResult:
     wall_s: float = 0.0  #: the task's wall time
     computed: int = 0  #: frames decoded and judged by this run
     reused: int = 0  #: frames taken from the part staged before (files that did not change)
+    published: bool = False  #: resumed from a compacted part: its month holds it already, nothing is staged
 
 
 def _frames(rows: pd.DataFrame) -> int:
@@ -98,13 +99,14 @@ def _frames(rows: pd.DataFrame) -> int:
 
 def _result(key: PartitionKey, url: str, fingerprint: str, rows: pd.DataFrame, resumed: bool,
             warnings: list[str] | None = None, clock: StageClock | None = None, wall_s: float = 0.0,
-            reused: int | None = None) -> PartitionResult:
+            reused: int | None = None, published: bool = False) -> PartitionResult:
     files = file_ledger(rows)
     frames = _frames(rows)
     reused = frames if resumed else (reused or 0)
     return PartitionResult(key, url, fingerprint, files["status"].value_counts().to_dict(),
                            int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
-                           warnings or [], dict(clock.cpu) if clock else {}, wall_s, frames - reused, reused)
+                           warnings or [], dict(clock.cpu) if clock else {}, wall_s, frames - reused, reused,
+                           published)
 
 
 @dataclasses.dataclass
@@ -113,14 +115,23 @@ class _Staged:
 
     whole: pd.DataFrame | None  #: its ledger columns, when it was computed from exactly these files
     files: frozenset[str] = frozenset()  #: else the pending files it holds unchanged (same URL and size)
+    published: bool = False  #: it is compacted: its rows in its ledger, its arrays in the published month
 
 
 def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> _Staged:
     """How much of the staged part can be reused: all of it when it was computed from the same files with the same
-    settings; else its files whose URL and size are unchanged (per-file resume: a late file costs one file)."""
+    settings; else its files whose URL and size are unchanged (per-file resume: a late file costs one file).  A
+    part compacted after its month was published (``store.keep_staging: false``) is read from its ledger."""
     columns = ["url", "status", "detail", "time", "frame"]
+    key = PartitionKey.parse(url)
+    published = False
     try:
-        staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, columns=[*columns, "size"])
+        try:
+            staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, [*columns, "size"])
+        except FileNotFoundError:
+            published = True
+            staged = read_staged_if(ledger_url(job.output, key), job.feature_fingerprint(),
+                                    job.output_storage_options, [*columns, "size"])
     except FileNotFoundError:
         return _Staged(None)
     except Exception as err:  # a part without sizes (staged by an earlier version), or unreadable
@@ -139,10 +150,10 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> _Staged:
     else:
         same = set(staged["url"])
     if set(staged["url"]) == set(rows["url"]) == same:
-        return _Staged(staged[columns])
+        return _Staged(staged[columns], published=published)
     pending = set(rows.loc[rows["status"] == Status.PENDING, "url"])
     read = set(staged.loc[(staged["frame"] != WHOLE_FILE) | (staged["status"] == Status.UNREADABLE), "url"])
-    return _Staged(None, frozenset(pending & read & same))
+    return _Staged(None, frozenset(pending & read & same), published)
 
 
 def process_partition(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, force: bool = False) -> PartitionResult:
@@ -168,6 +179,7 @@ class Chunk:
     wall_s: float
     resumed: PartitionResult | None = None  #: the partition was staged already with the same inputs
     reuse: frozenset[str] = frozenset()  #: files whose rows and arrays the staged part gives (first share only)
+    reuse_published: bool = False  #: that part is compacted: read from its ledger and its month
 
 
 def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: int, count: int,
@@ -182,7 +194,8 @@ def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: 
     url, fingerprint = staging_url(job.output, key), job.feature_fingerprint()
     staged = _Staged(None) if force else _already_staged(url, rows, job)
     if staged.whole is not None:
-        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged.whole, resumed=True))
+        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged.whole, resumed=True,
+                                                  published=staged.published))
     clock = StageClock()
     out: list[dict] = [] if index else [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
                                         for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
@@ -191,12 +204,17 @@ def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: 
     todo = todo[len(todo) * index // count: len(todo) * (index + 1) // count]
     arrays, notes = _featurise(job, todo, out, clock=clock) if todo else ({}, [])
     return Chunk(out, arrays, notes, dict(clock.cpu), time.perf_counter() - t0,
-                 reuse=staged.files if index == 0 else frozenset())
+                 reuse=staged.files if index == 0 else frozenset(), reuse_published=staged.published)
 
 
-def _reused(url: str, files: frozenset[str], job: JobConfig) -> Chunk:
-    """The rows and arrays of ``files`` in the part staged at ``url`` (the classes are computed again)."""
-    rows, arrays = read_part(url, job.output_storage_options)
+def _reused(url: str, files: frozenset[str], job: JobConfig, published: bool) -> Chunk:
+    """The rows and arrays of ``files`` in the part staged at ``url``, or in its ledger and its published month
+    (the classes are computed again)."""
+    if published:
+        rows, arrays = read_published_part(job.output, PartitionKey.parse(url), job.feature_fingerprint(),
+                                           job.output_storage_options)
+    else:
+        rows, arrays = read_part(url, job.output_storage_options)
     mine = rows["url"].isin(files).to_numpy()
     take = mine[(rows["status"] == Status.KEPT).to_numpy()]
     return Chunk(rows[mine].to_dict("records"), {k: v[take] for k, v in arrays.items() if k != "proba"}, [], {}, 0.0)
@@ -214,7 +232,7 @@ def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> Part
             clock.cpu[stage] += seconds
     reuse = frozenset().union(*(c.reuse for c in chunks))
     if reuse:
-        chunks = [_reused(url, reuse, job), *chunks]
+        chunks = [_reused(url, reuse, job, any(c.reuse_published for c in chunks)), *chunks]
     staged = pd.DataFrame([row for c in chunks for row in c.rows])  # row order is the feature order
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")

@@ -75,6 +75,12 @@ def staging_url(output: str, key: PartitionKey) -> str:
     return join_url(output, "_staging", key.month, f"{key.name}.parquet")
 
 
+def ledger_url(output: str, key: PartitionKey) -> str:
+    """``{output}/_staging/{YYYY-MM}/published/{NYA_5577_20101201}.parquet``: a published part's rows without its
+    arrays, which its month holds (``store.keep_staging: false``)."""
+    return join_url(output, "_staging", key.month, "published", f"{key.name}.parquet")
+
+
 def store_url(output: str, month: str, fmt: str = "zarr") -> str:
     """``{output}/{YYYY-MM}.zarr`` (a plain Zarr tree) or ``{output}/{YYYY-MM}.icechunk`` (a repository)."""
     return join_url(output, f"{month}.{fmt}")
@@ -155,7 +161,7 @@ def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any
         meta = parquet.schema_arrow.metadata or {}
         if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
             return None
-        rows = parquet.read(columns=list(columns)).to_pandas()
+        rows = parquet.read(columns=list(columns) if columns is not None else None).to_pandas()
     if "time" in rows:
         rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
     return rows
@@ -180,6 +186,63 @@ def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
     if "time" in rows:
         rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
     return rows, out
+
+
+def compact_parts(urls: Iterable[str], storage_options: Mapping[str, Any] | None = None) -> int:
+    """Keep only the ledger of each staged part (its rows, with the settings in its metadata) once its month is
+    published (:func:`ledger_url`); the parts compacted.  The ledger is written before the part is deleted, so a
+    kill in between leaves the part whole."""
+    options = dict(storage_options or {})
+    n = 0
+    for url in urls:
+        with _part_file(url, options, ()) as f:
+            parquet = pq.ParquetFile(f)
+            light = [c for c in parquet.schema_arrow.names
+                     if not pa.types.is_fixed_size_list(parquet.schema_arrow.field(c).type)]
+            table = parquet.read(columns=light)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        key = PartitionKey.parse(url)
+        write_bytes_atomic(ledger_url(url.rsplit("/_staging/", 1)[0], key), buf.getvalue(), options)
+        fs, path = filesystem(url, options)
+        fs.rm_file(path)
+        n += 1
+    return n
+
+
+def read_published_part(output: str, key: PartitionKey, fingerprint: str,
+                        storage_options: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A compacted part as :func:`read_part` gives a staged one: its ledger rows, and the arrays of its kept rows
+    (features, keogram lines) from the published month.  ``LookupError`` when there is no such part with these
+    settings."""
+    import zarr
+
+    options = dict(storage_options or {})
+    try:
+        rows = read_staged_if(ledger_url(output, key), fingerprint, options, columns=None)
+    except FileNotFoundError:
+        rows = None
+    url = month_url(output, key.month, options)
+    if rows is None or url is None:
+        raise LookupError(f"no published part {key.name} computed with these settings under {output}")
+    store = zarr_store(url, options)
+    state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
+    name = f"{key.name}.parquet"
+    kept = (rows["status"] == Status.KEPT).to_numpy()
+    where = next(((g, *state.offsets(g)[name]) for g, members in state.groups.items() if name in dict(members)),
+                 None) if state is not None else None
+    if where is None or where[2] != kept.sum():
+        if kept.any():
+            raise LookupError(f"{url} does not hold the {int(kept.sum())} images of {name}")
+        return rows, {}
+    part = _published_rows(store, where[0], where[1], where[2], ("features", "keogram_ns", "keogram_ew"))
+    order = rows[kept].reset_index(drop=True).sort_values("time").index.to_numpy()  # as the month wrote them
+    arrays = {}
+    for name_, var in part.data_vars.items():
+        values = np.empty_like(var.to_numpy())
+        values[order] = var.to_numpy()
+        arrays[name_] = values
+    return rows, arrays
 
 
 def _wavelength_key(w) -> int | None:
@@ -221,7 +284,7 @@ def chunk_encoding(ds: xr.Dataset) -> dict:
     are: a month grown by appends is chunked exactly as one built whole."""
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
-        row_bytes = (OBJECT_ROW_BYTES if var.dtype == object else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
+        row_bytes = (OBJECT_ROW_BYTES if var.dtype.kind in "OUST" else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
         enc[name] = {"chunks": (chunk_rows(row_bytes, var.ndim), *var.shape[1:])}
     return enc
 
@@ -287,17 +350,18 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
                  allow_shrink: bool = True, kept: Mapping[str, int] | None = None,
                  finish: Callable[[Any, str, int], dict[str, int]] | None = None,
                  publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None,
-                 previous: MonthState | None = None, layout: str = "",
+                 previous: MonthState | None = None, layout: str = "", whole: bool = False,
                  map_tasks: Callable[[Callable, Sequence], list] | None = None) -> MonthCommit:
     """Write the month store from staged parts; returns counts and the catalog.
 
     ``part_urls``: the staged parts, or a mapping of them to their versions (size and
-    modification time).  Without ``previous`` the month is built whole: every part read once,
-    appended in time order per group, one part in memory at a time.  With ``previous`` (the
-    published month's :class:`~aurora_batch.increment.MonthState`) and the same ``layout``, only
-    the tails of the groups that new or changed parts fall in are written
-    (:func:`~aurora_batch.increment.plan_tails`); published parts no longer staged stay as they
-    are (a tail that needs them reads them from the published month).  A month without a kept
+    modification time).  With ``previous`` (the published month's
+    :class:`~aurora_batch.increment.MonthState`), the same ``layout`` and not ``whole``, only the
+    tails of the groups that new or changed parts fall in are written
+    (:func:`~aurora_batch.increment.plan_tails`).  Otherwise the month is built whole: every part
+    read once, appended in time order per group, one part in memory at a time.  Either way the
+    published parts no longer staged (kept as ledgers only, ``store.keep_staging: false``) stay in
+    the month: their rows are read from the published month.  A month without a kept
     image gets no store (only its catalog), unless one was published before.
 
     ``group_attrs`` maps a station code to its group attributes (site description);
@@ -330,9 +394,15 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
         raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
                          "keep store.format: icechunk for this output (or move the repository away)")
     counts_of = dict(kept or {})
+    if previous is not None and published is not None:  # published parts no longer staged are in the month
+        known = {**previous.parts, **staged}
+        counts_of.update({n: c for members in previous.groups.values() for n, c in members if n not in urls})
+        counts_of.update({n: 0 for n in previous.parts if n not in urls and n not in counts_of})
+        old_rows = {n: (g, *previous.offsets(g)[n]) for g, members in previous.groups.items() for n, _ in members}
+    else:
+        previous, known, old_rows = None, dict(staged), {}
     plan = None
-    if previous is not None and published is not None and (publication.format == "icechunk" or is_local(fs)):
-        known = {**previous.parts, **staged}  # published parts no longer staged are in the month as they are
+    if previous is not None and not whole and (publication.format == "icechunk" or is_local(fs)):
         changed = [n for n in urls if previous.parts.get(n) != known[n]]
         counts_of.update(_kept_counts([urls[n] for n in changed if n not in counts_of], options))
         plan = plan_tails(previous, known, counts_of, layout)
@@ -340,23 +410,21 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
     if plan is None:  # built whole
         changed = list(urls)
         counts_of.update(_kept_counts([urls[n] for n in changed if n not in counts_of], options))
-        plan = full_plan(staged, counts_of, layout)
+        plan = full_plan(known, counts_of, layout)
     tails, state = plan
     if not state.groups and published is None:  # every file dropped: a ledger, no store
         ledgers = [file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in sorted(urls)]
         return MonthCommit({}, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
-    if publication.format == "icechunk":  # opened now: whoever commits to the month before this one is a conflict
-        session = icechunk_versions.begin(final, options)
-        old = (final, session.snapshot_id) if len(icechunk_versions.history(final, options)) else None
-    else:
-        session, old = None, ((published, None) if published else None)
+    session = icechunk_versions.begin(final, options) if publication.format == "icechunk" else None
+    # the published month as it is now (an Icechunk month at this session's snapshot), which unstaged rows come from
+    old = None if published is None else (published, session.snapshot_id if session and published == final else None)
     with _building(final, month, fs, session, link_from=published if incremental and session is None else None) as (
             store, building):
         by_station: dict[str, list[Tail]] = defaultdict(list)
         for gpath, tail in sorted(tails.items()):
             by_station[gpath.split("/")[0]].append(tail)
         writes = [StationWrite(station, station_tails, {**dict(common_attrs), **dict(group_attrs.get(station, {}))},
-                               urls, options, classes, old, previous if incremental else None, finish,
+                               urls, options, classes, old, old_rows, not incremental, finish,
                                session.fork() if session is not None else building)
                   for station, station_tails in sorted(by_station.items())]
         run = map_tasks if (map_tasks is not None and len(writes) > 1 and (session is not None or is_local(fs))) \
@@ -385,7 +453,7 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
                            list(tails) if incremental else list_groups(store), not incremental)
         unread = [n for n in (changed if incremental else urls) if n not in ledgers]
         ledgers.update({n: file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in unread})
-        catalog = _month_catalog(output, month, options, ledgers, incremental)
+        catalog = _month_catalog(output, month, options, ledgers, set(state.parts) - set(ledgers))
         failpoint("before-publish")
         if session is None:
             publish_tree(building, final, options)
@@ -418,7 +486,8 @@ class StationWrite:
     options: Mapping[str, Any]
     classes: Sequence[str]
     old: tuple[str, str | None] | None  #: the published month (URL, version) that rows of unstaged parts come from
-    previous: MonthState | None  #: what it was built from, when appending
+    old_rows: Mapping[str, tuple[str, int, int]]  #: part name -> its group, first row and rows in that month
+    whole: bool  #: the station's node is written anew
     finish: Callable[[Any, str, int], dict[str, int]] | None  #: adds to a written group (the join)
     target: Any  #: an Icechunk fork session, or the local folder of the tree being built
     counts: dict[str, int] = dataclasses.field(default_factory=dict)  #: images per group written
@@ -433,12 +502,11 @@ def write_station(job: StationWrite) -> StationWrite:
 
     store = job.target if isinstance(job.target, str) else job.target.store
     store = zarr_store(store) if isinstance(store, str) else store
-    if job.previous is None and any(t.path != job.station for t in job.tails):
+    if job.whole and any(t.path != job.station for t in job.tails):
         zarr.open_group(store=store, path=job.station, mode="w", zarr_format=3)  # a wavelength subgroup's parent
     old = zarr_store(job.old[0], job.options, version=job.old[1]) if job.old is not None else None
     for tail in job.tails:
-        source = _PartSource(job.urls, job.options, job.classes, old, tail.path,
-                             job.previous.offsets(tail.path) if job.previous is not None else {})
+        source = _PartSource(job.urls, job.options, job.classes, old, job.old_rows)
         job.counts[tail.path] = _write_tail(store, tail.path, tail, source, job.attrs)
         job.rows_written += job.counts[tail.path] - tail.offset
         job.ledgers.update(source.ledgers)
@@ -462,19 +530,14 @@ class _PartSource:
     published part no longer staged, from the published month; the ledgers of the staged parts read."""
 
     def __init__(self, urls: Mapping[str, str], options: Mapping[str, Any], classes: Sequence[str], old,
-                 gpath: str, offsets: Mapping[str, tuple[int, int]]):
-        self.urls, self.options, self.classes, self.old = urls, options, classes, old
-        self.gpath, self.offsets = gpath, offsets
+                 old_rows: Mapping[str, tuple[str, int, int]]):
+        self.urls, self.options, self.classes, self.old, self.old_rows = urls, options, classes, old, old_rows
         self.ledgers: dict[str, pd.DataFrame] = {}
 
     def __call__(self, name: str) -> xr.Dataset | None:
         if name not in self.urls:
-            first, n = self.offsets[name]
-            with xr.open_zarr(self.old, group=self.gpath, consolidated=False, chunks=None) as ds:
-                part = ds[[v for v in ds.data_vars if v in VARIABLE_ATTRS]].isel(time=slice(first, first + n)).load()
-            for var in part.variables.values():
-                var.encoding = {}
-            return part
+            gpath, first, n = self.old_rows[name]
+            return _published_rows(self.old, gpath, first, n, VARIABLE_ATTRS)
         rows, arrays = read_part(self.urls[name], self.options)
         self.ledgers[name] = file_ledger(rows)
         kept = (rows["status"] == Status.KEPT).to_numpy()
@@ -486,6 +549,17 @@ class _PartSource:
                 (key.station, key.wavelength)}:
             raise ValueError(f"{self.urls[name]}: images of other stations or wavelengths than its name says")
         return _dataset(rows, {k: v[rows.index.to_numpy()] for k, v in arrays.items()}, self.classes)
+
+
+def _published_rows(store, gpath: str, first: int, n: int, variables: Iterable[str]) -> xr.Dataset:
+    """Rows [first, first + n) of group ``gpath`` of a published month: its ``variables`` there, in memory."""
+    with xr.open_zarr(store, group=gpath, consolidated=False, chunks=None) as ds:
+        part = ds[[v for v in ds.data_vars if v in set(variables)]].isel(time=slice(first, first + n)).load()
+    for name, var in part.variables.items():
+        if var.dtype.kind in "UST":  # strings as a part gives them: Python objects
+            part[name] = var.astype(object)
+        part[name].encoding = {}
+    return part
 
 
 def _write_tail(store, gpath: str, tail: Tail, source: Callable[[str], xr.Dataset | None],
@@ -527,11 +601,11 @@ def _resize_time(group, rows: int) -> None:
 
 
 def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers: Mapping[str, pd.DataFrame],
-                   incremental: bool) -> pd.DataFrame:
-    """The month's catalog: the ledgers of the parts read, with (when appending) the published catalog's rows of
-    every other part."""
+                   keep: set[str]) -> pd.DataFrame:
+    """The month's catalog: the ledgers of the parts read, and the published catalog's rows of the parts in
+    ``keep`` (in the month, not read by this commit)."""
     frames = [f for f in ledgers.values() if len(f)]
-    if incremental:
+    if keep:
         try:
             before = read_month_catalog(output, month, options)
         except FileNotFoundError:
@@ -540,7 +614,7 @@ def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers:
             names = (before["station"].astype(str) + "_" + before["wavelength"].map(
                 lambda w: "all" if pd.isna(w) else str(int(w))) + "_" + before["time"].dt.strftime("%Y%m%d")
                 + ".parquet")
-            frames.insert(0, before[~names.isin(set(ledgers))])
+            frames.insert(0, before[names.isin(keep)])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -154,3 +154,50 @@ def test_plan_tails():
     emptied = {**old.parts, "LYR_all_20101201.parquet": "c2"}  # LYR's only part now without images: rebuild
     assert plan_tails(old, emptied, {"LYR_all_20101201.parquet": 0}, "L") is None
     assert plan_tails(old, dict(old.parts), {}, "L") == ({}, old)  # idle
+
+
+@pytest.mark.slow
+def test_compacted_staging_resumes_per_file_from_the_month(tmp_path, dask_client):
+    """store.keep_staging: false: once a month is published, its parts keep only their ledgers (each feature vector
+    is stored once, in the month); a late file then costs one file, its partition's other files coming from the
+    ledger and the month; the stores equal those of a run that kept its parts, and a rebuild reads the month."""
+    import io
+
+    from PIL import Image
+
+    from aurora_batch.season import run_season
+    from aurora_batch.synth import asim_name, render_frame, write_archive
+
+    archive = f"file://{tmp_path}/archive"
+    write_archive(archive, ["NYA", "LYR"], "2010-12-01T12:00", "2010-12-02T12:00", cadence="30min", seed=5)
+    flt = {"moon_max_alt": None, "sun_max_alt": -5.0}
+    compact = make_job(archive, f"file://{tmp_path}/compact", end="2010-12-03", filter=flt,
+                       store={"keep_staging": False})
+    kept = make_job(archive, f"file://{tmp_path}/kept", end="2010-12-03", filter=flt)
+    run_season(compact, client=dask_client, progress=False)
+    staging = tmp_path / "compact" / "_staging" / "2010-12"
+    assert not list(staging.glob("*.parquet")) and len(list((staging / "published").glob("*.parquet"))) == 4
+    assert sum(p.stat().st_size for p in (staging / "published").glob("*")) < 0.2 * sum(
+        p.stat().st_size for p in (tmp_path / "compact" / "2010-12.zarr").rglob("*") if p.is_file())
+
+    late = pd.Timestamp("2010-12-01T23:05:00")
+    buf = io.BytesIO()
+    Image.fromarray(render_frame("arc", late, np.random.default_rng(0))).save(buf, format="PNG")
+    (tmp_path / "archive" / asim_name("NYA", late)).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "archive" / asim_name("NYA", late)).write_bytes(buf.getvalue())
+    second = run_season(compact, client=dask_client, progress=False)
+    assert second.computed == 1 and second.reused == 24 * 4  # 24 files of NYA's 1st from its ledger and month
+    assert not list(staging.glob("*.parquet"))  # compacted again once published
+    run_season(kept, client=dask_client, progress=False)
+    _same(_month(compact, "2010-12"), _month(kept, "2010-12"))
+    assert len(read_month_catalog(compact.output, "2010-12")) == len(read_month_catalog(kept.output, "2010-12"))
+
+    def tree():
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "compact" / "2010-12.zarr").rglob("*")}
+
+    before = tree()
+    idle = run_season(compact, client=dask_client, progress=False)
+    assert idle.stores == [] and idle.computed == 0 and tree() == before  # idle: nothing written
+    rebuilt = run_season(compact, client=dask_client, progress=False, rebuild=True)
+    assert rebuilt.stores and rebuilt.computed == 0
+    _same(_month(compact, "2010-12"), _month(kept, "2010-12"))

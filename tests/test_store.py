@@ -173,7 +173,7 @@ def test_month_digest_reads_this_runs_parts_past_a_stale_listing(tmp_path, monke
     result = PartitionResult(key, url, "", {"kept": 1}, 1, pd.Timestamp("2010-12-01"), resumed=False)
     fresh = month_module.month_inputs(job, "2010-12", [result]).digest
     real_listing = month_module._staged
-    monkeypatch.setattr(month_module, "_staged", lambda job, month: {u: {"size": 1, "mtime": 0.0}
-                                                                      for u in real_listing(job, month)})
+    monkeypatch.setattr(month_module, "_staged", lambda job, month, folder="": {
+        u: {"size": 1, "mtime": 0.0} for u in real_listing(job, month, folder)})
     assert month_module.month_inputs(job, "2010-12", [result]).digest == fresh  # this run's part: a HEAD
     assert month_module.month_inputs(job, "2010-12").digest != fresh  # an earlier run's part: as listed

@@ -163,7 +163,7 @@ def test_history_versions_and_retention(s3_server, bucket, tmp_path, dask_client
 def test_racing_writers_one_commits_the_other_fails_clearly(s3_server, bucket, dask_client):
     """Two builds of one month from the same version: the first commit wins, the second is refused with a clear
     message and overwrites nothing."""
-    job = _job(s3_server, bucket)
+    job = _job(s3_server, bucket, store={"keep_staging": True})  # the parts, whole, for the two builds
     _night(s3_server, bucket, 0)
     run_season(job, client=dask_client, progress=False)
     fs = s3_server.filesystem()
