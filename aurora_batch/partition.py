@@ -123,33 +123,25 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> _Staged:
     settings; else its files whose URL and size are unchanged (per-file resume: a late file costs one file).  A
     part compacted after its month was published (``store.keep_staging: false``) is read from its ledger."""
     columns = ["url", "status", "detail", "time", "frame"]
-    key = PartitionKey.parse(url)
-    published = False
-    try:
+    staged, published = None, False
+    for where, published in ((url, False), (ledger_url(job.output, PartitionKey.parse(url)), True)):
         try:
-            staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, [*columns, "size"])
+            staged = read_staged_if(where, job.feature_fingerprint(), job.output_storage_options, [*columns, "size"])
+            break
         except FileNotFoundError:
-            published = True
-            staged = read_staged_if(ledger_url(job.output, key), job.feature_fingerprint(),
-                                    job.output_storage_options, [*columns, "size"])
-    except FileNotFoundError:
-        return _Staged(None)
-    except Exception as err:  # a part without sizes (staged by an earlier version), or unreadable
-        try:
-            staged = read_staged_if(url, job.feature_fingerprint(), job.output_storage_options, columns=columns)
-        except Exception:
-            log.warning("staged part %s unreadable (%s); recomputing", url, err)
+            continue
+        except Exception as err:  # an unreadable staged part is recomputed
+            log.warning("staged part %s unreadable (%s); recomputing", where, err)
             return _Staged(None)
-        return _Staged(staged if staged is not None and set(staged["url"]) == set(rows["url"]) else None)
     if staged is None:
         return _Staged(None)
-    if "size" in rows:
-        sizes = staged.groupby("url")["size"].first()
-        now = rows.set_index("url")["size"]
+    urls = set(staged["url"])
+    if "size" in rows and "size" in staged:
+        sizes, now = staged.groupby("url")["size"].first(), rows.set_index("url")["size"]
         same = {u for u in now.index.intersection(sizes.index) if now[u] == sizes[u]}
-    else:
-        same = set(staged["url"])
-    if set(staged["url"]) == set(rows["url"]) == same:
+    else:  # a part staged without file sizes (by an earlier version): only all of it, as it was
+        same = urls if urls == set(rows["url"]) else set()
+    if urls == set(rows["url"]) == same:
         return _Staged(staged[columns], published=published)
     pending = set(rows.loc[rows["status"] == Status.PENDING, "url"])
     read = set(staged.loc[(staged["frame"] != WHOLE_FILE) | (staged["status"] == Status.UNREADABLE), "url"])

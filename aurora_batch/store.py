@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -151,7 +151,7 @@ def _part_file(url: str, storage_options: Mapping[str, Any] | None, columns: Seq
 
 def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
                    columns: Sequence[str] = ("url", "status")) -> pd.DataFrame | None:
-    """``columns`` of a staged part if it was computed with ``fingerprint``, else None.
+    """``columns`` of a staged part (those it has; None: all) if it was computed with ``fingerprint``, else None.
 
     Reads the footer and only those columns (ranged reads through the fsspec file), not the
     features: the resume check of a partition costs a few kilobytes.
@@ -161,7 +161,8 @@ def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any
         meta = parquet.schema_arrow.metadata or {}
         if meta.get(_FINGERPRINT_KEY, b"").decode() != fingerprint:
             return None
-        rows = parquet.read(columns=list(columns) if columns is not None else None).to_pandas()
+        names = parquet.schema_arrow.names
+        rows = parquet.read(columns=None if columns is None else [c for c in columns if c in names]).to_pandas()
     if "time" in rows:
         rows["time"] = pd.to_datetime(rows["time"]).astype("datetime64[ns]")
     return rows
@@ -435,10 +436,7 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
         counts = {g: n for d in done for g, n in d.counts.items()}
         ledgers = {n: f for d in done for n, f in d.ledgers.items()}
         written = sum(d.rows_written for d in done)
-        matched: dict[str, int] = defaultdict(int)
-        for d in done:
-            for kind, n in d.matched.items():
-                matched[kind] += n
+        matched = sum((Counter(d.matched) for d in done), Counter())
         root = zarr.open_group(store=store, mode="a", zarr_format=3)
         if not incremental:  # a month built whole keeps no station it no longer has
             for name, _ in list(root.groups()):

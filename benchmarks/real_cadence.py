@@ -188,6 +188,60 @@ def run(backend, stations: list[str], days: int, frames: int, client=None) -> di
     return out
 
 
+def late_file(root: Path, frames: int) -> None:
+    """``aurora-batch nightly`` runs over one SYNTHETIC station-night at 3 s cadence (``frames`` PNGs): the first
+    processes it, the second is idle, the third finds one late file.  Wall times of the CLI, and its frame counts."""
+    import re
+    import subprocess
+
+    import pandas as pd
+
+    from aurora_batch.synth import asim_name, render_frame, write_archive
+
+    archive = root / "late-archive"
+    start = pd.Timestamp("2010-12-01T18:00")
+    end = start + pd.Timedelta(seconds=3 * frames)
+    t0 = time.perf_counter()
+    write_archive(f"file://{archive}", ["NYA"], start, end, cadence="3s", seed=7)
+    written = time.perf_counter() - t0
+    spec = root / "late.yaml"
+    spec.write_text(f"input: file://{archive}\noutput: file://{root}/late-out\nstations: [NYA]\n"
+                    f"start: 2010-12-01\nend: 2010-12-03\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
+                    "nightly: {lookback: 24h}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def nightly() -> tuple[float, str]:
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"], env=env,
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        return time.perf_counter() - t, out
+
+    first_s, first = nightly()
+    idle_s, idle = nightly()
+    late = end - pd.Timedelta(minutes=30) + pd.Timedelta(seconds=1)  # between two frames, inside the look-back
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(render_frame("arc", late, np.random.default_rng(0))).save(buf, format="PNG")
+    path = archive / asim_name("NYA", late)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    late_s, line = nightly()
+
+    def field(text: str, name: str) -> str:
+        m = re.search(rf"{name}=(\S+)", text)
+        return m.group(1) if m else "?"
+
+    print(f"  aurora-batch nightly over {frames:,} frames at 3 s (PNG, written in {written:.0f} s), local disk:")
+    print(f"    first {first_s:6.1f} s ({field(first, 'frames_computed')} frames computed); idle {idle_s:6.1f} s "
+          f"({field(idle, 'stores_written')} stores written)")
+    print(f"    one late file {late_s:6.1f} s = idle + {late_s - idle_s:.1f} s (goal <= 3 s); frames computed "
+          f"{field(line, 'frames_computed')} (goal 1), reused {field(line, 'frames_reused')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stations", type=int, nargs="+", default=[1, 4])
@@ -195,6 +249,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=14_400, help="frames per station-night (3 s for 12 h: 14,400)")
     ap.add_argument("--backends", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     ap.add_argument("--workers", type=int, default=2, help="workers of the LocalCluster for the parallel build")
+    ap.add_argument("--late-frames", type=int, default=14_400,
+                    help="frames of the night of the late-file nightly (0: skip it)")
     args = ap.parse_args()
     print(f"real-cadence month stores on {cpu_model()}")
     root = Path(tempfile.mkdtemp(prefix="aurora-cadence-"))
@@ -205,6 +261,8 @@ def main() -> None:
                            host="127.0.0.1", memory_limit="6GiB")
     client = Client(cluster)
     try:
+        if args.late_frames:
+            late_file(root, args.late_frames)
         for kind in args.backends:
             if kind == "local":
                 backend = Local(root / "local")
