@@ -350,18 +350,27 @@ class FeatureExtractor:
     runs it quantised (:mod:`aurora_batch.quantize`, calibrated through ``recipe``); features are
     returned as float32 whatever the precision.  With ``compile`` (and int8, which is compiled)
     every batch is padded to ``batch_size`` so that the graph is never rebuilt for a short last batch.
+    ``runtime`` (:mod:`aurora_batch.runtimes`): ``torch``, or the network exported to ONNX and run by
+    ``onnxruntime`` or ``openvino`` on CPU; ``auto`` picks (:func:`~aurora_batch.runtimes.resolve_runtime`).
     """
 
     def __init__(self, backbone: str = "efficientnet-lite0", weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, precision: str = "float32", compile: bool = False,
-                 input_size: int = 128, compile_cache: str | None = None, recipe: str = "lite128"):
+                 input_size: int = 128, compile_cache: str | None = None, recipe: str = "lite128",
+                 runtime: str = "torch"):
         import torch
+
+        from .runtimes import load_runner, resolve_runtime
 
         self.device = pick_device(device)
         self.cuda = self.device.startswith("cuda")
         self.batch_size = batch_size or default_batch_size(self.device)
         self.compile = compile or precision == "int8"
-        if precision == "int8":
+        self.runtime = resolve_runtime(runtime, self.device, precision, compile, backbone in BACKBONES)
+        if self.runtime != "torch":
+            self.model = load_runner(backbone, weights, input_size, self.runtime, torch.get_num_threads(),
+                                     compile_cache_dir(compile_cache))
+        elif precision == "int8":
             if self.cuda:
                 raise ValueError("features.precision: int8 is for CPU workers; on a GPU use float16 or bfloat16")
             self.model = load_int8_backbone(backbone, weights, recipe, self.batch_size, compile_cache)
@@ -396,6 +405,9 @@ class FeatureExtractor:
 
         n = len(x)
         on_device = isinstance(x, torch.Tensor)
+        if self.runtime != "torch":  # an exported network on CPU: numpy in, numpy out
+            self._outputs.append(self.model(x.numpy() if on_device else x))
+            return
         if self.compile and n < self.batch_size:
             pad = (self.batch_size - n, *x.shape[1:])
             x = torch.cat([x, x.new_zeros(pad)]) if on_device else np.concatenate([x, np.zeros(pad, x.dtype)])

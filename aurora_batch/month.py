@@ -155,6 +155,7 @@ def common_attrs(job: JobConfig) -> dict:
                     "in the backbone file" if is_model_file(f.backbone) else "pretrained (shipped)"),
         "recipe": f.recipe,
         "precision": f.precision if f.precision != "int8" else INT8_SCHEME,
+        "runtime": job.feature_runtime(),
         "sun_max_alt": job.filter.sun_max_alt,
         "moon_max_alt": job.filter.moon_max_alt,
         "moon_min_illumination": job.filter.moon_min_illumination,

@@ -337,7 +337,8 @@ def _featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable
     skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
     with clock("model"):  # loaded once per worker process: later partitions find it built
         extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
-                                     input_size=recipe.size, compile_cache=f.compile_cache, recipe=recipe.name)
+                                     input_size=recipe.size, compile_cache=f.compile_cache, recipe=recipe.name,
+                                     runtime=f.runtime)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     on_device = f.recipe_device == "torch" or (f.recipe_device == "auto" and extractor.cuda)
     device_recipe = DeviceRecipe(recipe, extractor.device) if on_device else None

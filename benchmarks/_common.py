@@ -34,15 +34,18 @@ def cpu_model() -> str:
 
 
 def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = CORES, compile: bool = False,
-                         seconds: float = 10.0, device: str = "cpu", backbone: str = "efficientnet-lite0") -> float:
-    """Images/s of ``backbone`` alone on random ``(batch, 3, size, size)`` batches (after a warm-up)."""
+                         seconds: float = 10.0, device: str = "cpu", backbone: str = "efficientnet-lite0",
+                         runtime: str = "torch") -> float:
+    """Images/s of ``backbone`` alone on random ``(batch, 3, size, size)`` batches (after a warm-up), in
+    ``runtime`` (:mod:`aurora_batch.runtimes`)."""
     import torch
 
     from aurora_batch.features import FeatureExtractor, tune_process
 
     tune_process(threads)
     batch = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32) * 2 - 1
-    extractor = FeatureExtractor(backbone, device=device, batch_size=batch_size, compile=compile, input_size=size)
+    extractor = FeatureExtractor(backbone, device=device, batch_size=batch_size, compile=compile, input_size=size,
+                                 runtime=runtime)
     extractor.push(batch)
     extractor.result()
     n, t0 = 0, time.perf_counter()

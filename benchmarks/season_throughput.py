@@ -13,7 +13,10 @@ Prints, measured in this run, with the CPU model:
   after the last partition, shutdown; the rest is the process: imports, the job spec, the lock);
 - the **CPU time per stage** of the partitions (fetch, decode, checks, recipe, keogram lines, network,
   staging, model load);
-- the **CPU roof**: decoding + recipe alone and plain inference alone on all cores, 1 / (1/d + 1/n);
+- the **CPU roof**: decoding + recipe alone and the fastest plain inference alone (torch eager, ONNX Runtime,
+  OpenVINO where installed) on all cores, 1 / (1/d + 1/n);
+- the seasons with torch eager (``features.runtime: torch``, the baseline) and with the default settings
+  (``runtime: auto``: ONNX Runtime on CPU), side by side;
 - ``--compile``: the same with ``features.compile: true``, eager and compiled side by side, the compiled
   seasons with a warm Inductor cache (``features.compile_cache``), after a first run that fills it (its
   extra time is the cold-cache cost); ``--int8``: the same with ``features.precision: int8``.
@@ -82,18 +85,27 @@ def main() -> None:
 
     files = sorted((tmp / "archive").rglob("*.png" if args.kind == "png" else "*.jpg"))
     decoding = decoding_rate(files[:min(len(files), 600)])
-    network = plain_inference_rate(128, 16, CORES)
+    from aurora_batch import runtimes
+
+    rates = {rt: {n: plain_inference_rate(128, 16, n, runtime=rt) for n in (1, CORES)}
+             for rt in runtimes.RUNTIMES if runtimes.available(rt)}
+    for rt, by_threads in rates.items():
+        print(f"  plain inference, {rt}: " + ", ".join(f"{n} thread(s) {r:.1f} img/s ({r / rates['torch'][n]:.2f} x "
+                                                       f"torch)" for n, r in by_threads.items()))
+    fastest = max(rates, key=lambda rt: rates[rt][CORES])
+    network = rates[fastest][CORES]
     roof = cpu_roof(decoding, network)
-    print(f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s (batch 16): "
+    print(f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s ({fastest}, batch 16): "
           f"{roof:.1f} img/s together")
     steady = {}
     cache = {"compile_cache": str(tmp / "inductor")}  # empty: the first compiled run compiles cold
-    modes = [("eager", {})] + ([("compiled", {"compile": True, **cache})] if args.compile else []) + (
+    modes = [("eager", {"runtime": "torch"}), ("default", {})] + (
+        [("compiled", {"compile": True, **cache})] if args.compile else []) + (
         [("int8", {"precision": "int8", **cache})] if args.int8 else [])
     for mode, features in modes:
         runs = {}
         seasons = (("small", args.small), ("large", args.large))
-        if features:  # a first, cold-cache run; the two measured ones then find the graphs compiled
+        if cache.items() <= features.items():  # a first, cold-cache run; the measured ones find the graphs compiled
             seasons = (("cold", args.small),) + seasons
         for name, frames in seasons:
             end = start + pd.Timedelta(days=frames / args.small)
