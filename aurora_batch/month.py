@@ -1,20 +1,21 @@
 """The month build: staged partitions → classes → joined instruments → one published Zarr store.
 
-Every published month is built the same way, by ``season``, ``nightly`` and ``join`` alike:
-the month's staged parts are read once each and appended into a fresh
-``{YYYY-MM}.zarr.building-<id>`` tree; when the job has a ``join:`` section the ceilometer
-and magnetometer samples nearest to every image (:func:`aurora_batch.join.nearest`, over the
-month widened by each source's tolerance, so images near month borders find their true
-partner) are written into that tree as ``cbh``, ``cloud_detected``, ``ceilometer_cloudy``,
-``cbh_dt`` and ``mag_<element>``, ``mag_dt``; then the tree is published atomically.  Nothing
-ever writes into a published store.
+Every published month is written the same way, by ``season``, ``nightly`` and ``join`` alike
+(:func:`aurora_batch.store.commit_month`): a month already published grows by the rows of its
+new or changed parts (:mod:`aurora_batch.increment`), one built for the first time (or whose
+model, head, join or chunking changed) is built whole; when the job has a ``join:`` section the
+ceilometer and magnetometer samples nearest to every image written (:func:`aurora_batch.join.nearest`,
+over the month widened by each source's tolerance, so images near month borders find their true
+partner) are written beside them as ``cbh``, ``cloud_detected``, ``ceilometer_cloudy``, ``cbh_dt``
+and ``mag_<element>``, ``mag_dt``; then the month is published atomically (a rename, or one
+Icechunk commit).
 
-A month is rebuilt only when its staged parts are not those it was built from (their names,
-sizes and modification times: ``parts_digest``), or the join's inputs changed (their files'
-sizes and modification times, and the join settings: :func:`join_fingerprint`), both kept in
-the store's attributes.  So an idle nightly or a repeated ``join`` leaves every chunk as it was,
-and a run killed after staging its partitions but before publishing their month is completed by
-the next run, which finds every partition staged and the month behind them.
+A month is written only when a staged part is not the version it was built from (size and
+modification time, kept per part in its root attributes), or the join's inputs changed (their
+files' sizes and modification times, and the join settings: :func:`join_fingerprint`).  So an
+idle nightly or a repeated ``join`` leaves every chunk as it was, and a run killed after staging
+its partitions but before publishing their month is completed by the next run, which finds
+every partition staged and the month behind them.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ INSTRUMENT_KINDS = ("ceilometer", "magnetometer")
 
 @dataclasses.dataclass
 class MonthInputs:
-    """What a month is built from: its staged parts and the (station, wavelength) groups they fill."""
+    """What a month is built from: its staged parts with their versions, and what this run knows of them."""
 
     month: str
     parts: dict[str, str]  #: staged part URL -> its version (size and modification time)

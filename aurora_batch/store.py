@@ -1,4 +1,4 @@
-"""Staged partitions, the monthly Zarr stores built from them, and the catalog ledger.
+"""Staged partitions, the monthly Zarr stores written from them, and the catalog ledger.
 
 Write path (see docs/design.md):
 
@@ -6,12 +6,14 @@ Write path (see docs/design.md):
    ``{output}/_staging/{YYYY-MM}/{key}.parquet`` holding one row per image (a THEMIS file
    gives many) and the feature vectors of the kept ones.  One object is written atomically,
    so a partition is staged completely or not at all; its presence is the resume marker.
-2. Once every partition of a month is staged, a single task builds the month in a fresh
-   ``{YYYY-MM}.zarr.building-<id>`` tree (beside the store on a local disk, on local scratch
-   for object stores), appending partitions in time order, then publishes it as
-   ``{output}/{YYYY-MM}.zarr`` (:func:`aurora_batch.fs.publish_tree`).  Only that task
-   writes the month, so no two writers ever share a Zarr chunk, and readers never see a
-   half-built month.
+2. Once every partition of a month is staged, one task commits the month
+   (:func:`commit_month`): only the rows of new or changed parts, and the chunks they touch,
+   when the month was published before (:mod:`aurora_batch.increment`), else all of it; its
+   stations are written by separate tasks (:func:`write_station`), never two into one group,
+   and the month is published once: a tree built beside the store from hard links to the old
+   one, renamed into place, or one Icechunk commit.  Readers never see a half-written month.
+3. Once published, a part may be compacted to its ledger (:func:`compact_parts`): the month
+   holds its arrays (:func:`read_published_part`).
 
 Layout: one group per station (``NYA``); a station seen at several wavelengths in a month
 gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
