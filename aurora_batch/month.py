@@ -35,7 +35,7 @@ from .catalog import PartitionKey
 from .classify import load_head
 from .config import InstrumentSource, JobConfig
 from .features import feature_dim, is_model_file, model_file_sha256
-from .fs import filesystem, join_url, storage_errors
+from .fs import exists, filesystem, join_url, storage_errors
 from .imaging import get_recipe
 from .join import nearest
 from .lock import OutputLock
@@ -43,8 +43,8 @@ from .quantize import INT8_SCHEME
 from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS, expand_urls, read_many
 from .stations import get_station
 from .increment import MonthState, layout_key, part_name
-from .store import (Publication, chunk_encoding, commit_month, compact_parts, month_url, write_month_catalog,
-                    zarr_store)
+from .store import (Publication, catalog_url, chunk_encoding, commit_month, compact_parts, month_url,
+                    write_month_catalog, zarr_store)
 
 __all__ = ["MonthInputs", "build_month", "month_inputs", "join_fingerprint", "common_attrs", "run_join",
            "JoinSummary", "month_stores", "load_instruments"]
@@ -192,8 +192,9 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     same_parts = (all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items()) if previous else
                   published is not None and published[1].get("parts_digest") == inputs.digest)
     if (not force and published is not None and same_parts and published[1].get("join_fingerprint", "") == join_fp
-            and published[0].endswith(f".{job.store_format()}")):  # a plain month is converted to a repository
-        return None
+            and published[0].endswith(f".{job.store_format()}")  # a plain month is converted to a repository
+            and exists(join_url(catalog_url(job.output), f"{inputs.month}.parquet"), job.output_storage_options)):
+        return None  # (a month whose catalog a killed run did not write gets it now)
     if published is not None:
         join = "changed" if published[1].get("join_fingerprint", "") != join_fp else "same"
         log.info("month %s: written (parts %s; join %s)", inputs.month,

@@ -608,14 +608,26 @@ def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers:
     if keep:
         try:
             before = read_month_catalog(output, month, options)
-        except FileNotFoundError:
-            before = None
-        if before is not None and len(before):
+        except FileNotFoundError:  # none yet (a run killed after publishing): the kept parts' own ledgers
+            frames += [file_ledger(rows) for rows in (_staged_rows(output, month, n, options) for n in sorted(keep))
+                       if rows is not None]
+        else:
             names = (before["station"].astype(str) + "_" + before["wavelength"].map(
                 lambda w: "all" if pd.isna(w) else str(int(w))) + "_" + before["time"].dt.strftime("%Y%m%d")
                 + ".parquet")
             frames.insert(0, before[names.isin(keep)])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _staged_rows(output: str, month: str, name: str, options: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The rows of part ``name``, staged or compacted to its ledger; None when it is neither."""
+    key = PartitionKey.parse(name)
+    for url in (staging_url(output, key), ledger_url(output, key)):
+        try:
+            return read_part(url, options, columns=PART_COLUMNS)[0]
+        except FileNotFoundError:
+            continue
+    return None
 
 
 @contextlib.contextmanager

@@ -111,10 +111,13 @@ def begin(url: str, storage_options: Mapping[str, Any] | None = None):
 
 
 def commit(session, message: str, metadata: Mapping[str, Any], url: str = "") -> str:
-    """Commit what was written into ``session``'s store; the snapshot id.  Raises :class:`MonthConflictError`
-    when another writer committed since the session began."""
+    """Commit what was written into ``session``'s store; the snapshot id (the session's own when nothing was
+    written: no version is added).  Raises :class:`MonthConflictError` when another writer committed since the
+    session began."""
     import icechunk
 
+    if not session.has_uncommitted_changes:
+        return session.snapshot_id
     try:
         return session.commit(message, metadata=dict(metadata))
     except icechunk.ConflictError as err:

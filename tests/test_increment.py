@@ -119,6 +119,17 @@ def test_nightly_commits_append_and_equal_a_rebuild(tmp_path, fmt, joined_job):
     xr.testing.assert_identical(changed["LYR"], appended["LYR"])
     catalog = read_month_catalog(job.output, "2010-12")
     assert len(catalog) == 581 + 120 and catalog["url"].is_unique
+    # A catalog lost (a run killed between publishing the month and writing it): the next append rebuilds it
+    # from the parts' own ledgers, not only from the parts it reads.
+    os.remove(f"{tmp_path}/out/catalog/2010-12.parquet")
+    again = _build(job, "2010-12")  # the same parts: no rows written, the catalog written again
+    assert again is not None and again.rows_written == 0
+    assert len(read_month_catalog(job.output, "2010-12")) == 581 + 120
+    os.remove(f"{tmp_path}/out/catalog/2010-12.parquet")
+    _stage(job, "NYA_5577_20101231", _night("2010-12-31", 131), seed=3)
+    assert _build(job, "2010-12").incremental
+    catalog = read_month_catalog(job.output, "2010-12")
+    assert len(catalog) == 582 + 120 and catalog["url"].is_unique
 
 
 def test_a_published_part_no_longer_staged_is_read_from_the_month(tmp_path):
