@@ -516,13 +516,15 @@ def write_station(job: StationWrite) -> StationWrite:
     return job
 
 
-def _kept_counts(urls: Sequence[str], options: Mapping[str, Any]) -> dict[str, int]:
-    """Kept images of each part, from its status column alone."""
-    out = {}
-    for u in urls:
-        rows, _ = read_part(u, options, columns=["status"])
-        out[part_name(u)] = int((rows["status"] == Status.KEPT).sum())
-    return out
+def _kept_counts(urls: Sequence[str], options: Mapping[str, Any], concurrency: int = 16) -> dict[str, int]:
+    """Kept images of each part, from its status column alone (ranged reads, ``concurrency`` parts at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def kept(url: str) -> int:
+        return int((read_part(url, options, columns=["status"])[0]["status"] == Status.KEPT).sum())
+
+    with ThreadPoolExecutor(max(1, min(concurrency, len(urls)))) as pool:
+        return dict(zip(map(part_name, urls), pool.map(kept, urls)))
 
 
 class _PartSource:
