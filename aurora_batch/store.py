@@ -239,7 +239,7 @@ def read_published_part(output: str, key: PartitionKey, fingerprint: str,
             raise LookupError(f"{url} does not hold the {int(kept.sum())} images of {name}")
         return rows, {}
     part = _published_rows(store, where[0], where[1], where[2], ("features", "keogram_ns", "keogram_ew"))
-    order = rows[kept].reset_index(drop=True).sort_values("time").index.to_numpy()  # as the month wrote them
+    order = _month_order(rows).index.to_numpy()
     arrays = {}
     for name_, var in part.data_vars.items():
         values = np.empty_like(var.to_numpy())
@@ -542,8 +542,7 @@ class _PartSource:
             return _published_rows(self.old, gpath, first, n, VARIABLE_ATTRS)
         rows, arrays = read_part(self.urls[name], self.options)
         self.ledgers[name] = file_ledger(rows)
-        kept = (rows["status"] == Status.KEPT).to_numpy()
-        rows = rows[kept].reset_index(drop=True).sort_values("time")
+        rows = _month_order(rows)
         if rows.empty:
             return None
         key = PartitionKey.parse(name)
@@ -551,6 +550,12 @@ class _PartSource:
                 (key.station, key.wavelength)}:
             raise ValueError(f"{self.urls[name]}: images of other stations or wavelengths than its name says")
         return _dataset(rows, {k: v[rows.index.to_numpy()] for k, v in arrays.items()}, self.classes)
+
+
+def _month_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """A part's kept rows in the order its month holds them (by time), indexed by their position among the kept
+    rows (that of their arrays): how a part is written and how a compacted part's arrays are read back."""
+    return rows[(rows["status"] == Status.KEPT).to_numpy()].reset_index(drop=True).sort_values("time")
 
 
 def _published_rows(store, gpath: str, first: int, n: int, variables: Iterable[str]) -> xr.Dataset:
