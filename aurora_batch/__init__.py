@@ -1,7 +1,6 @@
 """aurora-batch: turn seasons of auroral all-sky images into analysis-ready Zarr stores."""
-__version__ = "0.1.0"
-
-from .config import JobConfig, JobSpecError, load_job  # noqa: E402
+from aurora_batch._version import __version__
+from aurora_batch.config import JobConfig, JobSpecError, load_job
 
 __all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station", "open_season", "store_history",
            "classify_files",
@@ -10,34 +9,34 @@ __all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station"
 
 def run_season(job, **kwargs):
     """Run a season job (see :func:`aurora_batch.season.run_season`)."""
-    from .season import run_season as _run
+    from aurora_batch.runner.season import run_season as _run
 
     return _run(job, **kwargs)
 
 
 def open_station(output, station, start=None, end=None, **kwargs):
     """One station over many months, lazily (see :func:`aurora_batch.results.open_station`)."""
-    from .results import open_station as _open
+    from aurora_batch.products.results import open_station as _open
 
     return _open(output, station, start, end, **kwargs)
 
 
 def open_season(output, start=None, end=None, **kwargs):
     """Every station as an ``xarray.DataTree`` (see :func:`aurora_batch.results.open_season`)."""
-    from .results import open_season as _open
+    from aurora_batch.products.results import open_season as _open
 
     return _open(output, start, end, **kwargs)
 
 
 def store_history(output, month, storage_options=None):
     """The versions of one month store (see :func:`aurora_batch.results.store_history`)."""
-    from .results import store_history as _history
+    from aurora_batch.products.results import store_history as _history
 
     return _history(output, month, storage_options)
 
 
 def classify_files(urls, head=None, **kwargs):
     """Classify files in this process, no cluster (see :func:`aurora_batch.files.classify_files`)."""
-    from .files import classify_files as _classify
+    from aurora_batch.products.files import classify_files as _classify
 
     return _classify(urls, head, **kwargs)

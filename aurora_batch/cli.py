@@ -3,25 +3,23 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 import sys
+from pathlib import Path
 
-from . import __version__
-from .config import JobSpecError, load_job
-from .fs import StorageError
-from .lock import LockHeld
-
-__all__ = ["main"]
+from aurora_batch._version import __version__
+from aurora_batch.config import JobSpecError, load_job
+from aurora_batch.core.fs import StorageError
+from aurora_batch.core.lock import LockHeld
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
 
     labels = write_archive(args.output_url, args.stations.split(","), args.start, args.end,
                            cadence=args.cadence, seed=args.seed, wavelength=args.wavelength,
                            corrupt=args.corrupt)
     if args.instruments:
-        from .synth import write_instruments
+        from aurora_batch.datasets.synth import write_instruments
 
         written = write_instruments(args.instruments, labels, seed=args.seed)
         print(f"wrote {len(written)} SYNTHETIC instrument files to {args.instruments}")
@@ -32,7 +30,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _season(args: argparse.Namespace) -> int:
-    from .season import run_season
+    from aurora_batch.runner.season import run_season
 
     job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers,
                                 "cluster.kind": args.cluster})
@@ -42,7 +40,7 @@ def _season(args: argparse.Namespace) -> int:
 
 
 def _nightly(args: argparse.Namespace) -> int:
-    from .nightly import run_nightly
+    from aurora_batch.runner.nightly import run_nightly
 
     job = load_job(args.job, **{"cluster.scheduler": args.scheduler})
     summary = run_nightly(job, progress=not args.quiet)
@@ -54,14 +52,14 @@ def _nightly(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from .month import run_join
+    from aurora_batch.runner.joins import run_join
 
     print(run_join(load_job(args.job)).format())
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import make_report
+    from aurora_batch.products.report import make_report
 
     job = load_job(args.job)
     out = args.out or "report"
@@ -76,7 +74,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _oath_features(args: argparse.Namespace):
-    from .oath import oath_features, read_oath
+    from aurora_batch.datasets.oath import read_oath
+    from aurora_batch.products.oath import oath_features
 
     ds = read_oath(args.oath_dir, rotated=args.rotated)
     feats = oath_features(ds, args.backbone, args.recipe, args.weights, args.cache, batch_size=args.batch_size)
@@ -87,7 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .oath import evaluate, format_table, plot_scores
+    from aurora_batch.products.oath import evaluate, format_table, plot_scores
 
     ds, feats = _oath_features(args)
     scores = evaluate(ds, feats, args.head, alpha=args.alpha, c=args.C)
@@ -102,8 +101,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .features import backbone_id
-    from .oath import train
+    from aurora_batch.model.backbones import backbone_id
+    from aurora_batch.products.oath import train
 
     ds, feats = _oath_features(args)
     split = None if args.split < 0 else args.split
@@ -120,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from .files import classify_files, describe, write_table
+    from aurora_batch.products.files import classify_files, describe, write_table
 
     if args.features and not (args.out and args.out.endswith((".parquet", ".npz"))):
         raise ValueError("--features needs --out TABLE.parquet or TABLE.npz (1,280 columns do not belong in a CSV)")
@@ -136,7 +135,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _keogram(args: argparse.Namespace) -> int:
-    from .keogram import open_night, plot_keogram
+    from aurora_batch.products.keogram import open_night, plot_keogram
 
     job = load_job(args.job)
     station = args.station.upper()
@@ -149,7 +148,7 @@ def _keogram(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from .results import month_stores, store_history
+    from aurora_batch.products.results import month_stores, store_history
 
     job = load_job(args.job)
     months = [args.month] if args.month else list(month_stores(job.output, storage_options=job.output_storage_options))
@@ -164,7 +163,7 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _synth_oath(args: argparse.Namespace) -> int:
-    from .oath import write_synthetic_oath
+    from aurora_batch.datasets.oath import write_synthetic_oath
 
     root = write_synthetic_oath(args.output_dir, args.per_class, args.seed)
     print(f"wrote a SYNTHETIC OATH-format tree ({6 * args.per_class} images) to {root}")
@@ -172,7 +171,7 @@ def _synth_oath(args: argparse.Namespace) -> int:
 
 
 def _add_oath_args(p: argparse.ArgumentParser) -> None:
-    from .classify import HEAD_KINDS
+    from aurora_batch.model.heads import HEAD_KINDS
 
     p.add_argument("oath_dir", help="unpacked oath_v1.1 tree (classifications/, images/)")
     p.add_argument("--head", choices=HEAD_KINDS, default="ridge", help="linear head (default ridge, alpha 0.03)")

@@ -16,11 +16,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-__all__ = ["JobConfig", "FilterConfig", "FeatureConfig", "ClassifyConfig", "ClusterConfig", "SlurmConfig",
-           "KubernetesConfig", "NightlyConfig", "FormatConfig", "JoinConfig", "InstrumentSource", "PlanningConfig",
-           "StoreConfig",
-           "JobSpecError", "load_job"]
-
 
 class JobSpecError(ValueError):
     """A job spec that does not validate; the message names each bad field."""
@@ -119,8 +114,8 @@ class JoinConfig(_Strict):
     cloud_max_cbh: float = Field(2000.0, gt=0, description="ceilometer 'cloudy' when a base is below this (m)")
 
     @model_validator(mode="after")
-    def _formats(self) -> "JoinConfig":
-        from .readers import CEILOMETER_READERS, MAGNETOMETER_READERS
+    def _formats(self) -> JoinConfig:
+        from aurora_batch.instruments.readers import CEILOMETER_READERS, MAGNETOMETER_READERS
 
         for kind, known in (("ceilometer", CEILOMETER_READERS), ("magnetometer", MAGNETOMETER_READERS)):
             for i, src in enumerate(getattr(self, kind)):
@@ -199,12 +194,12 @@ class FormatConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _compiles(self) -> "FormatConfig":
+    def _compiles(self) -> FormatConfig:
         self.to_format()  # raises ValueError naming the problem
         return self
 
     def to_format(self):
-        from .formats import Format
+        from aurora_batch.formats.names import Format
 
         patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
         return Format(self.name, patterns, self.reader, default_wavelength=self.default_wavelength,
@@ -226,6 +221,12 @@ class PlanningConfig(_Strict):
     driver_max_requests: int = Field(400, ge=1, description="auto: listing requests the driver makes before it "
                                      "hands the rest to the workers")
     concurrency: int = Field(32, ge=1, le=256, description="listing requests in flight per process")
+    task_max_files: int = Field(100_000, ge=1, description="workers: files one planning task lists before it "
+                                "hands the rest of its folders on")
+    task_max_requests: int = Field(256, ge=1, description="workers: listing requests of one planning task (beyond "
+                                   "the folders it was given) before it hands on")
+    task_spread: int = Field(64, ge=1, description="workers: folders a planning task finds to list, beyond those it "
+                             "was given, before it hands them on")
 
     @field_validator("folder_margin")
     @classmethod
@@ -291,7 +292,7 @@ class JobConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
-    def _memory_is_process_local(self) -> "JobConfig":
+    def _memory_is_process_local(self) -> JobConfig:
         uses_memory = any(u.startswith("memory://") for u in (self.input, self.output))
         if uses_memory and self.cluster.scheduler:
             raise ValueError("cluster.scheduler: memory:// URLs live in one process and cannot be "
@@ -335,7 +336,7 @@ class JobConfig(_Strict):
     @field_validator("stations")
     @classmethod
     def _known_stations(cls, value: list[str]) -> list[str]:
-        from .stations import station_table
+        from aurora_batch.core.stations import station_table
 
         codes = [s.strip().upper() for s in value]
         unknown = [c for c in codes if c not in station_table().index]
@@ -347,7 +348,7 @@ class JobConfig(_Strict):
     @classmethod
     def _utc(cls, value: dt.datetime) -> dt.datetime:
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value
 
     @field_validator("input", "output")
@@ -360,7 +361,7 @@ class JobConfig(_Strict):
     @field_validator("layout")
     @classmethod
     def _known_layout(cls, value):
-        from .formats import FORMATS
+        from aurora_batch.formats.names import FORMATS
 
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and item != "auto" and item not in FORMATS:
@@ -384,7 +385,7 @@ class JobConfig(_Strict):
 
     def formats(self):
         """The :class:`~aurora_batch.formats.Format` list this job parses names with, in order."""
-        from .formats import get_formats
+        from aurora_batch.formats.names import get_formats
 
         out = []
         for item in self.layout if isinstance(self.layout, list) else [self.layout]:
@@ -394,34 +395,13 @@ class JobConfig(_Strict):
     def feature_runtime(self) -> str:
         """``features.runtime`` as this process's workers run it (``auto`` resolved:
         :func:`aurora_batch.runtimes.resolve_runtime`)."""
-        from .features import BACKBONES, pick_device
-        from .runtimes import resolve_runtime
+        from aurora_batch.model.backbones import BACKBONES
+        from aurora_batch.model.features import pick_device
+        from aurora_batch.model.runtimes import resolve_runtime
 
         f = self.features
         device = "cuda" if f.device == "cuda" else pick_device(f.device)
         return resolve_runtime(f.runtime, device, f.precision, f.compile, f.backbone in BACKBONES)
-
-    def feature_fingerprint(self) -> str:
-        """What makes a staged part reusable: backbone, weights, recipe, runtime, head and filter thresholds."""
-        f = self.features
-        head = ""
-        if self.classify.head:
-            from .classify import load_head
-
-            head = "|head:" + load_head(self.classify.head).meta.get("sha256", "")
-        flt = self.filter
-        from .quantize import INT8_SCHEME
-
-        precision = {"float32": "", "int8": f"|{INT8_SCHEME}"}.get(f.precision, f"|{f.precision}")
-        runtime = self.feature_runtime()
-        precision += "" if runtime == "torch" else f"|rt:{runtime}"
-        skymaps = f"|skymaps:{self.skymaps}>={f.min_elevation}" if self.skymaps else ""
-        from .features import backbone_id
-        from .imaging import KEOGRAM_PIXELS
-
-        return (f"{backbone_id(f.backbone)}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
-                f"|keogram{KEOGRAM_PIXELS}"
-                f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}")
 
     def check_files(self) -> None:
         """The checks that need files, run when a job starts (validation only checks shapes and values).
@@ -429,7 +409,7 @@ class JobConfig(_Strict):
         Raises :class:`JobSpecError` naming the field: a head that is missing, unreadable, or
         trained on other features; a weights file that does not exist.
         """
-        from .features import backbone_id, is_model_file
+        from aurora_batch.model.backbones import backbone_id, is_model_file
 
         problems = []
         f = self.features
@@ -437,7 +417,7 @@ class JobConfig(_Strict):
         if missing_model:
             problems.append(f"  features.backbone: model file {f.backbone} does not exist")
         if self.classify.head and not missing_model:  # a missing model file has no identity to compare
-            from .classify import load_head
+            from aurora_batch.model.heads import load_head
 
             try:
                 load_head(self.classify.head).check_compatible(backbone_id(f.backbone), f.recipe, f.weights)
@@ -451,8 +431,8 @@ class JobConfig(_Strict):
     @field_validator("features")
     @classmethod
     def _known_model(cls, value: FeatureConfig) -> FeatureConfig:
-        from .features import BACKBONES, MODEL_FILE_SUFFIXES, is_model_file
-        from .imaging import RECIPES
+        from aurora_batch.model.backbones import BACKBONES, MODEL_FILE_SUFFIXES, is_model_file
+        from aurora_batch.model.recipes import RECIPES
 
         if value.backbone not in BACKBONES and not is_model_file(value.backbone):
             raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
@@ -475,7 +455,7 @@ class JobConfig(_Strict):
         return value
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "job spec") -> "JobConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "job spec") -> JobConfig:
         """Validate a mapping, raising :class:`JobSpecError` that names every bad field."""
         try:
             return cls.model_validate(data)

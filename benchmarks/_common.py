@@ -40,7 +40,7 @@ def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = C
     ``runtime`` (:mod:`aurora_batch.runtimes`)."""
     import torch
 
-    from aurora_batch.features import FeatureExtractor, tune_process
+    from aurora_batch.model.features import FeatureExtractor, tune_process
 
     tune_process(threads)
     batch = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32) * 2 - 1
@@ -62,8 +62,8 @@ def decoding_rate(paths, recipe: str = "lite128", threads: int = CORES) -> float
     """Images/s of decoding (at the recipe's reduced scale) + preprocessing alone, in ``threads`` threads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from aurora_batch.formats import read_file
-    from aurora_batch.imaging import get_recipe
+    from aurora_batch.formats.files import read_file
+    from aurora_batch.model.recipes import get_recipe
 
     rec = get_recipe(recipe)
 
@@ -77,8 +77,8 @@ def decoding_rate(paths, recipe: str = "lite128", threads: int = CORES) -> float
     return frames / (time.perf_counter() - t0)
 
 
-def _write_part(args) -> "pd.DataFrame":  # noqa: F821
-    from aurora_batch.synth import write_archive, write_colour_archive
+def _write_part(args) -> pd.DataFrame:  # noqa: F821
+    from aurora_batch.datasets.synth import write_archive, write_colour_archive
 
     kind, url, station, start, end, cadence, seed, storage_options = args
     if kind == "colour":
@@ -122,7 +122,7 @@ def run_season_on_local_cluster(job, workers: int = CORES, **cluster_kwargs):
     """``(summary, busiest worker's peak RSS in MB)`` for ``job`` on a fresh LocalCluster (started before timing)."""
     from distributed import Client, LocalCluster
 
-    from aurora_batch.season import run_season
+    from aurora_batch.runner.season import run_season
 
     kwargs = dict(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0")
     kwargs.update(cluster_kwargs)

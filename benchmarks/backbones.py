@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import CORES, plain_inference_rate
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit.*is deprecated")
@@ -39,9 +38,11 @@ def main() -> None:
     ap.add_argument("--plot", default="backbones.png", help="runtime-versus-accuracy PNG")
     args = ap.parse_args()
 
-    from aurora_batch.features import DEFAULT_BATCH_SIZE, backbone_id, feature_dim
-    from aurora_batch.imaging import get_recipe
-    from aurora_batch.oath import evaluate, oath_features, read_oath, write_synthetic_oath
+    from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
+    from aurora_batch.model.backbones import backbone_id, feature_dim
+    from aurora_batch.model.features import DEFAULT_BATCH_SIZE
+    from aurora_batch.model.recipes import get_recipe
+    from aurora_batch.products.oath import evaluate, oath_features
 
     if args.device == "cpu":
         padding_check(args.seconds)
@@ -79,7 +80,8 @@ def padding_check(seconds: float, batch: int = 16) -> None:
 
     import torch
 
-    from aurora_batch.features import BACKBONES, fold_batchnorm, fold_same_padding, tune_process
+    from aurora_batch.model.backbones import BACKBONES, fold_batchnorm, fold_same_padding
+    from aurora_batch.model.features import tune_process
 
     tune_process(CORES)
     spec = BACKBONES["efficientnet-lite0"]

@@ -19,13 +19,12 @@ import numpy as np
 import pandas as pd
 
 
-
 def per_stamp_skyfield(times: pd.DatetimeIndex, sites: dict, index: np.ndarray, chunk: int = 50_000) -> np.ndarray:
     """The previous method: (n, 2) Sun and Moon altitude (degrees)."""
     from skyfield.api import wgs84
     from skyfield.nutationlib import iau2000b_radians
 
-    from aurora_batch.ephemeris import _skyfield
+    from aurora_batch.core.ephemeris import _skyfield
 
     ts, eph = _skyfield()
     tops = [wgs84.latlon(*site[:2], elevation_m=site[2]) for site in sites.values()]
@@ -52,7 +51,7 @@ def per_stamp_skyfield(times: pd.DatetimeIndex, sites: dict, index: np.ndarray, 
 def full_skyfield(times: pd.DatetimeIndex, site: tuple) -> np.ndarray:
     from skyfield.api import wgs84
 
-    from aurora_batch.ephemeris import _skyfield
+    from aurora_batch.core.ephemeris import _skyfield
 
     ts, eph = _skyfield()
     obs = (eph["earth"] + wgs84.latlon(site[0], site[1], elevation_m=site[2])).at(
@@ -62,7 +61,7 @@ def full_skyfield(times: pd.DatetimeIndex, site: tuple) -> np.ndarray:
 
 def per_file_ms(times: pd.DatetimeIndex, site: tuple, block: int) -> float:
     """ms per one-frame :func:`sun_moon` call over ``times`` in order, from a cold node cache."""
-    from aurora_batch import ephemeris
+    from aurora_batch.core import ephemeris
 
     ephemeris._NODE_CACHE.clear()
     old, ephemeris._NODE_BLOCK = ephemeris._NODE_BLOCK, block
@@ -82,7 +81,7 @@ def main() -> None:
     ap.add_argument("--baseline-pairs", type=int, default=200_000, help="pairs timed with the previous method")
     args = ap.parse_args()
 
-    from aurora_batch.ephemeris import sun_moon_multi
+    from aurora_batch.core.ephemeris import sun_moon_multi
 
     rng = np.random.default_rng(0)
     sites = {f"S{i}": (55.0 + 2.5 * i, -150.0 + 30.0 * i, 100.0) for i in range(args.stations)}

@@ -40,8 +40,8 @@ def decoders(repeat: int) -> None:
     import pandas as pd
     from PIL import Image
 
-    from aurora_batch.imaging import decode
-    from aurora_batch.synth import render_colour_frame, render_frame
+    from aurora_batch.datasets.synth import render_colour_frame, render_frame
+    from aurora_batch.formats.decode import decode
 
     rng = np.random.default_rng(0)
     grey16 = imagecodecs.png_encode(render_frame("arc", pd.Timestamp("2010-12-01"), rng))
@@ -88,10 +88,11 @@ def judged(repeat: int, data_dir: Path = DATA) -> None:
     import pandas as pd
 
     from aurora_batch.config import FilterConfig
-    from aurora_batch.formats import FORMATS, get_formats, match_name, read_file
-    from aurora_batch.imaging import get_recipe
-    from aurora_batch.partition import judge_frames
-    from aurora_batch.stations import get_station
+    from aurora_batch.core.stations import get_station
+    from aurora_batch.formats.files import read_file
+    from aurora_batch.formats.names import FORMATS, get_formats, match_name
+    from aurora_batch.model.recipes import get_recipe
+    from aurora_batch.partition.frames import judge_frames
 
     recipe = get_recipe("lite128")
     flt = FilterConfig(sun_max_alt=90, moon_max_alt=None)  # judge every frame: none is dropped before the recipe

@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
 
-    from aurora_batch.imaging import get_recipe
+    from aurora_batch.model.recipes import get_recipe
 
     tmp = tempfile.mkdtemp(prefix="aurora-gpu-")
     t0 = time.perf_counter()

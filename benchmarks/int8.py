@@ -41,7 +41,7 @@ def _rate(extractor, batch: np.ndarray, seconds: float = 4.0) -> float:
 
 def _real_inputs(folders: list[Path], recipe) -> tuple[np.ndarray, list[str]]:
     """Every frame of every image file in ``folders`` (the reader guessed from the name), through ``recipe``."""
-    from aurora_batch.formats import read_file
+    from aurora_batch.formats.files import read_file
 
     inputs, names = [], []
     for path in sorted(p for d in folders for p in d.iterdir() if p.is_file() and not p.name.endswith(".sav")):
@@ -58,10 +58,12 @@ def main() -> None:
                                                               for d in ("asi", "oath")])
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
-    from aurora_batch.features import FeatureExtractor, tune_process
-    from aurora_batch.imaging import decode, get_recipe
-    from aurora_batch.oath import read_oath, train, write_synthetic_oath
-    from aurora_batch.quantize import INT8_SCHEME
+    from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
+    from aurora_batch.formats.decode import decode
+    from aurora_batch.model.features import FeatureExtractor, tune_process
+    from aurora_batch.model.quantize import INT8_SCHEME
+    from aurora_batch.model.recipes import get_recipe
+    from aurora_batch.products.oath import train
 
     tune_process(CORES)
     print(f"int8 benchmark on {cpu_model()}, {CORES} cores; scheme {INT8_SCHEME}")

@@ -64,7 +64,7 @@ def run_dask(n_left, n_right, q, indexed=False):
     import dask
     import dask.dataframe as dd
 
-    from aurora_batch.join import nearest
+    from aurora_batch.instruments.join import nearest
 
     k = list(range(_n_chunks(n_right)))
     divisions = [T0 + pd.Timedelta(days=i * CHUNK_DAYS) for i in k] + [T0 + pd.Timedelta(days=_span_days(n_right), hours=1)]

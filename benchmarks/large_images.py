@@ -26,8 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import (CORES, cpu_model, cpu_roof, decoding_rate, plain_inference_rate, run_season_on_local_cluster,
-                     season_job, write_synthetic_archive)
+from _common import (
+    CORES,
+    cpu_model,
+    cpu_roof,
+    decoding_rate,
+    plain_inference_rate,
+    run_season_on_local_cluster,
+    season_job,
+    write_synthetic_archive,
+)
 
 
 def main() -> None:
@@ -38,8 +46,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=CORES)
     args = ap.parse_args()
 
-    from aurora_batch.features import extract_features
-    from aurora_batch.imaging import decode, get_recipe
+    from aurora_batch.formats.decode import decode
+    from aurora_batch.model.features import extract_features
+    from aurora_batch.model.recipes import get_recipe
 
     tmp = Path(tempfile.mkdtemp(prefix="aurora-large-"))
     t0 = time.perf_counter()

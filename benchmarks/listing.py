@@ -25,8 +25,8 @@ def main() -> None:
     import pandas as pd
     from s3server import SeaweedServer
 
-    from aurora_batch.catalog import list_images
-    from aurora_batch.synth import asim_name
+    from aurora_batch.datasets.synth import asim_name
+    from aurora_batch.plan.catalog import list_images
 
     server = SeaweedServer(Path(tempfile.mkdtemp(prefix="aurora-listing-"))).start()
     try:

@@ -14,7 +14,6 @@ import resource
 import tempfile
 
 
-
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -24,8 +23,8 @@ def _season(n: int):
     from distributed import Client, LocalCluster
 
     from aurora_batch.config import JobConfig
-    from aurora_batch.season import run_season
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
+    from aurora_batch.runner.season import run_season
 
     tmp = tempfile.mkdtemp(prefix="aurora-mem-")
     days = max(1, n // 250)

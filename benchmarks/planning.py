@@ -47,7 +47,7 @@ CADENCE = "10min"
 def _names(args) -> list[str]:
     import pandas as pd
 
-    from aurora_batch.synth import asim_name
+    from aurora_batch.datasets.synth import asim_name
 
     station, first, last = args
     return [asim_name(station, t) for t in pd.date_range(first, last, freq=CADENCE, inclusive="left")]
@@ -109,7 +109,8 @@ def _median_time(fn, repeats: int = 7):
 
 
 def nightly(root: Path, days_list=(30, 300, 3000)) -> None:
-    from aurora_batch.planning import plan_run, reference_plan
+    from aurora_batch.plan.planner import reference_plan
+    from aurora_batch.runner.planning import plan_run
 
     print(f"\n1. Nightly: a one-day window over older archives (local disk; {cpu_model()})")
     times: dict[str, list[float]] = {layout: [] for layout in LAYOUTS}
@@ -136,7 +137,7 @@ def nightly(root: Path, days_list=(30, 300, 3000)) -> None:
 
 def _count_s3_requests(job) -> list[str]:
     """A list that grows by the operation name of every S3 request the job's filesystem sends."""
-    from aurora_batch.fs import filesystem
+    from aurora_batch.core.fs import filesystem
 
     fs, _ = filesystem(job.input, job.storage_options)
     sent: list[str] = []
@@ -156,7 +157,7 @@ def object_storage(root: Path, days_list=(30, 300), latency_s: float = 0.030) ->
     from latency_proxy import LatencyProxy
     from s3server import SeaweedServer
 
-    from aurora_batch.planning import plan_run
+    from aurora_batch.runner.planning import plan_run
 
     print(f"\n2. Nightly on SeaweedFS with {latency_s * 1000:.0f} ms added to every request ({cpu_model()})")
     server = SeaweedServer(Path(tempfile.mkdtemp(prefix="aurora-planning-s3-", dir=root))).start()
@@ -194,8 +195,9 @@ def object_storage(root: Path, days_list=(30, 300), latency_s: float = 0.030) ->
 def where_to_plan(root: Path) -> None:
     from distributed import Client, LocalCluster
 
-    from aurora_batch.planning import plan_run
-    from aurora_batch.worker import register_worker_setup
+    import aurora_batch.runner.season  # noqa: F401  (what a real driver has imported)
+    from aurora_batch.runner.planning import plan_run
+    from aurora_batch.runner.worker import register_worker_setup
 
     print(f"\n3. Where to plan: the driver against 2 workers of a LocalCluster ({cpu_model()})")
     path = local_archive(root, 300)
@@ -225,9 +227,8 @@ def _season_child(path: str, days_in_archive: int, window_days: int) -> None:
     """One season plan in this (fresh) process; prints a JSON line."""
     from distributed import Client, LocalCluster
 
-    import aurora_batch.season  # noqa: F401  (what a real driver has imported)
-    from aurora_batch.planning import plan_run
-    from aurora_batch.worker import register_worker_setup
+    from aurora_batch.runner.planning import plan_run
+    from aurora_batch.runner.worker import register_worker_setup
 
     job = _job(f"file://{path}", days_in_archive, window_days)
     with LocalCluster(**CLUSTER) as cluster, Client(cluster) as client:

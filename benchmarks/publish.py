@@ -29,8 +29,10 @@ def stage_month(job, images: int) -> None:
     import numpy as np
     import pandas as pd
 
-    from aurora_batch.catalog import PartitionKey, Status
-    from aurora_batch.store import staging_url, write_part
+    from aurora_batch.core.keys import PartitionKey, Status
+    from aurora_batch.partition.fingerprint import feature_fingerprint
+    from aurora_batch.store.layout import staging_url
+    from aurora_batch.store.parts import write_part
 
     rng = np.random.default_rng(0)
     days = pd.date_range("2010-12-01", periods=31, freq="1D")
@@ -48,11 +50,11 @@ def stage_month(job, images: int) -> None:
                       "keogram_ns": rng.random((per_part, 256), dtype=np.float32) * 4000,
                       "keogram_ew": rng.random((per_part, 256), dtype=np.float32) * 4000}
             url = staging_url(job.output, PartitionKey(station, 5577, day.date()))
-            write_part(url, rows, arrays, job.output_storage_options, job.feature_fingerprint())
+            write_part(url, rows, arrays, job.output_storage_options, feature_fingerprint(job))
 
 
 def publish(job) -> float:
-    from aurora_batch.month import build_month, common_attrs, month_inputs
+    from aurora_batch.month.build import build_month, common_attrs, month_inputs
 
     t0 = time.perf_counter()
     build_month(job, month_inputs(job, "2010-12"), common_attrs(job), "", force=True)

@@ -39,8 +39,10 @@ def stage(job, station: str, day, frames: int, seed: int) -> None:
     import numpy as np
     import pandas as pd
 
-    from aurora_batch.catalog import PartitionKey, Status
-    from aurora_batch.store import staging_url, write_part
+    from aurora_batch.core.keys import PartitionKey, Status
+    from aurora_batch.partition.fingerprint import feature_fingerprint
+    from aurora_batch.store.layout import staging_url
+    from aurora_batch.store.parts import write_part
 
     rng = np.random.default_rng(seed)
     times = pd.Timestamp(day) + pd.Timedelta(hours=2) + pd.to_timedelta(np.arange(frames) * 3, unit="s")
@@ -56,11 +58,11 @@ def stage(job, station: str, day, frames: int, seed: int) -> None:
     keogram = (rng.random((frames, 2, 256), dtype=np.float32) * 4000).round()
     write_part(staging_url(job.output, PartitionKey(station, None, pd.Timestamp(day).date())), rows,
                {"features": features, "keogram_ns": keogram[:, 0], "keogram_ew": keogram[:, 1]},
-               job.output_storage_options, job.feature_fingerprint())
+               job.output_storage_options, feature_fingerprint(job))
 
 
 def build(job, month: str = "2010-12", force: bool = False, map_tasks=None):
-    from aurora_batch.month import build_month, common_attrs, month_inputs
+    from aurora_batch.month.build import build_month, common_attrs, month_inputs
 
     t0 = time.perf_counter()
     result = build_month(job, month_inputs(job, month), common_attrs(job), "", command="nightly", force=force,
@@ -70,7 +72,7 @@ def build(job, month: str = "2010-12", force: bool = False, map_tasks=None):
 
 def build_on_cluster(job, client) -> float:
     """The month rebuilt whole by one task of ``client``'s cluster, its stations written as tasks in parallel."""
-    from aurora_batch.season import map_on_cluster
+    from aurora_batch.runner.season import map_on_cluster
 
     return client.submit(lambda: build(job, force=True, map_tasks=map_on_cluster)[0], pure=False).result()
 
@@ -196,7 +198,7 @@ def late_file(root: Path, frames: int) -> None:
 
     import pandas as pd
 
-    from aurora_batch.synth import asim_name, render_frame, write_archive
+    from aurora_batch.datasets.synth import asim_name, render_frame, write_archive
 
     archive = root / "late-archive"
     start = pd.Timestamp("2010-12-01T18:00")

@@ -85,7 +85,7 @@ def main() -> None:
 
     files = sorted((tmp / "archive").rglob("*.png" if args.kind == "png" else "*.jpg"))
     decoding = decoding_rate(files[:min(len(files), 600)])
-    from aurora_batch import runtimes
+    from aurora_batch.model import runtimes
 
     rates = {rt: {n: plain_inference_rate(128, 16, n, runtime=rt) for n in (1, CORES)}
              for rt in runtimes.RUNTIMES if runtimes.available(rt)}

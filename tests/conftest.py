@@ -19,7 +19,7 @@ def dask_client():
 @pytest.fixture(scope="session")
 def small_archive(tmp_path_factory):
     """A SYNTHETIC two-station, one-day archive at 30 min cadence with 3 broken files."""
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
 
     root = tmp_path_factory.mktemp("archive")
     url = f"file://{root}"
@@ -60,7 +60,8 @@ def bucket(s3_server, request):
 @pytest.fixture(scope="session")
 def synthetic_head(tmp_path_factory):
     """A head trained on a SYNTHETIC OATH-format tree (recipe lite128)."""
-    from aurora_batch.oath import oath_features, read_oath, train, write_synthetic_oath
+    from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
+    from aurora_batch.products.oath import oath_features, train
 
     root = write_synthetic_oath(tmp_path_factory.mktemp("synth-oath"), n_per_class=25, seed=1)
     ds = read_oath(root)

@@ -2,8 +2,10 @@
 import numpy as np
 import xarray as xr
 
-from aurora_batch.catalog import Status
-from aurora_batch.store import month_url, read_catalog, zarr_store
+from aurora_batch.core.keys import Status
+from aurora_batch.store.layout import month_url
+from aurora_batch.store.ledger import read_catalog
+from aurora_batch.store.zarrs import zarr_store
 
 
 def open_group(output, month, group, storage_options=None, **kw):

@@ -63,7 +63,7 @@ class SeaweedServer:
         """fsspec's standard environment configuration for this server."""
         return {"FSSPEC_S3_ENDPOINT_URL": self.endpoint, "FSSPEC_S3_KEY": KEY, "FSSPEC_S3_SECRET": SECRET}
 
-    def start(self, timeout: float = 60) -> "SeaweedServer":
+    def start(self, timeout: float = 60) -> SeaweedServer:
         cmd = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-s3.port={self.port}", f"-s3.config={self.config}", "-webdav=false", "-admin.ui=false",
                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]

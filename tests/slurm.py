@@ -53,7 +53,7 @@ class LocalSlurm:
     def env(self) -> dict:
         return {"SLURM_CONF": str(self.root / "slurm.conf")}
 
-    def start(self, timeout: float = 60) -> "LocalSlurm":
+    def start(self, timeout: float = 60) -> LocalSlurm:
         missing = [b for b in ("slurmctld", "slurmd", "munged", "sbatch", "sinfo") if not shutil.which(b)]
         if missing:
             raise RuntimeError(f"SLURM is not installed ({missing} missing): apt-get install slurmctld slurmd "

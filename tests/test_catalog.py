@@ -4,8 +4,9 @@ import fsspec
 import pandas as pd
 import pytest
 
-from aurora_batch.catalog import Status, build_catalog, list_images
-from aurora_batch.formats import FORMATS, parse_name
+from aurora_batch.core.keys import Status
+from aurora_batch.formats.names import FORMATS, parse_name
+from aurora_batch.plan.catalog import build_catalog, list_images
 
 ASIM = FORMATS["asim"]
 
@@ -72,7 +73,7 @@ def test_list_images_missing_root_names_it():
 
 
 def test_station_table_has_required_sites():
-    from aurora_batch.stations import get_station, station_table
+    from aurora_batch.core.stations import get_station, station_table
 
     nya, lyr = get_station("NYA"), get_station("lyr")
     assert (nya.latitude, nya.longitude) == (78.92, 11.93)

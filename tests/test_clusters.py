@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
-
-from aurora_batch.season import run_season
-from aurora_batch.synth import write_archive
 from conftest import make_job
 from helpers import assert_same_stores, check_season, store_snapshot
 from s3server import free_port
+
+from aurora_batch.datasets.synth import write_archive
+from aurora_batch.runner.season import run_season
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, loca
         assert "s" in box, "season did not finish after a worker was killed"
         check_season(box["s"], job, n)
         assert_same_stores(store_snapshot(job), local_result)
-        from aurora_batch.worker import owned_cores
+        from aurora_batch.runner.worker import owned_cores
 
         assert len(setups) == 2 and set(setups) == set(threads)
         for address, setup in setups.items():

@@ -68,7 +68,7 @@ def test_memory_urls_use_threads_or_refuse_remote():
 
 def test_file_checks_run_when_a_job_starts(tmp_path):
     """Validation reads no files; a missing head or weights file is refused when the job starts, before any output."""
-    from aurora_batch.season import run_season
+    from aurora_batch.runner.season import run_season
 
     job = JobConfig.from_dict(dict(input=f"file://{tmp_path}/in", output=f"file://{tmp_path}/out", stations=["NYA"],
                                    start="2010-12-01", end="2010-12-02", classify={"head": str(tmp_path / "no.npz")},

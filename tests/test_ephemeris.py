@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aurora_batch.ephemeris import _skyfield, annotate_catalog, sun_moon, sun_moon_multi, sun_moon_reasons
+from aurora_batch.core.ephemeris import _skyfield, annotate_catalog, sun_moon, sun_moon_multi, sun_moon_reasons
 
 
 def _full_skyfield(times, lat, lon, alt):

@@ -13,11 +13,11 @@ import time
 
 import pandas as pd
 import pytest
-
-from aurora_batch.season import run_season
-from aurora_batch.synth import write_archive
 from conftest import make_job
 from helpers import assert_same_stores, check_season, store_snapshot
+
+from aurora_batch.datasets.synth import write_archive
+from aurora_batch.runner.season import run_season
 
 pytestmark = pytest.mark.slow
 N_BROKEN = 3

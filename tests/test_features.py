@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from aurora_batch.features import BACKBONES, FeatureExtractor, extract_features, load_backbone
+from aurora_batch.model.backbones import BACKBONES, load_backbone
+from aurora_batch.model.features import FeatureExtractor, extract_features
 
 
 def test_pretrained_features_shape_and_determinism():
@@ -26,7 +27,7 @@ def test_pretrained_weights_are_not_random():
 def test_batch_norms_fold_into_convolutions():
     import copy
 
-    from aurora_batch.features import fold_batchnorm
+    from aurora_batch.model.backbones import fold_batchnorm
 
     spec = BACKBONES["efficientnet-lite0"]
     model = spec.build().eval()
@@ -47,7 +48,7 @@ def test_batch_norms_fold_into_convolutions():
 def test_symmetric_same_padding_moves_into_the_convolutions():
     import copy
 
-    from aurora_batch.features import fold_same_padding
+    from aurora_batch.model.backbones import fold_same_padding
 
     model = BACKBONES["efficientnet-lite0"].build().eval()
     moved = copy.deepcopy(model)

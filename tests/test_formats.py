@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aurora_batch.catalog import Status
-from aurora_batch.formats import FORMATS, Format, get_formats, match_name, parse_name, read_file
-from aurora_batch.imaging import ImageError, decode, get_recipe, saturated_fraction, sky_problem
+from aurora_batch.core.keys import Status
+from aurora_batch.formats.decode import ImageError, decode
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import FORMATS, Format, get_formats, match_name, parse_name
+from aurora_batch.model.recipes import get_recipe
+from aurora_batch.partition.sky import saturated_fraction, sky_problem
 
 DATA = Path(__file__).parent / "data"
 AUTO = get_formats(["auto"])
@@ -151,8 +154,9 @@ def test_float_tiff_full_of_nan_is_not_sky():
 
 def test_huge_frame_refused_from_its_header_before_decoding():
     """A 12000×12000 blank PNG: refused by features.max_pixels without allocating its 144 MB."""
-    import imagecodecs
     import tracemalloc
+
+    import imagecodecs
 
     data = imagecodecs.png_encode(np.zeros((12000, 12000), np.uint8), level=1)
     tracemalloc.start()
@@ -172,7 +176,7 @@ def test_saturated_fraction():
 
 
 def test_catalog_keeps_one_row_per_file_with_frame_counts():
-    from aurora_batch.catalog import WHOLE_FILE, file_ledger
+    from aurora_batch.core.keys import WHOLE_FILE, file_ledger
 
     rows = pd.DataFrame({
         "url": ["a"] * 4 + ["b"] * 2 + ["c"],
@@ -227,10 +231,10 @@ def test_unsupported_products_are_recorded_by_name(tmp_path, dask_client):
     """THEMIS thumbnail CDFs and TREx RGB stream0 PGMs: a clear status, with station and date (was an anonymous
     unreadable_image); the real full-resolution CDF beside them is read as before."""
     from cdflib.cdfwrite import CDF
-
-    from aurora_batch.season import run_season
-    from aurora_batch.store import read_catalog
     from conftest import make_job
+
+    from aurora_batch.runner.season import run_season
+    from aurora_batch.store.ledger import read_catalog
 
     archive = tmp_path / "archive"
     archive.mkdir()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aurora_batch.imaging import ImageError, circle_mask, decode, get_recipe, kvammen_steps, reduce_to, resize, to_grey
+from aurora_batch.formats.decode import ImageError, decode, reduce_to
+from aurora_batch.model.recipes import circle_mask, get_recipe, kvammen_steps, resize, to_grey
 
 
 def _encode(arr, fmt="PNG"):
@@ -84,7 +85,7 @@ def test_unknown_recipe():
 # --- the seed recipes, on arrays whose answer is known by hand ---------------------------------------------
 
 def test_kvammen_rotate_then_flip_is_a_transpose():
-    from aurora_batch.imaging import kvammen_steps
+    from aurora_batch.model.recipes import kvammen_steps
 
     # Rotating 90° clockwise and then flipping east-west transposes the image. With a 4×4 block
     # pattern that survives the 3×3 median, the 2×2 bin gives the transposed 2×2 block means.
@@ -94,7 +95,7 @@ def test_kvammen_rotate_then_flip_is_a_transpose():
 
 
 def test_kvammen_median_removes_a_hot_pixel_and_bins():
-    from aurora_batch.imaging import kvammen_steps
+    from aurora_batch.model.recipes import kvammen_steps
 
     img = np.full((8, 8), 10.0, np.float32)
     img[3, 4] = 1000.0  # a hot pixel: the 3×3 median removes it
@@ -108,7 +109,7 @@ def test_kvammen_median_removes_a_hot_pixel_and_bins():
 
 
 def test_tame_steps_by_hand():
-    from aurora_batch.imaging import tame_steps
+    from aurora_batch.model.recipes import tame_steps
 
     img = np.zeros((4, 4), np.float32)
     img[1:3, 1:3] = [[0, 100], [200, 300]]  # inside the inscribed circle; corners outside
@@ -123,7 +124,7 @@ def test_tame_steps_by_hand():
 
 
 def test_tame_normalises_with_imagenet_stats():
-    from aurora_batch.imaging import IMAGENET_MEAN, IMAGENET_STD
+    from aurora_batch.model.recipes import IMAGENET_MEAN, IMAGENET_STD
 
     x = get_recipe("tame")(np.random.default_rng(0).random((300, 300)).astype(np.float32) * 1000)
     assert x.shape == (3, 224, 224)
@@ -172,8 +173,8 @@ def test_reduced_decode_leaves_small_images_alone():
 def test_reduced_decode_of_a_large_jpeg_keeps_what_the_recipe_needs():
     import pandas as pd
 
-    from aurora_batch.features import extract_features
-    from aurora_batch.synth import render_colour_frame
+    from aurora_batch.datasets.synth import render_colour_frame
+    from aurora_batch.model.features import extract_features
 
     sky = render_colour_frame("arc", pd.Timestamp("2010-12-01"), np.random.default_rng(1), 1416)[:, :1400]
     data = _encode(sky, "JPEG")

@@ -5,15 +5,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-from aurora_batch import increment
-from aurora_batch.catalog import PartitionKey, Status
-from aurora_batch.increment import MonthState, Tail, plan_tails
-from aurora_batch.month import build_month, common_attrs, join_fingerprint, month_inputs
-from aurora_batch.store import PART_COLUMNS, list_groups, month_url, read_month_catalog, staging_url, write_part, \
-    zarr_store
-from aurora_batch.synth import write_instruments
 from conftest import make_job
+
+from aurora_batch.core.keys import PartitionKey, Status
+from aurora_batch.datasets.synth import write_instruments
+from aurora_batch.month import increment
+from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs
+from aurora_batch.month.increment import Tail, plan_tails
+from aurora_batch.store.layout import month_url, staging_url
+from aurora_batch.store.ledger import read_month_catalog
+from aurora_batch.store.parts import PART_COLUMNS, write_part
+from aurora_batch.store.state import MonthState
+from aurora_batch.store.zarrs import list_groups, zarr_store
 
 DIM = 16  #: features per image: 64 B a row, so that small test parts cross chunks (CHUNK_BYTES set low below)
 
@@ -176,8 +179,8 @@ def test_compacted_staging_resumes_per_file_from_the_month(tmp_path, dask_client
 
     from PIL import Image
 
-    from aurora_batch.season import run_season
-    from aurora_batch.synth import asim_name, render_frame, write_archive
+    from aurora_batch.datasets.synth import asim_name, render_frame, write_archive
+    from aurora_batch.runner.season import run_season
 
     archive = f"file://{tmp_path}/archive"
     write_archive(archive, ["NYA", "LYR"], "2010-12-01T12:00", "2010-12-02T12:00", cadence="30min", seed=5)

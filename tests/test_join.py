@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aurora_batch.join import nearest
+from aurora_batch.instruments.join import nearest
 
 
 def _data(tolerance, seed=0, days=6):

@@ -6,15 +6,16 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_job
 from PIL import Image
 
 from aurora_batch.config import JobSpecError
-from aurora_batch.formats import FORMATS, Format, parse_name, read_file
-from aurora_batch.imaging import ImageError, read_pgm_frames, write_pgm_frames
-from aurora_batch.season import run_season
-from aurora_batch.store import read_catalog
-from aurora_batch.synth import render_frame
-from conftest import make_job
+from aurora_batch.datasets.synth import render_frame
+from aurora_batch.formats.decode import ImageError, read_pgm_frames, write_pgm_frames
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import FORMATS, Format, parse_name
+from aurora_batch.runner.season import run_season
+from aurora_batch.store.ledger import read_catalog
 
 
 def _themis_frames(start, n=20):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from aurora_batch.lock import LockHeld, OutputLock
+from aurora_batch.core.lock import LockHeld, OutputLock
 
 
 def test_second_lock_is_refused_and_release_frees(tmp_path):

@@ -7,17 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-from aurora_batch.keogram import night_of
-from aurora_batch.month import run_join
-from aurora_batch.join import nearest
-from aurora_batch.readers import read_iaga2002, read_many
-from aurora_batch.report import make_report
-from aurora_batch.season import run_season
-from aurora_batch.stations import get_station
-from aurora_batch.synth import write_archive, write_instruments
 from browser import rendered_images
 from conftest import make_job
+
+from aurora_batch.core.stations import get_station
+from aurora_batch.datasets.synth import write_archive, write_instruments
+from aurora_batch.instruments.join import nearest
+from aurora_batch.instruments.readers import read_iaga2002, read_many
+from aurora_batch.products.keogram import night_of
+from aurora_batch.products.report import make_report
+from aurora_batch.runner.joins import run_join
+from aurora_batch.runner.season import run_season
 
 pytestmark = pytest.mark.slow
 

@@ -9,15 +9,15 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import make_job
+from helpers import assert_same_stores, open_group, store_snapshot
 
 from aurora_batch import cli
-from aurora_batch.nightly import read_watermarks, run_nightly
-from aurora_batch.season import run_season
-from aurora_batch.synth import write_archive, write_instruments
-from conftest import make_job
-from aurora_batch.results import store_history
-from aurora_batch.store import month_url
-from helpers import assert_same_stores, open_group, store_snapshot
+from aurora_batch.datasets.synth import write_archive, write_instruments
+from aurora_batch.products.results import store_history
+from aurora_batch.runner.nightly import read_watermarks, run_nightly
+from aurora_batch.runner.season import run_season
+from aurora_batch.store.layout import month_url
 
 pytestmark = pytest.mark.slow
 
@@ -100,12 +100,12 @@ def test_nightly_new_idempotent_and_late(s3_server, bucket, dask_client, tmp_pat
 
     # A late file, inside the look-back (3 h behind the watermark), is picked up.
     late = pd.Timestamp("2010-12-03T10:05:00")
-    from aurora_batch.synth import asim_name, render_frame
-
     import io
 
     import numpy as np
     from PIL import Image
+
+    from aurora_batch.datasets.synth import asim_name, render_frame
 
     buf = io.BytesIO()
     Image.fromarray(render_frame("arc", late, np.random.default_rng(0))).save(buf, format="PNG")

@@ -4,14 +4,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_job
 from PIL import Image
 
 from aurora_batch import cli
-from aurora_batch.classify import CLASSES6, fit_head, load_head, to_class2
 from aurora_batch.config import JobSpecError
-from aurora_batch.oath import OathFormatError, evaluate, oath_features, read_oath, write_synthetic_oath
-from aurora_batch.synth import render_frame
-from conftest import make_job
+from aurora_batch.datasets.oath import OathFormatError, read_oath, write_synthetic_oath
+from aurora_batch.datasets.synth import render_frame
+from aurora_batch.model.heads import CLASSES6, fit_head, load_head, to_class2
+from aurora_batch.products.oath import evaluate, oath_features
 
 N = 60
 
@@ -108,7 +109,7 @@ def test_train_and_evaluate_cli_end_to_end(mini_oath, tmp_path, capsys):
 def test_feature_cache_is_reused(mini_oath, tmp_path, monkeypatch):
     ds = read_oath(mini_oath[0])
     first = oath_features(ds, recipe="lite128", cache=tmp_path, progress=False)
-    import aurora_batch.features as features
+    import aurora_batch.model.features as features
 
     def no_inference(*a, **k):
         raise AssertionError("features were recomputed despite the cache")
@@ -165,7 +166,7 @@ def test_head_mismatch_is_refused(synthetic_head):
 def test_season_with_head_writes_probabilities(small_archive, synthetic_head, tmp_path, dask_client):
     import xarray as xr
 
-    from aurora_batch.season import run_season
+    from aurora_batch.runner.season import run_season
 
     url, labels = small_archive
     job = make_job(url, f"file://{tmp_path}/out", classify={"head": str(synthetic_head[0])})

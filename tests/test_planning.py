@@ -9,14 +9,15 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pytest
-
-from aurora_batch import planning
-from aurora_batch.catalog import Status
-from aurora_batch.formats import FORMATS, Format, NameParser, match_name
-from aurora_batch.listing import FolderLayout, _shape_fields, _station_code, folder_time_span, walk
-from aurora_batch.planning import merge_partition_rows, plan_run, reference_plan
-from aurora_batch.synth import asim_name
 from conftest import make_job
+
+from aurora_batch.core.keys import Status
+from aurora_batch.datasets.synth import asim_name
+from aurora_batch.formats.names import FORMATS, Format, NameParser, match_name
+from aurora_batch.plan import planner as planning
+from aurora_batch.plan.listing import FolderLayout, _shape_fields, _station_code, folder_time_span, walk
+from aurora_batch.plan.planner import merge_partition_rows, reference_plan
+from aurora_batch.runner.planning import plan_run, write_undated
 
 
 def _touch(root: Path, rels) -> None:
@@ -218,9 +219,8 @@ def test_plans_on_workers_equal_the_driver_and_the_reference(tmp_path, dask_clie
     assert driver.where == "driver" and driver.files == len(expected)
     pd.testing.assert_frame_equal(_normalised(driver.rows), expected)
     # On the workers, with budgets so small that listing tasks hand folders on to further tasks.
-    monkeypatch.setattr(planning, "TASK_MAX_REQUESTS", 3)
-    workers = plan_run(job.model_copy(update={"planning": job.planning.model_copy(update={"where": "workers"})}),
-                       dask_client)
+    tiny = {"where": "workers", "task_max_requests": 3}
+    workers = plan_run(job.model_copy(update={"planning": job.planning.model_copy(update=tiny)}), dask_client)
     assert workers.where == "workers" and workers.tasks > 4
     assert all(not isinstance(r, pd.DataFrame) for rows in workers.rows.values() for r in rows)  # futures only
     gathered = {k: dask_client.gather([dask_client.submit(planning.part_rows, p, k) for p in parts])
@@ -237,16 +237,16 @@ def test_plans_on_workers_equal_the_driver_and_the_reference(tmp_path, dask_clie
 
 
 def test_undated_ledger_keeps_folders_a_run_did_not_list(tmp_path):
-    from aurora_batch.store import read_month_catalog
+    from aurora_batch.store.ledger import read_month_catalog
 
     _asim_tree(tmp_path, 10, start="2010-12-01")
     _touch(tmp_path, ["nya4/5577/2010/20101202/nya4_bad_1.png", "nya4/5577/2010/20101208/nya4_bad_2.png"])
     season = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out", start="2010-12-01", end="2010-12-11")
-    planning.write_undated(season, plan_run(season).undated_parts)
+    write_undated(season, plan_run(season).undated_parts)
     assert len(read_month_catalog(season.output, "undated")) == 2
     (tmp_path / "nya4/5577/2010/20101208/nya4_bad_2.png").unlink()
     nightly = season.model_copy(update={"start": dt.datetime(2010, 12, 8), "end": dt.datetime(2010, 12, 9)})
-    planning.write_undated(nightly, plan_run(nightly).undated_parts)
+    write_undated(nightly, plan_run(nightly).undated_parts)
     kept = read_month_catalog(season.output, "undated")
     assert list(kept["url"]) == [f"file://{tmp_path}/nya4/5577/2010/20101202/nya4_bad_1.png"]  # 20101208 was listed
     assert (kept["status"] == Status.UNPARSEABLE).all() and (kept["frames"] == 0).all()
@@ -322,8 +322,8 @@ def _store_bytes(output: str, month: str) -> dict[str, bytes]:
 
 
 def _themis_minute(t: pd.Timestamp, rng) -> bytes:
-    from aurora_batch.imaging import write_pgm_frames
-    from aurora_batch.synth import render_frame
+    from aurora_batch.datasets.synth import render_frame
+    from aurora_batch.formats.decode import write_pgm_frames
 
     frames = [((t + pd.Timedelta(seconds=3 * i)).to_pydatetime(), render_frame("arc", t, rng)) for i in range(3)]
     return write_pgm_frames(frames, "gill", "gz")
@@ -332,7 +332,7 @@ def _themis_minute(t: pd.Timestamp, rng) -> bytes:
 def _nested_archive(root: Path, layout: str) -> dict:
     """40 days of empty files in nested folders, and real images on one night (2010-12-05): the date-folder
     (ASIM) layout for NYA and LYR, or UCalgary's stream0 layout for GILL (THEMIS PGM minutes)."""
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
 
     days = pd.date_range("2010-11-15", "2010-12-25", freq="1D")
     if layout == "asim":
@@ -352,8 +352,8 @@ def _nested_archive(root: Path, layout: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["asim", "themis"])
 def test_windowed_nightly_lists_its_window_and_matches_a_full_listing(tmp_path, dask_client, layout):
-    from aurora_batch.nightly import run_nightly
-    from aurora_batch.store import read_catalog
+    from aurora_batch.runner.nightly import run_nightly
+    from aurora_batch.store.ledger import read_catalog
 
     spec = _nested_archive(tmp_path / "archive", layout)
     runs = {}
@@ -381,9 +381,9 @@ def test_season_planned_on_workers_equals_the_driver_plan(tmp_path, dask_client,
     the workers with folders pruned, or in the driver with everything listed, the same catalog and stores."""
     import shutil
 
-    from aurora_batch.season import run_season
-    from aurora_batch.store import read_catalog
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
+    from aurora_batch.runner.season import run_season
+    from aurora_batch.store.ledger import read_catalog
 
     archive = tmp_path / "archive"
     write_archive(f"file://{archive}", ["NYA", "LYR"], "2010-12-01T18:00", "2010-12-02T06:00", cadence="1h",
@@ -391,11 +391,10 @@ def test_season_planned_on_workers_equals_the_driver_plan(tmp_path, dask_client,
     backup = archive / "backup" / "nya4"
     shutil.copytree(archive / "nya4", backup)
     _asim_tree(archive, 30, start="2010-10-20")  # empty files of other days, outside the window
-    monkeypatch.setattr(planning, "TASK_MAX_REQUESTS", 4)
     stores = {}
     for where, prune in (("workers", True), ("driver", False)):
         out = f"file://{tmp_path}/out-{where}"
-        job = make_job(f"file://{archive}", out, planning={"where": where, "prune": prune},
+        job = make_job(f"file://{archive}", out, planning={"where": where, "prune": prune, "task_max_requests": 4},
                        filter={"moon_max_alt": None})
         summary = run_season(job, client=dask_client, progress=False)
         assert summary.plan.where == where

@@ -6,17 +6,20 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from conftest import make_job
 
 from aurora_batch import cli, open_season, open_station
 from aurora_batch.config import JobSpecError
-from aurora_batch.features import backbone_id, extract_features, feature_dim
-from aurora_batch.formats import FileFrames
-from aurora_batch.imaging import decode, get_recipe, keogram_lines
-from aurora_batch.partition import judge_frames
-from aurora_batch.season import run_season
-from aurora_batch.skymap import Skymap
-from aurora_batch.synth import write_archive
-from conftest import make_job
+from aurora_batch.datasets.synth import write_archive
+from aurora_batch.formats.decode import decode
+from aurora_batch.formats.files import FileFrames
+from aurora_batch.formats.skymap import Skymap
+from aurora_batch.model.backbones import backbone_id, feature_dim
+from aurora_batch.model.features import extract_features
+from aurora_batch.model.recipes import get_recipe
+from aurora_batch.partition.frames import judge_frames
+from aurora_batch.partition.sky import keogram_lines
+from aurora_batch.runner.season import run_season
 
 
 class TinyNet(torch.nn.Module):
@@ -119,7 +122,7 @@ def test_season_products_on_s3(tmp_path, s3_server, bucket, dask_client, capsys)
 
 
 def test_embedding_is_bounded_and_shows_one_example_per_class():
-    from aurora_batch.embedding import embed, exemplars, subsample
+    from aurora_batch.products.embedding import embed, exemplars, subsample
 
     pick = subsample(5000, 300, seed=1)
     assert len(pick) == 300 == len(np.unique(pick)) and (np.diff(pick) > 0).all() and pick[-1] < 5000
@@ -140,7 +143,7 @@ def test_embedding_is_bounded_and_shows_one_example_per_class():
 
 def test_keogram_time_grid_whatever_the_time_unit(tmp_path):
     """Stores may decode time as datetime64[us] (pandas 3): the grid is still one column per frame."""
-    from aurora_batch.keogram import _regular, plot_keogram
+    from aurora_batch.products.keogram import _regular, plot_keogram
 
     times = pd.date_range("2010-12-01T12:00", periods=240, freq="1min", unit="us").delete([100, 101, 102])
     ds = xr.Dataset({"keogram_ns": (("time", "ns"), np.arange(237 * 8, dtype=np.float32).reshape(237, 8)),

@@ -1,16 +1,21 @@
 """int8 CPU inference: fidelity to float32 on the SYNTHETIC OATH tree and on real frames, and its bookkeeping."""
 import numpy as np
 import pytest
-
-from aurora_batch.config import JobConfig, JobSpecError
-from aurora_batch.features import FeatureExtractor, load_backbone, load_int8_backbone
-from aurora_batch.formats import FORMATS, read_file
-from aurora_batch.imaging import decode, get_recipe
-from aurora_batch.month import common_attrs
-from aurora_batch.oath import read_oath, train, write_synthetic_oath
-from aurora_batch.quantize import INT8_SCHEME, calibration_inputs, int8_convolutions
 from conftest import make_job
 from test_formats import DATA, REAL
+
+from aurora_batch.config import JobConfig, JobSpecError
+from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
+from aurora_batch.formats.decode import decode
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import FORMATS
+from aurora_batch.model.backbones import load_backbone, load_int8_backbone
+from aurora_batch.model.features import FeatureExtractor
+from aurora_batch.model.quantize import INT8_SCHEME, calibration_inputs, int8_convolutions
+from aurora_batch.model.recipes import get_recipe
+from aurora_batch.month.build import common_attrs
+from aurora_batch.partition.fingerprint import feature_fingerprint
+from aurora_batch.products.oath import train
 
 pytestmark = pytest.mark.slow  # quantising and compiling the backbone takes a minute on 2 cores
 
@@ -91,8 +96,8 @@ def test_int8_convolutions_of_the_shipped_backbone():
 def test_int8_is_in_the_fingerprint_and_the_store_attributes(tmp_path):
     f32 = make_job("file:///in", f"file://{tmp_path}/out")
     i8 = make_job("file:///in", f"file://{tmp_path}/out", features={"precision": "int8"})
-    assert f32.feature_fingerprint() != i8.feature_fingerprint()
-    assert INT8_SCHEME in i8.feature_fingerprint()
+    assert feature_fingerprint(f32) != feature_fingerprint(i8)
+    assert INT8_SCHEME in feature_fingerprint(i8)
     assert common_attrs(i8)["precision"] == INT8_SCHEME and common_attrs(f32)["precision"] == "float32"
 
 

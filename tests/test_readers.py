@@ -5,8 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aurora_batch.readers import (ReaderError, read_cl51_netcdf, read_iaga2002, read_image_column, read_many,
-                                  read_pangaea_ceilometer)
+from aurora_batch.instruments.readers import (
+    ReaderError,
+    read_cl51_netcdf,
+    read_iaga2002,
+    read_image_column,
+    read_many,
+    read_pangaea_ceilometer,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -166,7 +172,7 @@ def test_compressed_instrument_files_read_like_plain_ones(tmp_path, suffix, comp
 
 
 def test_join_takes_units_from_the_reader():
-    from aurora_batch.month import _variables
+    from aurora_batch.month.join import _variables
 
     mag = read_iaga2002(f"file://{DATA / 'bou20141101vmin.min'}")
     joined = mag.assign(dt=pd.Timedelta(0))

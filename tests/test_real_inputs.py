@@ -8,16 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-from aurora_batch.catalog import PartitionKey, Status
-from aurora_batch.formats import FORMATS, match_name, get_formats, read_file
-from aurora_batch.imaging import get_recipe, lite128, resize, to_grey
-from aurora_batch.partition import judge_frames, process_partition
-from aurora_batch.skymap import elevation_mask, find_skymaps, skymap_for
-from aurora_batch.store import list_groups, read_catalog, read_part, staging_url, zarr_store
 from conftest import make_job
 from test_ephemeris import _full_skyfield
 from test_formats import DATA, REAL
+
+from aurora_batch.core.keys import PartitionKey, Status
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import FORMATS, get_formats, match_name
+from aurora_batch.formats.skymap import elevation_mask, find_skymaps, skymap_for
+from aurora_batch.model.recipes import get_recipe, lite128, resize, to_grey
+from aurora_batch.partition.fingerprint import feature_fingerprint
+from aurora_batch.partition.frames import judge_frames
+from aurora_batch.partition.process import process_partition
+from aurora_batch.store.layout import staging_url
+from aurora_batch.store.ledger import read_catalog
+from aurora_batch.store.parts import read_part
+from aurora_batch.store.zarrs import list_groups, zarr_store
 
 GAKO = (62.407, -145.158, 0.0)
 NO_FILTER = {"sun_max_alt": 90, "moon_max_alt": None}
@@ -42,9 +48,9 @@ def _hourly_cdf(path: Path, start: dt.datetime, every_s: int = 20, side: int = 6
 
 
 def _rows(urls, station, job):
-    from aurora_batch.catalog import build_catalog
-    from aurora_batch.ephemeris import annotate_catalog
-    from aurora_batch.planning import drop_whole_files
+    from aurora_batch.core.ephemeris import annotate_catalog
+    from aurora_batch.plan.catalog import build_catalog
+    from aurora_batch.plan.planner import drop_whole_files
 
     cat = annotate_catalog(build_catalog(urls, job.formats(), [station], dt.datetime(2000, 1, 1),
                                          dt.datetime(2030, 1, 1)))
@@ -136,7 +142,7 @@ def test_skymap_from_the_job_spec_changes_features_and_fingerprint(tmp_path):
     with_map = make_job(f"file://{tmp_path}", f"file://{tmp_path}/a", **common)
     assert with_map.skymaps == {"GAKO": str(DATA / "themis_skymap_gako_20110305-+_vXX.sav.gz")}
     without = make_job(f"file://{tmp_path}", f"file://{tmp_path}/b", **{**common, "stations": ["GAKO"]})
-    assert with_map.feature_fingerprint() != without.feature_fingerprint()
+    assert feature_fingerprint(with_map) != feature_fingerprint(without)
     # The skymap is valid from 2011-03-05: these January frames have none, so they use the circle.
     feats = {}
     for job in (with_map, without):
@@ -169,7 +175,7 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
                    start="2011-01-01", end="2022-12-31", filter=NO_FILTER, cluster={"n_workers": 1},
                    classify={"head": str(synthetic_head[0])})
     assert job.layout == "auto"
-    from aurora_batch.season import run_season
+    from aurora_batch.runner.season import run_season
 
     capfd.readouterr()
     summary = run_season(job, progress=False)
@@ -215,7 +221,7 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
 
     # The report on real formats: the typical frame of each class re-read from PGM, CDF and PNG files
     # (frame by frame within multi-frame files), and a keogram per station-night.
-    from aurora_batch.report import make_report
+    from aurora_batch.products.report import make_report
 
     report = make_report(job, tmp_path / "report", max_points=50)
     assert not [n for n in report.notes if "could not be re-read" in n or "keograms" in n], report.notes
@@ -234,7 +240,7 @@ def test_skymap_orientation_is_the_official_readers_undone_like_the_frames(tmp_p
 
     import pyucalgarysrs
 
-    from aurora_batch.skymap import read_skymap
+    from aurora_batch.formats.skymap import read_skymap
 
     raw = tmp_path / "themis_skymap_gako_20110305-+_vXX.sav"
     raw.write_bytes(gzip.decompress((DATA / f"{raw.name}.gz").read_bytes()))

@@ -5,7 +5,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from aurora_batch.ridge import RidgeStats
+from aurora_batch.products.ridge import RidgeStats
 
 
 def test_fold_sums_give_sklearns_standardised_ridge():

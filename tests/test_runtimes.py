@@ -5,14 +5,15 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
-
-from aurora_batch import runtimes
-from aurora_batch.config import JobSpecError
-from aurora_batch.features import FeatureExtractor
-from aurora_batch.month import common_attrs
-from aurora_batch.runtimes import load_runner, resolve_runtime
 from conftest import make_job
 from test_quantize import _cosine, _real_inputs
+
+from aurora_batch.config import JobSpecError
+from aurora_batch.model import runtimes
+from aurora_batch.model.features import FeatureExtractor
+from aurora_batch.model.runtimes import load_runner, resolve_runtime
+from aurora_batch.month.build import common_attrs
+from aurora_batch.partition.fingerprint import feature_fingerprint
 
 EXPORTED = [r for r in ("onnxruntime", "openvino") if runtimes.available(r)]
 
@@ -70,7 +71,7 @@ def test_runtime_resolution_fallback_and_refusals(monkeypatch, caplog):
         resolve_runtime("openvino", "cpu", precision="bfloat16")
     # No exported runtime installed: auto falls back to torch, saying so once; a named one is refused.
     monkeypatch.setattr(runtimes, "available", lambda r: r == "torch")
-    with caplog.at_level(logging.INFO, logger="aurora_batch.runtimes"):
+    with caplog.at_level(logging.INFO, logger="aurora_batch.model.runtimes"):
         assert resolve_runtime("auto", "cpu") == "torch"
     assert "onnxruntime" in caplog.text and "runs in torch" in caplog.text
     with pytest.raises(ValueError, match="not installed here: pip install onnxruntime"):
@@ -82,15 +83,15 @@ def test_runtime_resolution_fallback_and_refusals(monkeypatch, caplog):
 def test_runtime_in_fingerprint_and_store_attributes():
     ort = make_job("file:///in", "file:///out", features={"device": "cpu"})
     torch_job = make_job("file:///in", "file:///out", features={"device": "cpu", "runtime": "torch"})
-    assert ort.feature_runtime() == "onnxruntime" and "|rt:onnxruntime" in ort.feature_fingerprint()
-    assert "|rt:" not in torch_job.feature_fingerprint()  # torch parts staged before stay reusable
+    assert ort.feature_runtime() == "onnxruntime" and "|rt:onnxruntime" in feature_fingerprint(ort)
+    assert "|rt:" not in feature_fingerprint(torch_job)  # torch parts staged before stay reusable
     assert common_attrs(ort)["runtime"] == "onnxruntime" and common_attrs(torch_job)["runtime"] == "torch"
 
 
 @pytest.mark.slow
 def test_a_season_with_each_runtime(tmp_path, dask_client):
-    from aurora_batch.season import run_season
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
+    from aurora_batch.runner.season import run_season
 
     archive = f"file://{tmp_path}/archive"
     write_archive(archive, ["NYA"], "2010-12-01T18:00", "2010-12-01T20:00", cadence="10min", seed=2)

@@ -4,13 +4,13 @@ import subprocess
 import sys
 
 import pytest
-
-from aurora_batch.catalog import list_images
-from aurora_batch.fs import create_exclusive, publish_tree
-from aurora_batch.season import run_season
-from aurora_batch.synth import write_archive
 from conftest import make_job
 from helpers import check_season, open_group
+
+from aurora_batch.core.fs import create_exclusive, publish_tree
+from aurora_batch.datasets.synth import write_archive
+from aurora_batch.plan.catalog import list_images
+from aurora_batch.runner.season import run_season
 
 
 def test_list_images_s3_many_prefixes(s3_server, bucket):
@@ -90,7 +90,7 @@ def test_storage_failures_are_one_clear_line(s3_server, bucket, tmp_path, capsys
     """Unreachable endpoint, wrong or missing credentials, a missing bucket: one line naming the URL, the endpoint
     and the cause, exit code 4, the traceback only with --debug; the spec's endpoint wins over fsspec's."""
     from aurora_batch import cli
-    from aurora_batch.fs import StorageError
+    from aurora_batch.core.fs import StorageError
 
     write_archive(f"s3://{bucket}/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T01:00", cadence="30min",
                   seed=6, storage_options=s3_server.storage_options)

@@ -1,11 +1,12 @@
 """End to end: SYNTHETIC archive → season on a real LocalCluster (worker processes) → stores."""
 import pandas as pd
 import pytest
-
-from aurora_batch.season import run_season
-from aurora_batch.store import read_catalog
 from conftest import make_job
 from helpers import assert_same_stores, check_season, store_snapshot
+
+from aurora_batch.partition.fingerprint import feature_fingerprint
+from aurora_batch.runner.season import run_season
+from aurora_batch.store.ledger import read_catalog
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def test_season_end_to_end_and_rerun(small_archive, tmp_path, dask_client):
     pd.testing.assert_frame_equal(read_catalog(job.output), cat)
     assert_same_stores(store_snapshot(job), before)
     # Changing the recipe or weights invalidates the staged features.
-    assert job.feature_fingerprint() != make_job(url, "x", features={"weights": "/w.pth"}).feature_fingerprint()
+    assert feature_fingerprint(job) != feature_fingerprint(make_job(url, "x", features={"weights": "/w.pth"}))
 
 
 def test_season_on_its_own_local_cluster(small_archive, tmp_path):
@@ -36,7 +37,7 @@ def test_season_on_its_own_local_cluster(small_archive, tmp_path):
 
 def test_season_memory_filesystem():
     """memory:// in and out: the embedded cluster then runs worker threads in this process."""
-    from aurora_batch.synth import write_archive
+    from aurora_batch.datasets.synth import write_archive
 
     labels = write_archive("memory://season-mem/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T03:00",
                            cadence="15min", seed=2)
@@ -51,7 +52,8 @@ def test_a_partition_shared_between_tasks_stores_what_one_task_stores(small_arch
                                                                         monkeypatch):
     """A run with fewer partitions than threads splits each partition's files over several tasks (a one-station
     nightly uses every worker); the staged part, the catalog and the stores are those of one task."""
-    import aurora_batch.season as season
+
+    import aurora_batch.runner.season as season
 
     url, labels = small_archive
     stores, catalogs = {}, {}

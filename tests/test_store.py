@@ -3,10 +3,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from aurora_batch.catalog import PartitionKey, Status
-from aurora_batch.increment import chunk_rows
-from aurora_batch.store import (PART_COLUMNS, commit_month, group_paths, read_part, read_staged_if, staging_url,
-                                write_part)
+from aurora_batch.core.keys import PartitionKey, Status
+from aurora_batch.month.commit import commit_month
+from aurora_batch.month.increment import group_paths
+from aurora_batch.month.increment import chunk_rows
+from aurora_batch.store.layout import staging_url
+from aurora_batch.store.parts import PART_COLUMNS, read_part, read_staged_if, write_part
 
 
 def _rows(station, wl, times, statuses=None):
@@ -91,11 +93,11 @@ def test_commit_month_layout(tmp_path, output):
 def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     """The month build as a plain function on memory://: staged parts + instruments -> a joined, published month."""
     import fsspec
-
-    from aurora_batch.month import build_month, common_attrs, join_fingerprint, month_inputs
-    from aurora_batch.store import read_catalog
-    from aurora_batch.synth import write_instruments
     from conftest import make_job
+
+    from aurora_batch.datasets.synth import write_instruments
+    from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs
+    from aurora_batch.store.ledger import read_catalog
 
     root = f"memory://month-build-{np.random.default_rng().integers(1e9)}"
     times = pd.date_range("2010-12-01T20:00", periods=40, freq="3min")
@@ -140,7 +142,8 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
 
 @pytest.mark.parametrize("fmt", ["zarr", "icechunk"])
 def test_a_month_with_every_file_dropped_gets_a_ledger_and_no_store(tmp_path, fmt):
-    from aurora_batch.store import Publication, month_url
+    from aurora_batch.month.commit import Publication
+    from aurora_batch.store.layout import month_url
 
     out = f"file://{tmp_path}/out"
     times = pd.date_range("2010-12-01T10:00", periods=6, freq="10min")
@@ -158,12 +161,13 @@ def test_month_digest_reads_this_runs_parts_past_a_stale_listing(tmp_path, monke
     (the next run would see another digest and rebuild the month for nothing); earlier runs' parts come
     from the listing."""
     import pandas as pd
-
-    from aurora_batch import month as month_module
-    from aurora_batch.catalog import PartitionKey
-    from aurora_batch.partition import PartitionResult
-    from aurora_batch.store import staging_url, write_part
     from conftest import make_job
+
+    from aurora_batch.core.keys import PartitionKey
+    from aurora_batch.month import build as month_module
+    from aurora_batch.partition.process import PartitionResult
+    from aurora_batch.store.layout import staging_url
+    from aurora_batch.store.parts import write_part
 
     job = make_job("file:///in", f"file://{tmp_path}/out")
     key = PartitionKey.parse("NYA_5577_20101201")

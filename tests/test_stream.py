@@ -8,18 +8,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_job
 from PIL import Image
 
-from aurora_batch.catalog import WHOLE_FILE, PartitionKey, Status
-from aurora_batch.features import extract_features
-from aurora_batch.fs import read_bytes
-from aurora_batch.formats import read_file
-from aurora_batch.imaging import ImageError, get_recipe
-from aurora_batch.partition import process_partition
-from aurora_batch.store import read_part, staging_url
-from aurora_batch.stream import StreamSettings, stream_files
-from aurora_batch.synth import asim_name, render_colour_frame, render_frame
-from conftest import make_job
+from aurora_batch.core.fs import read_bytes
+from aurora_batch.core.keys import WHOLE_FILE, PartitionKey, Status
+from aurora_batch.datasets.synth import asim_name, render_colour_frame, render_frame
+from aurora_batch.formats.decode import ImageError
+from aurora_batch.formats.files import read_file
+from aurora_batch.model.features import extract_features
+from aurora_batch.model.recipes import get_recipe
+from aurora_batch.partition.process import process_partition
+from aurora_batch.partition.stream import StreamSettings, stream_files
+from aurora_batch.store.layout import staging_url
+from aurora_batch.store.parts import read_part
 
 DATA = Path(__file__).parent / "data"
 THEMIS = "20140310_0605_gill_themis19_full.pgm.gz"  # real, 3 frames

@@ -4,17 +4,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from aurora_batch.catalog import PartitionKey
-from aurora_batch.formats import FORMATS, read_file
-from aurora_batch.imaging import RECIPES, circle_mask, get_recipe, resize
-from aurora_batch.partition import process_partition
-from aurora_batch.store import read_part, staging_url
-from aurora_batch.torch_recipes import TORCH_RECIPES, DeviceRecipe, resize_weights
-from aurora_batch import torch_recipes
 from conftest import make_job
 from test_formats import DATA, REAL
 from test_real_inputs import NO_FILTER, _rows
+
+from aurora_batch.core.keys import PartitionKey
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import FORMATS
+from aurora_batch.model import torch_recipes
+from aurora_batch.model.recipes import RECIPES, circle_mask, get_recipe, resize
+from aurora_batch.model.torch_recipes import TORCH_RECIPES, DeviceRecipe, resize_weights
+from aurora_batch.partition.process import process_partition
+from aurora_batch.store.layout import staging_url
+from aurora_batch.store.parts import read_part
 
 TOLERANCE = 1e-5
 KINDS = ("grey8", "grey16", "rgb8", "rgb16")

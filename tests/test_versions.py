@@ -8,16 +8,18 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import make_job
 
 import aurora_batch as ab
 from aurora_batch import cli
-from aurora_batch.month import run_join
-from aurora_batch.nightly import run_nightly
-from aurora_batch.season import run_season
-from aurora_batch.store import Publication, commit_month, month_url
-from aurora_batch.synth import write_archive, write_instruments
-from aurora_batch.versions import MonthConflictError
-from conftest import make_job
+from aurora_batch.datasets.synth import write_archive, write_instruments
+from aurora_batch.month.commit import Publication, commit_month
+from aurora_batch.partition.fingerprint import feature_fingerprint
+from aurora_batch.runner.joins import run_join
+from aurora_batch.runner.nightly import run_nightly
+from aurora_batch.runner.season import run_season
+from aurora_batch.store.layout import month_url
+from aurora_batch.store.versions import MonthConflictError
 
 pytestmark = pytest.mark.slow
 NIGHTS = [("2010-12-01T12:00", "2010-12-02T12:00"), ("2010-12-02T12:00", "2010-12-03T12:00"),
@@ -133,7 +135,7 @@ def test_history_versions_and_retention(s3_server, bucket, tmp_path, dask_client
     history = ab.store_history(job.output, "2010-12", job.output_storage_options)
     assert list(history["command"]) == ["join", "nightly", "season"]
     assert history["images"].iloc[-1] == first.images and history["images"].iloc[0] > first.images
-    assert (history["fingerprint"] == job.feature_fingerprint()).all()
+    assert (history["fingerprint"] == feature_fingerprint(job)).all()
     season_meta = history["metadata"].iloc[-1]
     assert season_meta["aurora_batch_version"] == ab.__version__ and season_meta["backbone"] == "efficientnet-lite0"
     assert season_meta["window_end"] == "2010-12-02T12:00:00Z" and set(season_meta["groups"]) == {"NYA", "LYR"}

@@ -1,0 +1,206 @@
+"""TODO docstring (imaging)."""
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import gzip
+import io
+import math
+import re
+import warnings
+
+import numpy as np
+from PIL import Image
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded (empty, truncated, not an image)."""
+
+
+def decode(data: bytes, name: str = "<bytes>", min_side: int | None = None) -> np.ndarray:
+    """Decode PNG/JPEG/TIFF/PGM bytes (8 or 16 bit, grey or RGB) to an array in the file's own units.
+
+    Returns ``(H, W)`` or ``(H, W, 3)`` in the file's dtype (``uint8``, ``uint16``, ``float32``).
+    PNG and TIFF are decoded with imagecodecs, which keeps 16 bits per colour channel (Pillow
+    silently reduces 16-bit RGB PNGs to 8 bits); JPEG and the rest with Pillow.  With
+    ``min_side`` (pixels), an image whose shorter side is at least twice that is returned
+    reduced, its shorter side still ``>= min_side``: JPEGs are decoded at a reduced DCT scale
+    (1/2, 1/4 or 1/8: Pillow's ``draft``, 20-50x faster for multi-megapixel frames), other
+    images are averaged over whole ``f×f`` blocks (same dtype).
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] in (b"II*\x00", b"MM\x00*"):
+        arr = _decode_imagecodecs(data, name)
+    else:
+        arr = _decode_pillow(data, name, min_side)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    elif arr.ndim == 3 and arr.shape[2] == 4:  # drop alpha
+        arr = arr[..., :3]
+    if arr.ndim not in (2, 3) or arr.size == 0 or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ImageError(f"{name}: unexpected image shape {arr.shape}")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return reduce_to(arr, min_side) if min_side else arr
+
+
+def _decode_imagecodecs(data: bytes, name: str) -> np.ndarray:
+    import imagecodecs
+
+    try:
+        if data[:4] == b"\x89PNG":
+            return np.asarray(imagecodecs.png_decode(data))
+        return np.asarray(imagecodecs.tiff_decode(data))
+    except Exception as err:  # imagecodecs raises its own *Error classes per codec
+        raise ImageError(f"{name}: cannot decode image ({err})") from None
+
+
+def _decode_pillow(data: bytes, name: str, min_side: int | None) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if min_side and im.format == "JPEG" and min(im.size) >= 2 * min_side:
+                scale = min_side / min(im.size)
+                im.draft(im.mode, (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "L", "F", "RGB"):
+                return np.asarray(im)
+            return np.asarray(im.convert("RGB"))  # palette, alpha, CMYK...: flatten to RGB
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{name}: cannot decode image ({err})") from None
+
+
+def image_shape(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
+    """``(height, width)`` from the image's header, without decoding its pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size[1], im.size[0]
+    except Image.DecompressionBombError as err:  # still only the header: report the size
+        raise ImageError(f"{name}: {err}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: cannot decode image ({err})") from None
+
+
+def reduce_to(img: np.ndarray, min_side: int) -> np.ndarray:
+    """Average whole ``f×f`` blocks, the largest ``f`` that keeps the shorter side ``>= min_side``.
+
+    Returns ``img`` itself when ``f`` would be 1; otherwise the block means in the same dtype
+    (rounded for integers, so the container's range and saturation keep their meaning; the
+    last ``H mod f`` rows and ``W mod f`` columns are dropped).
+    """
+    f = min(img.shape[:2]) // min_side
+    if f < 2:
+        return img
+    h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+    blocks = img[:h, :w].reshape(h // f, f, w // f, f, *img.shape[2:])
+    mean = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return np.rint(mean).astype(img.dtype) if img.dtype.kind in "ui" else mean.astype(img.dtype, copy=False)
+
+
+_PGM_TIME = re.compile(r"(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?)")
+_PGM_KEY = re.compile(r'^"([^"]+)"\s*(.*)$')
+
+
+COMPRESSIONS = {".gz": gzip.decompress, ".bz2": bz2.decompress}  #: file-name suffix -> decompressor
+
+
+def decompress(data: bytes, name: str) -> bytes:
+    """Gunzip or bunzip2 ``data`` when ``name`` ends in ``.gz`` or ``.bz2``; else return it."""
+    try:
+        for suffix, unpack in COMPRESSIONS.items():
+            if name.lower().endswith(suffix):
+                return unpack(data)
+    except (OSError, EOFError, ValueError) as err:
+        raise ImageError(f"{name}: cannot decompress ({err})") from None
+    return data
+
+
+def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetime | None, np.ndarray]]:
+    """All frames of a (possibly ``.gz``/``.bz2``) multi-frame binary PGM, with their UTC times."""
+    return read_pgm(decompress(data, name), name)[0]
+
+
+def read_pgm(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+             ) -> tuple[list[tuple[dt.datetime | None, np.ndarray]], dict[str, str]]:
+    """Frames of an uncompressed multi-frame binary PGM (UCalgary stream0), and the first frame's keys.
+
+    Each frame is a ``P5`` header (width, height, maxval; ``#`` comment lines anywhere in
+    it) followed by big-endian samples (2 bytes when maxval > 255).  The frame's UTC time is
+    read from the comment that contains ``Image request start`` (else the first comment
+    holding an ISO date-time); ``None`` when there is none.  Comments of the form
+    ``#"Key" value`` of the first frame are returned as ``{key: value}`` (values stripped).
+    A frame of more than ``max_pixels`` is refused from its header.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    frames, keys, pos, n = [], {}, 0, len(data)
+    while pos < n:
+        while pos < n and data[pos:pos + 1].isspace():
+            pos += 1
+        if pos >= n:
+            break
+        if data[pos:pos + 2] != b"P5":
+            raise ImageError(f"{name}: frame {len(frames)} does not start with the PGM magic 'P5' (byte {pos})")
+        pos += 2
+        tokens, comments = [], []
+        while len(tokens) < 3:
+            while pos < n and data[pos:pos + 1].isspace():
+                pos += 1
+            if pos >= n:
+                raise ImageError(f"{name}: frame {len(frames)} header is truncated")
+            if data[pos:pos + 1] == b"#":
+                end = data.find(b"\n", pos)
+                end = n if end < 0 else end
+                comments.append(data[pos + 1:end].decode("latin-1").strip())
+                pos = end + 1
+                continue
+            start = pos
+            while pos < n and not data[pos:pos + 1].isspace():
+                pos += 1
+            tokens.append(data[start:pos])
+        try:
+            width, height, maxval = (int(t) for t in tokens)
+        except ValueError:
+            raise ImageError(f"{name}: frame {len(frames)} has a bad header {tokens}") from None
+        if max_pixels and width * height > max_pixels:
+            raise ImageError(f"{name}: frame {len(frames)} has {width}×{height} pixels, more than the limit of "
+                             f"{max_pixels} (features.max_pixels)")
+        pos += 1  # the single whitespace byte after maxval
+        size = width * height * (2 if maxval > 255 else 1)
+        if pos + size > n:
+            raise ImageError(f"{name}: frame {len(frames)} is truncated ({n - pos} of {size} bytes)")
+        dtype = ">u2" if maxval > 255 else "u1"
+        img = np.frombuffer(data, dtype=dtype, count=width * height, offset=pos).reshape(height, width)
+        pos += size
+        if not frames:
+            keys = {m.group(1): m.group(2).strip() for c in comments if (m := _PGM_KEY.match(c))}
+        frames.append((_frame_time(comments), img.astype(np.uint16 if maxval > 255 else np.uint8)))
+    if not frames:
+        raise ImageError(f"{name}: no PGM frames")
+    return frames, keys
+
+
+def _frame_time(comments: list[str]) -> dt.datetime | None:
+    ordered = sorted(comments, key=lambda c: "image request start" not in c.lower())
+    for c in ordered:
+        m = _PGM_TIME.search(c)
+        if m:
+            return dt.datetime.fromisoformat(m.group(1).replace(" ", "T"))
+    return None
+
+
+def write_pgm_frames(frames: list[tuple[dt.datetime, np.ndarray]], site: str = "", compress: str = "") -> bytes:
+    """Encode frames as a multi-frame 16-bit PGM stream (the THEMIS stream0 layout)."""
+    out = bytearray()
+    for t, img in frames:
+        h, w = img.shape
+        out += (f"P5\n# site {site}\n# Image request start: {t:%Y-%m-%d %H:%M:%S.%f} UTC\n"
+                f"{w} {h}\n65535\n").encode()
+        out += np.asarray(img, dtype=">u2").tobytes()
+    if compress == "gz":
+        return gzip.compress(bytes(out))
+    if compress == "bz2":
+        return bz2.compress(bytes(out))
+    return bytes(out)

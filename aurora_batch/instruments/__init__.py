@@ -1,0 +1,1 @@
+"""TODO stage docstring."""

@@ -1,0 +1,115 @@
+"""TODO docstring (partition)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from aurora_batch.config import JobConfig
+from aurora_batch.core.fs import read_bytes
+from aurora_batch.core.keys import WHOLE_FILE, Status
+from aurora_batch.core.stations import get_station
+from aurora_batch.formats.files import read_file
+from aurora_batch.formats.skymap import find_skymaps
+from aurora_batch.model.features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects
+from aurora_batch.model.recipes import get_recipe
+from aurora_batch.model.torch_recipes import DeviceRecipe
+from aurora_batch.partition.clock import untimed
+from aurora_batch.partition.frames import LOW_RANGE, SITE_TOLERANCE_DEG, Judged, judge_frames, site_distance
+from aurora_batch.partition.stream import StreamSettings, stream_files
+
+log = logging.getLogger(__name__)
+
+
+def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None,
+               clock: Callable = untimed) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
+
+    Appends their rows to ``out``.  Returns the arrays of the kept frames, in the order of
+    their rows in ``out`` (``features``, ``keogram_ns``, ``keogram_ew``), and warnings for the
+    user (stated site positions off the table, inputs using little of their container's range).
+    Files of no known station (``station`` None) get no Sun, Moon or skymap.  ``tick`` is
+    called once per file (progress bars).
+    """
+    f = job.features
+    recipe = get_recipe(f.recipe)
+    formats = {fmt.name: fmt for fmt in job.formats()}
+    station = get_station(todo[0]["station"]) if todo[0].get("station") else None
+    site = (station.latitude, station.longitude, station.altitude_m) if station else None
+    skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
+    with clock("model"):  # loaded once per worker process: later partitions find it built
+        extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
+                                     input_size=recipe.size, compile_cache=f.compile_cache, recipe=recipe.name,
+                                     runtime=f.runtime)
+    decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
+    on_device = f.recipe_device == "torch" or (f.recipe_device == "auto" and extractor.cuda)
+    device_recipe = DeviceRecipe(recipe, extractor.device) if on_device else None
+    settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
+
+    def fetch(row: dict) -> bytes:
+        with clock("fetch"):
+            return read_bytes(row["url"], job.storage_options)
+
+    def load(data: bytes, row: dict) -> Judged:
+        with clock("decode"):
+            frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
+        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation, clock, on_device)
+
+    def push(images: list[np.ndarray], masks: list[np.ndarray | None]) -> None:
+        if device_recipe is not None:
+            with clock("recipe"):
+                inputs = device_recipe(images, masks)
+        else:
+            inputs = np.stack(images)
+        with clock("network"):
+            extractor.push(inputs)
+        freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
+
+    batch: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
+    keograms: list[np.ndarray] = []
+    off_site: list[tuple[str, float]] = []
+    low_range: list[str] = []
+    for row, judged in stream_files(todo, fetch, load,
+                                    size=lambda r: r.get("size"), settings=settings):
+        if tick is not None:
+            tick()
+        if isinstance(judged, Exception):
+            out.append({**row, "status": Status.UNREADABLE, "detail": str(judged) or type(judged).__name__,
+                        "frame": WHOLE_FILE, "saturated": np.nan})
+            continue
+        out += judged.rows
+        batch += judged.inputs
+        masks += judged.masks
+        keograms += judged.keograms
+        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
+            off_site.append((row["url"], judged.site_offset))
+        if judged.low_range:
+            low_range.append(row["url"])
+        while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
+            push(batch[:extractor.batch_size], masks[:extractor.batch_size])
+            del batch[:extractor.batch_size], masks[:extractor.batch_size]
+    if batch:
+        push(batch, masks)
+    notes = []
+    for m in skymaps:
+        offset = site_distance((m.latitude, m.longitude), site[:2])
+        if offset > SITE_TOLERANCE_DEG:
+            off_site.append((m.url, offset))
+    if off_site:
+        url, worst = max(off_site, key=lambda x: x[1])
+        notes.append(f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "
+                     f"{worst:.3f} deg from the station table ({station.latitude}, {station.longitude}), e.g. {url}")
+    if low_range:
+        notes.append(f"recipe {recipe.name!r} scales by the container's full range, but the frames of "
+                     f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "
+                     f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}")
+    for note in notes:
+        log.warning(note)
+    with clock("network"):
+        arrays = {"features": extractor.result()}
+    if keograms:
+        lines = np.stack(keograms)
+        arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])
+    return arrays, notes
