@@ -1,10 +1,19 @@
 """aurora-batch: turn seasons of auroral all-sky images into analysis-ready Zarr stores."""
+
 from aurora_batch._version import __version__
 from aurora_batch.config import JobConfig, JobSpecError, load_job
 
-__all__ = ["JobConfig", "JobSpecError", "load_job", "run_season", "open_station", "open_season", "store_history",
-           "classify_files",
-           "__version__"]
+__all__ = [
+    "JobConfig",
+    "JobSpecError",
+    "load_job",
+    "run_season",
+    "open_station",
+    "open_season",
+    "store_history",
+    "classify_files",
+    "__version__",
+]
 
 
 def run_season(job, **kwargs):

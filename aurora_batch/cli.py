@@ -1,4 +1,5 @@
 """The ``aurora-batch`` command line.  Every sub-command has ``--help``."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,16 @@ from aurora_batch.core.lock import LockHeld
 def _synth(args: argparse.Namespace) -> int:
     from aurora_batch.datasets.synth import write_archive
 
-    labels = write_archive(args.output_url, args.stations.split(","), args.start, args.end,
-                           cadence=args.cadence, seed=args.seed, wavelength=args.wavelength,
-                           corrupt=args.corrupt)
+    labels = write_archive(
+        args.output_url,
+        args.stations.split(","),
+        args.start,
+        args.end,
+        cadence=args.cadence,
+        seed=args.seed,
+        wavelength=args.wavelength,
+        corrupt=args.corrupt,
+    )
     if args.instruments:
         from aurora_batch.datasets.synth import write_instruments
 
@@ -32,8 +40,10 @@ def _synth(args: argparse.Namespace) -> int:
 def _season(args: argparse.Namespace) -> int:
     from aurora_batch.runner.season import run_season
 
-    job = load_job(args.job, **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers,
-                                "cluster.kind": args.cluster})
+    job = load_job(
+        args.job,
+        **{"cluster.scheduler": args.scheduler, "cluster.n_workers": args.workers, "cluster.kind": args.cluster},
+    )
     summary = run_season(job, progress=not args.quiet, rebuild=args.rebuild)
     print(summary.format())
     return 0
@@ -68,8 +78,10 @@ def _report(args: argparse.Namespace) -> int:
         print(f"  {k}: {v:.4g}")
     for n in result.notes:
         print(f"  note: {n}")
-    print(f"wrote {result.html}: {len(result.figures)} figures, {len(result.embeddings)} embedding maps, "
-          f"{len(result.keograms)} keograms")
+    print(
+        f"wrote {result.html}: {len(result.figures)} figures, {len(result.embeddings)} embedding maps, "
+        f"{len(result.keograms)} keograms"
+    )
     return 0
 
 
@@ -106,14 +118,31 @@ def _train(args: argparse.Namespace) -> int:
 
     ds, feats = _oath_features(args)
     split = None if args.split < 0 else args.split
-    head = train(ds, feats, args.head, split=split, alpha=args.alpha, c=args.C,
-                 meta={"backbone": backbone_id(args.backbone), "recipe": args.recipe,
-                       "weights": Path(args.weights).name if args.weights else "shipped", "rotated": args.rotated})
+    head = train(
+        ds,
+        feats,
+        args.head,
+        split=split,
+        alpha=args.alpha,
+        c=args.C,
+        meta={
+            "backbone": backbone_id(args.backbone),
+            "recipe": args.recipe,
+            "weights": Path(args.weights).name if args.weights else "shipped",
+            "rotated": args.rotated,
+        },
+    )
     sidecar = head.save(args.out)
     synth = " (SYNTHETIC data: a demo head, not for science)" if ds.synthetic else ""
     scores = head.meta.get("scores")
-    tail = (f"; split {split} test accuracy {100 * scores['accuracy6']:.1f} % (6 classes), "
-            f"{100 * scores['accuracy2']:.1f} % (2 classes)") if scores else ""
+    tail = (
+        (
+            f"; split {split} test accuracy {100 * scores['accuracy6']:.1f} % (6 classes), "
+            f"{100 * scores['accuracy2']:.1f} % (2 classes)"
+        )
+        if scores
+        else ""
+    )
     print(f"wrote head {sidecar.with_suffix('.npz')} and {sidecar}{synth}{tail}")
     return 0
 
@@ -123,8 +152,15 @@ def _classify(args: argparse.Namespace) -> int:
 
     if args.features and not (args.out and args.out.endswith((".parquet", ".npz"))):
         raise ValueError("--features needs --out TABLE.parquet or TABLE.npz (1,280 columns do not belong in a CSV)")
-    table = classify_files(args.files, args.head, recipe=args.recipe, backbone=args.backbone, device=args.device,
-                           features=args.features, progress=not args.quiet)
+    table = classify_files(
+        args.files,
+        args.head,
+        recipe=args.recipe,
+        backbone=args.backbone,
+        device=args.device,
+        features=args.features,
+        progress=not args.quiet,
+    )
     if args.out:
         print(f"wrote {write_table(table, args.out)}")
     else:
@@ -139,8 +175,9 @@ def _keogram(args: argparse.Namespace) -> int:
 
     job = load_job(args.job)
     station = args.station.upper()
-    ds = open_night(job.output, station, args.night, wavelength=args.wavelength,
-                    storage_options=job.output_storage_options)
+    ds = open_night(
+        job.output, station, args.night, wavelength=args.wavelength, storage_options=job.output_storage_options
+    )
     out = Path(args.out or f"keogram_{station}_{args.night}.png")
     plot_keogram(ds, out, title=f"{station} night of {args.night} ({ds.sizes['time']} frames)")
     print(f"wrote {out}")
@@ -156,8 +193,9 @@ def _history(args: argparse.Namespace) -> int:
         table = store_history(job.output, month, job.output_storage_options)
         print(f"{month}: {len(table)} version(s), newest first")
         if len(table):
-            shown = table.assign(time=table["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                 fingerprint=table["fingerprint"].str.slice(0, 40))
+            shown = table.assign(
+                time=table["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"), fingerprint=table["fingerprint"].str.slice(0, 40)
+            )
             print(shown[["id", "time", "command", "images", "message"]].to_string(index=False))
     return 0
 
@@ -182,8 +220,11 @@ def _add_oath_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.03, help="ridge penalty (OATH: 0.03)")
     p.add_argument("--C", type=float, default=1.0, help="SVM/logistic inverse penalty")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "aurora-batch"),
-                   help="folder for the feature cache (a Zarr store per backbone and recipe)")
+    p.add_argument(
+        "--cache",
+        default=str(Path.home() / ".cache" / "aurora-batch"),
+        help="folder for the feature cache (a Zarr store per backbone and recipe)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,8 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="let errors raise, with their tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write a SYNTHETIC all-sky archive (demos, tests)",
-                       description="Write a SYNTHETIC archive of ASIM-named 16-bit PNG frames with labels.csv.")
+    s = sub.add_parser(
+        "synth",
+        help="write a SYNTHETIC all-sky archive (demos, tests)",
+        description="Write a SYNTHETIC archive of ASIM-named 16-bit PNG frames with labels.csv.",
+    )
     s.add_argument("output_url", help="fsspec URL to write to, e.g. file:///tmp/archive")
     s.add_argument("--stations", default="NYA,LYR", help="comma-separated station codes (default NYA,LYR)")
     s.add_argument("--start", required=True, help="first frame time, UTC (e.g. 2010-12-01)")
@@ -206,55 +250,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--instruments", help="also write SYNTHETIC ceilometer and magnetometer files under this URL")
     s.set_defaults(func=_synth)
 
-    r = sub.add_parser("season", help="run a season job spec (YAML) on Dask",
-                       description="Sweep an archive into monthly Zarr stores as the job spec says.")
+    r = sub.add_parser(
+        "season",
+        help="run a season job spec (YAML) on Dask",
+        description="Sweep an archive into monthly Zarr stores as the job spec says.",
+    )
     r.add_argument("job", help="job spec YAML (keys: input, output, stations, start, end, ...)")
     r.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler (default: LocalCluster)")
     r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     r.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], help="cluster kind (default: job spec)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--rebuild", action="store_true",
-                   help="rebuild the window's months whole from their staged parts (default: append what changed)")
+    r.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the window's months whole from their staged parts (default: append what changed)",
+    )
     r.set_defaults(func=_season)
 
-    n = sub.add_parser("nightly", help="process only files newer than the last run (idempotent, locked)",
-                       description="Incremental run: files since the watermark minus the look-back. Prints one "
-                                   "key=value summary line; exits 3 when another run holds the lock, 1 on failure.")
+    n = sub.add_parser(
+        "nightly",
+        help="process only files newer than the last run (idempotent, locked)",
+        description="Incremental run: files since the watermark minus the look-back. Prints one "
+        "key=value summary line; exits 3 when another run holds the lock, 1 on failure.",
+    )
     n.add_argument("job", help="job spec YAML (nightly.lookback sets the look-back, default 6h)")
     n.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler")
     n.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default in nightly)")
     n.set_defaults(func=_nightly)
 
-    j = sub.add_parser("join", help="join ceilometer and magnetometer series into the month stores",
-                       description="Attach the nearest instrument samples (job spec 'join:') to every image.")
+    j = sub.add_parser(
+        "join",
+        help="join ceilometer and magnetometer series into the month stores",
+        description="Attach the nearest instrument samples (job spec 'join:') to every image.",
+    )
     j.add_argument("job", help="job spec YAML with a 'join:' section")
     j.set_defaults(func=_join)
 
-    rp = sub.add_parser("report", help="TAME's figures, feature maps and keograms from the stores, as one HTML page",
-                        description="Cloud coverage, cloud ROC, magnetometer ridge, class occurrence, a t-SNE map "
-                                    "per station and month, and a keogram per station-night.")
+    rp = sub.add_parser(
+        "report",
+        help="TAME's figures, feature maps and keograms from the stores, as one HTML page",
+        description="Cloud coverage, cloud ROC, magnetometer ridge, class occurrence, a t-SNE map "
+        "per station and month, and a keogram per station-night.",
+    )
     rp.add_argument("job", help="job spec YAML")
     rp.add_argument("--out", help="folder for report.html and the PNGs (default ./report)")
     rp.add_argument("--max-points", type=int, default=1000, help="frames per embedding map (default %(default)s)")
     rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=_report)
 
-    e = sub.add_parser("evaluate", help="the OATH 5-split protocol: accuracy table, confusion, figure",
-                       description="Fit a linear head on each of OATH's 5 fixed splits and score it.")
+    e = sub.add_parser(
+        "evaluate",
+        help="the OATH 5-split protocol: accuracy table, confusion, figure",
+        description="Fit a linear head on each of OATH's 5 fixed splits and score it.",
+    )
     _add_oath_args(e)
     e.add_argument("--out", required=True, help="folder for scores.json and scores.png")
     e.set_defaults(func=_evaluate)
 
-    t = sub.add_parser("train", help="fit a linear head on OATH features and save it",
-                       description="Fit a head on one OATH split (or all images) and save HEAD.npz + HEAD.json.")
+    t = sub.add_parser(
+        "train",
+        help="fit a linear head on OATH features and save it",
+        description="Fit a head on one OATH split (or all images) and save HEAD.npz + HEAD.json.",
+    )
     _add_oath_args(t)
     t.add_argument("--out", required=True, help="head file to write (.npz; a .json sidecar goes beside it)")
     t.add_argument("--split", type=int, default=0, help="split to train on (0-4; -1: all images)")
     t.set_defaults(func=_train)
 
-    c = sub.add_parser("classify", help="classify image files in this process (no job spec, no cluster)",
-                       description="One row per frame: url, frame, station, time, status, Sun and Moon, class "
-                                   "probabilities, label and aurora probability (features with --features).")
+    c = sub.add_parser(
+        "classify",
+        help="classify image files in this process (no job spec, no cluster)",
+        description="One row per frame: url, frame, station, time, status, Sun and Moon, class "
+        "probabilities, label and aurora probability (features with --features).",
+    )
     c.add_argument("files", nargs="+", help="files, globs or folders (any fsspec URL)")
     c.add_argument("--head", help="head file (.npz with its .json sidecar) from 'aurora-batch train'")
     c.add_argument("--recipe", help="preprocessing recipe (default: the head's, else lite128)")
@@ -265,9 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_classify)
 
-    k = sub.add_parser("keogram", help="draw one station-night's keogram from the stores as a PNG",
-                       description="The north-south line through zenith of every stored frame of a night "
-                                   "(local solar noon to noon), over the class timeline.")
+    k = sub.add_parser(
+        "keogram",
+        help="draw one station-night's keogram from the stores as a PNG",
+        description="The north-south line through zenith of every stored frame of a night "
+        "(local solar noon to noon), over the class timeline.",
+    )
     k.add_argument("job", help="job spec YAML (its output holds the stores)")
     k.add_argument("--station", required=True)
     k.add_argument("--night", required=True, help="date of the evening the night begins, e.g. 2010-12-05")
@@ -275,15 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="PNG path (default keogram_<STATION>_<NIGHT>.png)")
     k.set_defaults(func=_keogram)
 
-    h = sub.add_parser("history", help="the versions of each month store (store.format: icechunk)",
-                       description="One row per commit of a month: id (open it with version=), time, command, "
-                                   "images, message.")
+    h = sub.add_parser(
+        "history",
+        help="the versions of each month store (store.format: icechunk)",
+        description="One row per commit of a month: id (open it with version=), time, command, images, message.",
+    )
     h.add_argument("job", help="job spec YAML (its output holds the stores)")
     h.add_argument("--month", help="YYYY-MM (default: every month)")
     h.set_defaults(func=_history)
 
-    o = sub.add_parser("synth-oath", help="write a SYNTHETIC tree in the OATH v1.1 format",
-                       description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).")
+    o = sub.add_parser(
+        "synth-oath",
+        help="write a SYNTHETIC tree in the OATH v1.1 format",
+        description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).",
+    )
     o.add_argument("output_dir")
     o.add_argument("--per-class", type=int, default=40)
     o.add_argument("--seed", type=int, default=0)
@@ -293,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.verbose:  # before distributed is imported: it configures its loggers from dask's config
         import dask
 

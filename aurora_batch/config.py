@@ -7,6 +7,7 @@ required.  Every error names the field that is wrong::
     ...           start="2010-12-01", end="2010-12-02")  # doctest: +SKIP
     JobSpecError: stations: unknown station 'XXX' ...
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,47 +31,81 @@ class FilterConfig(_Strict):
 
     sun_max_alt: float = Field(-12.0, ge=-90, le=90, description="drop images with the Sun above this (deg)")
     moon_max_alt: float | None = Field(
-        0.0, ge=-90, le=90, description="drop images with the Moon above this (deg); null disables")
+        0.0, ge=-90, le=90, description="drop images with the Moon above this (deg); null disables"
+    )
     moon_min_illumination: float = Field(
-        0.0, ge=0, le=1, description="the Moon only counts when its illuminated fraction exceeds this")
+        0.0, ge=0, le=1, description="the Moon only counts when its illuminated fraction exceeds this"
+    )
 
 
 class FeatureConfig(_Strict):
     """The CNN feature extractor and the preprocessing recipe that feeds it."""
 
-    backbone: str = Field("efficientnet-lite0", description="a shipped backbone, or a model file mapping (N, 3, S, S) "
-                          "to (N, D): TorchScript (.pt) or torch.export (.pt2); a file is code: trust its maker")
+    backbone: str = Field(
+        "efficientnet-lite0",
+        description="a shipped backbone, or a model file mapping (N, 3, S, S) "
+        "to (N, D): TorchScript (.pt) or torch.export (.pt2); a file is code: trust its maker",
+    )
     weights: str | None = Field(None, description="user weights file (state dict), loaded with weights_only=True")
     recipe: str = "lite128"
-    batch_size: int | None = Field(None, ge=1, le=8192, description="images per forward pass; default: "
-                                   "16 on CPU, 512 on CUDA (halved on out-of-memory)")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=8192,
+        description="images per forward pass; default: 16 on CPU, 512 on CUDA (halved on out-of-memory)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "float16", "bfloat16", "int8"] = Field(
-        "float32", description="autocast precision of the network (GPUs; bfloat16 also on CPUs with AMX or "
-                               "AVX-512 BF16), or int8: the shipped backbone quantised for CPU workers (feature "
-                               "cosine >= 0.998 to float32, 10-20 s of warm-up a run); stored features stay float32")
+        "float32",
+        description="autocast precision of the network (GPUs; bfloat16 also on CPUs with AMX or "
+        "AVX-512 BF16), or int8: the shipped backbone quantised for CPU workers (feature "
+        "cosine >= 0.998 to float32, 10-20 s of warm-up a run); stored features stay float32",
+    )
     runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
-        "auto", description="what runs the network: torch, or the network exported once to ONNX and run by ONNX "
-                            "Runtime or OpenVINO on CPU workers (float32, feature cosine to torch >= 0.99999; "
-                            "1.4-1.6x torch on 2 cores); auto: onnxruntime for float32 on CPU, else torch")
-    compile: bool = Field(False, description="torch.compile the backbone (warm-up 5-30 s a run; on 2 CPU cores "
-                                             "plain inference gains 1.2-1.4x, seasons 0.92-1.37x)")
-    compile_cache: str | None = Field(None, description="Inductor's cache folder, shared by the worker processes "
-                                      "and runs that can see it (a shared file system for a cluster); default "
-                                      "$XDG_CACHE_HOME/aurora-batch/inductor")
+        "auto",
+        description="what runs the network: torch, or the network exported once to ONNX and run by ONNX "
+        "Runtime or OpenVINO on CPU workers (float32, feature cosine to torch >= 0.99999; "
+        "1.4-1.6x torch on 2 cores); auto: onnxruntime for float32 on CPU, else torch",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the backbone (warm-up 5-30 s a run; on 2 CPU cores "
+        "plain inference gains 1.2-1.4x, seasons 0.92-1.37x)",
+    )
+    compile_cache: str | None = Field(
+        None,
+        description="Inductor's cache folder, shared by the worker processes "
+        "and runs that can see it (a shared file system for a cluster); default "
+        "$XDG_CACHE_HOME/aurora-batch/inductor",
+    )
     torch_threads: int | None = Field(None, ge=1, description="intra-op threads per task; default: cores / workers")
     recipe_device: Literal["auto", "numpy", "torch"] = Field(
-        "auto", description="where the recipe runs: numpy in the decoding threads, or torch on the network's device "
-                            "after decoding (equal within 1e-5); auto: torch on a GPU worker, numpy on CPU")
-    decode_threads: int | None = Field(None, ge=0, le=64, description="threads decoding and preprocessing per "
-                                       "task (0: the task's own thread); default: 0 on CPU, the worker's cores "
-                                       "less one on a GPU worker")
+        "auto",
+        description="where the recipe runs: numpy in the decoding threads, or torch on the network's device "
+        "after decoding (equal within 1e-5); auto: torch on a GPU worker, numpy on CPU",
+    )
+    decode_threads: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="threads decoding and preprocessing per "
+        "task (0: the task's own thread); default: 0 on CPU, the worker's cores "
+        "less one on a GPU worker",
+    )
     fetch_concurrency: int = Field(16, ge=1, le=256, description="file reads in flight per task")
     prefetch_mb: float = Field(256, gt=0, description="listed MB of files read ahead of the network per task")
-    max_pixels: int = Field(64_000_000, ge=1, description="frames with more pixels are refused from their header, "
-                            "before decoding (status not_sky)")
-    min_elevation: float = Field(10.0, ge=0, lt=90, description="with a skymap, the field of view is the pixels at "
-                                 "least this high (deg); without one, the inscribed circle")
+    max_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="frames with more pixels are refused from their header, before decoding (status not_sky)",
+    )
+    min_elevation: float = Field(
+        10.0,
+        ge=0,
+        lt=90,
+        description="with a skymap, the field of view is the pixels at "
+        "least this high (deg); without one, the inscribed circle",
+    )
 
 
 class ClassifyConfig(_Strict):
@@ -122,8 +157,9 @@ class JoinConfig(_Strict):
                 if src.format not in known:
                     raise ValueError(f"{kind}[{i}].format: {src.format!r} is not one of {sorted(known)}")
                 if kind == "ceilometer" and len(src.stations) != 1:
-                    raise ValueError(f"{kind}[{i}].stations: a {src.format} file holds one site; "
-                                     "map exactly one image station to it")
+                    raise ValueError(
+                        f"{kind}[{i}].stations: a {src.format} file holds one site; map exactly one image station to it"
+                    )
         return self
 
 
@@ -165,7 +201,8 @@ class ClusterConfig(_Strict):
     memory_limit: str = "auto"
     dashboard_address: str = "127.0.0.1:0"
     processes: bool | None = Field(
-        None, description="LocalCluster worker processes (default) or threads; memory:// URLs force threads")
+        None, description="LocalCluster worker processes (default) or threads; memory:// URLs force threads"
+    )
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     timeout_s: float = Field(600, gt=0, description="how long to wait for the first worker")
@@ -175,22 +212,29 @@ class FormatConfig(_Strict):
     """A user-declared archive format: trollsift patterns over file names, and a reader."""
 
     name: str = "custom"
-    pattern: str | list[str] = Field(description="trollsift pattern(s) with {station} and {time:<strftime>}, "
-                                     "optionally {wavelength:d}, e.g. 'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'")
+    pattern: str | list[str] = Field(
+        description="trollsift pattern(s) with {station} and {time:<strftime>}, "
+        "optionally {wavelength:d}, e.g. 'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'"
+    )
     reader: Literal["image", "pgm", "cdf", "trex_h5", "png_tar"] = "image"
     default_wavelength: int | None = None
     span_s: float = Field(0.0, ge=0, description="how long after its name's time a file's frames run (s)")
-    folders: str | None = Field(None, description="the folders the files sit in, below input, as a trollsift "
-                                "pattern, e.g. '{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}': the listing "
-                                "then lists only the window's folders")
+    folders: str | None = Field(
+        None,
+        description="the folders the files sit in, below input, as a trollsift "
+        "pattern, e.g. '{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}': the listing "
+        "then lists only the window's folders",
+    )
 
     @field_validator("pattern")
     @classmethod
     def _not_regex(cls, value: str | list[str]) -> str | list[str]:
         for p in [value] if isinstance(value, str) else value:
             if "(?P<" in p:
-                raise ValueError(f"{p!r} is a regular expression; formats take trollsift patterns such as "
-                                 "'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'")
+                raise ValueError(
+                    f"{p!r} is a regular expression; formats take trollsift patterns such as "
+                    "'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg'"
+                )
         return value
 
     @model_validator(mode="after")
@@ -202,31 +246,56 @@ class FormatConfig(_Strict):
         from aurora_batch.formats.names import Format
 
         patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
-        return Format(self.name, patterns, self.reader, default_wavelength=self.default_wavelength,
-                      span_s=self.span_s, folders=self.folders)
+        return Format(
+            self.name,
+            patterns,
+            self.reader,
+            default_wavelength=self.default_wavelength,
+            span_s=self.span_s,
+            folders=self.folders,
+        )
 
 
 class PlanningConfig(_Strict):
     """How a run finds its files: which folders it lists, and where names are parsed and filtered."""
 
-    prune: bool = Field(True, description="skip folders whose names (dates, station codes, a format's declared "
-                        "folders) show they hold no file of the job's stations and window; false: list everything")
-    folder_margin: str = Field("1D", description="a folder dated by its name's shape (not a declared layout) "
-                               "is listed when within this of the window (archives dated in local time)")
+    prune: bool = Field(
+        True,
+        description="skip folders whose names (dates, station codes, a format's declared "
+        "folders) show they hold no file of the job's stations and window; false: list everything",
+    )
+    folder_margin: str = Field(
+        "1D",
+        description="a folder dated by its name's shape (not a declared layout) "
+        "is listed when within this of the window (archives dated in local time)",
+    )
     where: Literal["auto", "driver", "workers"] = Field(
-        "auto", description="auto: the driver plans small listings itself and hands large ones to the workers "
-                            "as Dask tasks; driver or workers: always there")
-    driver_max_files: int = Field(20_000, ge=0, description="auto: files the driver lists before it hands the "
-                                  "rest of the listing to the workers")
-    driver_max_requests: int = Field(400, ge=1, description="auto: listing requests the driver makes before it "
-                                     "hands the rest to the workers")
+        "auto",
+        description="auto: the driver plans small listings itself and hands large ones to the workers "
+        "as Dask tasks; driver or workers: always there",
+    )
+    driver_max_files: int = Field(
+        20_000, ge=0, description="auto: files the driver lists before it hands the rest of the listing to the workers"
+    )
+    driver_max_requests: int = Field(
+        400, ge=1, description="auto: listing requests the driver makes before it hands the rest to the workers"
+    )
     concurrency: int = Field(32, ge=1, le=256, description="listing requests in flight per process")
-    task_max_files: int = Field(100_000, ge=1, description="workers: files one planning task lists before it "
-                                "hands the rest of its folders on")
-    task_max_requests: int = Field(256, ge=1, description="workers: listing requests of one planning task (beyond "
-                                   "the folders it was given) before it hands on")
-    task_spread: int = Field(64, ge=1, description="workers: folders a planning task finds to list, beyond those it "
-                             "was given, before it hands them on")
+    task_max_files: int = Field(
+        100_000, ge=1, description="workers: files one planning task lists before it hands the rest of its folders on"
+    )
+    task_max_requests: int = Field(
+        256,
+        ge=1,
+        description="workers: listing requests of one planning task (beyond "
+        "the folders it was given) before it hands on",
+    )
+    task_spread: int = Field(
+        64,
+        ge=1,
+        description="workers: folders a planning task finds to list, beyond those it "
+        "was given, before it hands them on",
+    )
 
     @field_validator("folder_margin")
     @classmethod
@@ -245,15 +314,22 @@ class StoreConfig(_Strict):
     """How month stores are published."""
 
     format: Literal["auto", "icechunk", "zarr"] = Field(
-        "auto", description="icechunk: each month an Icechunk repository, every change one atomic, versioned commit; "
-                            "zarr: plain Zarr trees replaced in place; auto: icechunk on object storage, zarr on "
-                            "local disks (where the old tree is renamed away)")
-    keep_versions: int | None = Field(None, ge=1, description="icechunk: versions kept per month (older snapshots "
-                                      "expired, their chunks deleted); null: all")
+        "auto",
+        description="icechunk: each month an Icechunk repository, every change one atomic, versioned commit; "
+        "zarr: plain Zarr trees replaced in place; auto: icechunk on object storage, zarr on "
+        "local disks (where the old tree is renamed away)",
+    )
+    keep_versions: int | None = Field(
+        None,
+        ge=1,
+        description="icechunk: versions kept per month (older snapshots expired, their chunks deleted); null: all",
+    )
     keep_staging: bool | None = Field(
-        None, description="keep each staged part whole after its month is published (true), or keep only its ledger "
-                          "rows, the month holding its features (false: each feature vector stored once); null: "
-                          "false on object storage, true on local disks")
+        None,
+        description="keep each staged part whole after its month is published (true), or keep only its ledger "
+        "rows, the month holding its features (false: each feature vector stored once); null: "
+        "false on object storage, true on local disks",
+    )
 
 
 class NightlyConfig(_Strict):
@@ -272,16 +348,22 @@ class JobConfig(_Strict):
     start: dt.datetime = Field(description="first time included, UTC (rounded down to midnight: whole days)")
     end: dt.datetime = Field(description="first time excluded, UTC (rounded up to midnight: whole days)")
     layout: str | FormatConfig | list[str | FormatConfig] = Field(
-        "auto", description="the archive's format: auto (every built-in one), a built-in name, a user format "
-                            "(mapping with a pattern), or a list of those, tried in order")
+        "auto",
+        description="the archive's format: auto (every built-in one), a built-in name, a user format "
+        "(mapping with a pattern), or a list of those, tried in order",
+    )
     skymaps: str | dict[str, str] | None = Field(
-        None, description="UCalgary skymap .sav files: a folder URL searched for *_skymap_<site>_*.sav, or "
-                          "station -> file or folder URL; the field of view is then elevation >= "
-                          "features.min_elevation")
-    storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
-                                            description="fsspec options for input (endpoint, credentials)")
-    output_storage_options: dict[str, Any] = Field(default_factory=dict, repr=False,
-                                                   description="fsspec options for output")
+        None,
+        description="UCalgary skymap .sav files: a folder URL searched for *_skymap_<site>_*.sav, or "
+        "station -> file or folder URL; the field of view is then elevation >= "
+        "features.min_elevation",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, repr=False, description="fsspec options for input (endpoint, credentials)"
+    )
+    output_storage_options: dict[str, Any] = Field(
+        default_factory=dict, repr=False, description="fsspec options for output"
+    )
     filter: FilterConfig = Field(default_factory=FilterConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
@@ -295,8 +377,10 @@ class JobConfig(_Strict):
     def _memory_is_process_local(self) -> JobConfig:
         uses_memory = any(u.startswith("memory://") for u in (self.input, self.output))
         if uses_memory and self.cluster.scheduler:
-            raise ValueError("cluster.scheduler: memory:// URLs live in one process and cannot be "
-                             "shared with a remote cluster; use file://, s3:// or gs://")
+            raise ValueError(
+                "cluster.scheduler: memory:// URLs live in one process and cannot be "
+                "shared with a remote cluster; use file://, s3:// or gs://"
+            )
         if uses_memory and self.cluster.processes is None:
             self.cluster.processes = False
         return self
@@ -365,8 +449,9 @@ class JobConfig(_Strict):
 
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, str) and item != "auto" and item not in FORMATS:
-                raise ValueError(f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, "
-                                 "or a mapping with a pattern")
+                raise ValueError(
+                    f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, or a mapping with a pattern"
+                )
         return value
 
     def store_format(self) -> str:
@@ -435,15 +520,19 @@ class JobConfig(_Strict):
         from aurora_batch.model.recipes import RECIPES
 
         if value.backbone not in BACKBONES and not is_model_file(value.backbone):
-            raise ValueError(f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
-                             f"({', '.join(MODEL_FILE_SUFFIXES)})")
+            raise ValueError(
+                f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
+                f"({', '.join(MODEL_FILE_SUFFIXES)})"
+            )
         if value.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {value.recipe!r}; known: {sorted(RECIPES)}")
         if value.precision == "int8" and value.device == "cuda":
             raise ValueError("precision int8 is for CPU workers; with device cuda use float16 or bfloat16")
         if value.precision == "int8" and value.backbone not in BACKBONES:
-            raise ValueError(f"precision int8 is for the shipped backbones ({sorted(BACKBONES)}), whose layers it "
-                             f"knows; {value.backbone} runs in float32, float16 or bfloat16")
+            raise ValueError(
+                f"precision int8 is for the shipped backbones ({sorted(BACKBONES)}), whose layers it "
+                f"knows; {value.backbone} runs in float32, float16 or bfloat16"
+            )
         return value
 
     @field_validator("end")

@@ -1,4 +1,5 @@
 """Shared pieces of the benchmarks: plain inference rates, seasons on a fresh LocalCluster, peak memory."""
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,30 @@ def cpu_model() -> str:
                 break
     except OSError:
         pass
-    units = [label for flag, label in (("avx512f", "AVX-512"), ("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16"),
-                                        ("amx_tile", "AMX")) if flag in flags]
+    units = [
+        label
+        for flag, label in (
+            ("avx512f", "AVX-512"),
+            ("avx512_vnni", "VNNI"),
+            ("avx512_bf16", "BF16"),
+            ("amx_tile", "AMX"),
+        )
+        if flag in flags
+    ]
     units = units or (["AVX2"] if "avx2" in flags else ["no AVX2"])
     return f"{name} ({', '.join(units)})" if flags else name
 
 
-def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = CORES, compile: bool = False,
-                         seconds: float = 10.0, device: str = "cpu", backbone: str = "efficientnet-lite0",
-                         runtime: str = "torch") -> float:
+def plain_inference_rate(
+    size: int = 128,
+    batch_size: int = 64,
+    threads: int = CORES,
+    compile: bool = False,
+    seconds: float = 10.0,
+    device: str = "cpu",
+    backbone: str = "efficientnet-lite0",
+    runtime: str = "torch",
+) -> float:
     """Images/s of ``backbone`` alone on random ``(batch, 3, size, size)`` batches (after a warm-up), in
     ``runtime`` (:mod:`aurora_batch.runtimes`)."""
     import torch
@@ -44,8 +60,9 @@ def plain_inference_rate(size: int = 128, batch_size: int = 64, threads: int = C
 
     tune_process(threads)
     batch = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32) * 2 - 1
-    extractor = FeatureExtractor(backbone, device=device, batch_size=batch_size, compile=compile, input_size=size,
-                                 runtime=runtime)
+    extractor = FeatureExtractor(
+        backbone, device=device, batch_size=batch_size, compile=compile, input_size=size, runtime=runtime
+    )
     extractor.push(batch)
     extractor.result()
     n, t0 = 0, time.perf_counter()
@@ -82,13 +99,22 @@ def _write_part(args) -> pd.DataFrame:  # noqa: F821
 
     kind, url, station, start, end, cadence, seed, storage_options = args
     if kind == "colour":
-        return write_colour_archive(url, station, start, end, cadence=cadence, seed=seed,
-                                    storage_options=storage_options)
+        return write_colour_archive(
+            url, station, start, end, cadence=cadence, seed=seed, storage_options=storage_options
+        )
     return write_archive(url, [station], start, end, cadence=cadence, seed=seed, storage_options=storage_options)
 
 
-def write_synthetic_archive(url: str, station: str, start, images: int, days: float, kind: str = "asim",
-                            storage_options: dict | None = None, processes: int = CORES) -> tuple:
+def write_synthetic_archive(
+    url: str,
+    station: str,
+    start,
+    images: int,
+    days: float,
+    kind: str = "asim",
+    storage_options: dict | None = None,
+    processes: int = CORES,
+) -> tuple:
     """A SYNTHETIC archive of ``images`` frames over ``days``, written by ``processes`` in parallel.
 
     ``kind``: ``asim`` (256² 16-bit PNGs, :func:`~aurora_batch.synth.write_archive`) or ``colour``
@@ -103,8 +129,15 @@ def write_synthetic_archive(url: str, station: str, start, images: int, days: fl
     cadence = pd.Timedelta(days=days) / images
     bounds = [start + cadence * (images * i // processes) for i in range(processes + 1)]
     with ProcessPoolExecutor(processes) as pool:
-        labels = pd.concat(pool.map(_write_part, [(kind, url, station, a, b, cadence, i, storage_options)
-                                                  for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]))
+        labels = pd.concat(
+            pool.map(
+                _write_part,
+                [
+                    (kind, url, station, a, b, cadence, i, storage_options)
+                    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+                ],
+            )
+        )
     assert len(labels) == images, (len(labels), images)
     return bounds[0], bounds[-1], labels
 
@@ -133,11 +166,27 @@ def run_season_on_local_cluster(job, workers: int = CORES, **cluster_kwargs):
     return summary, peak
 
 
-def season_job(input_url: str, output_url: str, station: str, start, end, layout: str = "asim",
-               storage_options: dict | None = None, **features):
+def season_job(
+    input_url: str,
+    output_url: str,
+    station: str,
+    start,
+    end,
+    layout: str = "asim",
+    storage_options: dict | None = None,
+    **features,
+):
     """A job that processes every frame (Sun and Moon tests off), one torch thread per worker."""
     from aurora_batch.config import JobConfig
 
-    return JobConfig(input=input_url, output=output_url, stations=[station], start=start, end=end, layout=layout,
-                     filter={"sun_max_alt": 90, "moon_max_alt": None}, storage_options=storage_options or {},
-                     features={"torch_threads": 1, **features})
+    return JobConfig(
+        input=input_url,
+        output=output_url,
+        stations=[station],
+        start=start,
+        end=end,
+        layout=layout,
+        filter={"sun_max_alt": 90, "moon_max_alt": None},
+        storage_options=storage_options or {},
+        features={"torch_threads": 1, **features},
+    )

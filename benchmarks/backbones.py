@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/backbones.py --oath /data/oath [--file net.pt2 ...] [--plot backbones.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ warnings.filterwarnings("ignore", message=r".*torch\.jit.*is deprecated")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--oath", help="OATH-format tree (images, classifications.csv, train_test_split.csv); "
-                                   "default: a SYNTHETIC one")
+    ap.add_argument(
+        "--oath", help="OATH-format tree (images, classifications.csv, train_test_split.csv); default: a SYNTHETIC one"
+    )
     ap.add_argument("--file", action="append", default=[], help="model file (.pt/.pt2): (N,3,S,S) -> (N,D)")
     ap.add_argument("--file-recipe", default="tame", help="recipe (and so input size) for the files (default tame)")
     ap.add_argument("--head", default="ridge", choices=["ridge", "svm", "logistic"])
@@ -53,22 +55,38 @@ def main() -> None:
     results = []
     for backbone, recipe in rows:
         size = get_recipe(recipe).size
-        rate = plain_inference_rate(size, DEFAULT_BATCH_SIZE["cpu" if args.device == "cpu" else "cuda"], CORES,
-                                    seconds=args.seconds, device=args.device, backbone=backbone)
+        rate = plain_inference_rate(
+            size,
+            DEFAULT_BATCH_SIZE["cpu" if args.device == "cpu" else "cuda"],
+            CORES,
+            seconds=args.seconds,
+            device=args.device,
+            backbone=backbone,
+        )
         feats = oath_features(ds, backbone, recipe, device=args.device, cache=args.cache, progress=False)
         scores = evaluate(ds, feats, args.head)
-        results.append({"backbone": backbone_id(backbone) if Path(backbone).suffix else backbone,
-                        "short": Path(backbone).name, "size": size, "dim": feature_dim(backbone, size),
-                        "rate": rate, **{k: scores[k] for k in ("accuracy6_mean", "accuracy6_std",
-                                                               "accuracy2_mean", "accuracy2_std")}})
-    print(f"OATH protocol on {ds.root} ({len(ds.table):,} images, {len(ds.splits)} splits, {args.head} head)"
-          + (" — SYNTHETIC data: the accuracies say nothing about real skies" if ds.synthetic else ""))
+        results.append(
+            {
+                "backbone": backbone_id(backbone) if Path(backbone).suffix else backbone,
+                "short": Path(backbone).name,
+                "size": size,
+                "dim": feature_dim(backbone, size),
+                "rate": rate,
+                **{k: scores[k] for k in ("accuracy6_mean", "accuracy6_std", "accuracy2_mean", "accuracy2_std")},
+            }
+        )
+    print(
+        f"OATH protocol on {ds.root} ({len(ds.table):,} images, {len(ds.splits)} splits, {args.head} head)"
+        + (" — SYNTHETIC data: the accuracies say nothing about real skies" if ds.synthetic else "")
+    )
     print(f"network alone on {args.device}, {CORES} cores, default batches of random images; ratio to the first row")
     print(f"{'backbone':<44}{'input':>6}{'dim':>6}{'img/s':>9}{'ratio':>7}{'6-class %':>14}{'2-class %':>14}")
     for r in results:
-        print(f"{r['backbone']:<44}{r['size']:>6}{r['dim']:>6}{r['rate']:>9.1f}{r['rate'] / results[0]['rate']:>7.2f}"
-              f"{100 * r['accuracy6_mean']:>8.1f} ± {100 * r['accuracy6_std']:<4.1f}"
-              f"{100 * r['accuracy2_mean']:>8.1f} ± {100 * r['accuracy2_std']:<4.1f}")
+        print(
+            f"{r['backbone']:<44}{r['size']:>6}{r['dim']:>6}{r['rate']:>9.1f}{r['rate'] / results[0]['rate']:>7.2f}"
+            f"{100 * r['accuracy6_mean']:>8.1f} ± {100 * r['accuracy6_std']:<4.1f}"
+            f"{100 * r['accuracy2_mean']:>8.1f} ± {100 * r['accuracy2_std']:<4.1f}"
+        )
     _plot(results, args.plot, ds.synthetic)
     print(f"plot: {args.plot}")
 
@@ -102,8 +120,10 @@ def padding_check(seconds: float, batch: int = 16) -> None:
                         net(x)
                         n += batch
                     best[i] = max(best[i], n / (time.perf_counter() - t0))
-        print(f"shipped network @{size}, batch {batch}: padding layers {best[0]:.1f} img/s, padding in the "
-              f"convolutions {best[1]:.1f} img/s: ratio {best[1] / best[0]:.2f}; identical outputs: {same}")
+        print(
+            f"shipped network @{size}, batch {batch}: padding layers {best[0]:.1f} img/s, padding in the "
+            f"convolutions {best[1]:.1f} img/s: ratio {best[1] / best[0]:.2f}; identical outputs: {same}"
+        )
 
 
 def _plot(results: list[dict], path: str, synthetic: bool) -> None:
@@ -116,8 +136,13 @@ def _plot(results: list[dict], path: str, synthetic: bool) -> None:
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in results:
         ax.errorbar(r["rate"], 100 * r["accuracy6_mean"], yerr=100 * r["accuracy6_std"], fmt="o", capsize=3)
-        ax.annotate(f"{r['short']} @{r['size']}", (r["rate"], 100 * r["accuracy6_mean"]),
-                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.annotate(
+            f"{r['short']} @{r['size']}",
+            (r["rate"], 100 * r["accuracy6_mean"]),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("images/s (network alone)")
     ax.set_ylabel("6-class accuracy, OATH protocol (%)")

@@ -10,6 +10,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/ephemeris.py [--pairs 1000000] [--stations 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,19 @@ def per_stamp_skyfield(times: pd.DatetimeIndex, sites: dict, index: np.ndarray, 
     tops = [wgs84.latlon(*site[:2], elevation_m=site[2]) for site in sites.values()]
     out = np.empty((len(times), 2))
     for start in range(0, len(times), chunk):
-        part = times[start:start + chunk]
-        t = ts.utc(part.year.values, part.month.values, part.day.values, part.hour.values, part.minute.values,
-                   part.second.values + part.microsecond.values / 1e6)
+        part = times[start : start + chunk]
+        t = ts.utc(
+            part.year.values,
+            part.month.values,
+            part.day.values,
+            part.hour.values,
+            part.minute.values,
+            part.second.values + part.microsecond.values / 1e6,
+        )
         t._nutation_angles_radians = iau2000b_radians(t)
         geo = eph["earth"].at(t)
         bodies = [geo.observe(eph[b]).apparent().position.au for b in ("sun", "moon")]
-        idx = index[start:start + chunk]
+        idx = index[start : start + chunk]
         for k in np.unique(idx):
             rows = np.flatnonzero(idx == k)
             tk = t[rows]
@@ -55,7 +62,8 @@ def full_skyfield(times: pd.DatetimeIndex, site: tuple) -> np.ndarray:
 
     ts, eph = _skyfield()
     obs = (eph["earth"] + wgs84.latlon(site[0], site[1], elevation_m=site[2])).at(
-        ts.from_datetimes(times.tz_localize("UTC").to_pydatetime()))
+        ts.from_datetimes(times.tz_localize("UTC").to_pydatetime())
+    )
     return np.stack([obs.observe(eph[b]).apparent().altaz()[0].degrees for b in ("sun", "moon")], axis=1)
 
 
@@ -86,8 +94,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     sites = {f"S{i}": (55.0 + 2.5 * i, -150.0 + 30.0 * i, 100.0) for i in range(args.stations)}
     # Every station has its own stamps (a season: Nov-Feb), in no particular order.
-    times = pd.DatetimeIndex(rng.integers(pd.Timestamp("2010-11-01").value, pd.Timestamp("2011-03-01").value,
-                                          args.pairs))
+    times = pd.DatetimeIndex(
+        rng.integers(pd.Timestamp("2010-11-01").value, pd.Timestamp("2011-03-01").value, args.pairs)
+    )
     index = rng.integers(0, args.stations, args.pairs)
     sun_moon_multi(times[:1000], sites, index[:1000])  # loads DE421
 
@@ -107,17 +116,23 @@ def main() -> None:
         errors.append(np.abs(fast[["sun_alt", "moon_alt"]].to_numpy()[rows] - ref).max(axis=0))
     err_sun, err_moon = np.max(errors, axis=0)
     agree = np.abs(fast[["sun_alt", "moon_alt"]].to_numpy()[:n0] - slow).max()
-    print(f"grid + numpy:       {args.pairs:,} pairs, {args.stations} stations in {fast_s:.2f} s "
-          f"-> {args.pairs / fast_s:,.0f} pairs/s")
+    print(
+        f"grid + numpy:       {args.pairs:,} pairs, {args.stations} stations in {fast_s:.2f} s "
+        f"-> {args.pairs / fast_s:,.0f} pairs/s"
+    )
     print(f"per-stamp Skyfield: {n0:,} pairs in {slow_s:.2f} s -> {n0 / slow_s:,.0f} pairs/s")
     print(f"ratio: {(args.pairs / fast_s) / (n0 / slow_s):.1f}x")
-    print(f"max |error| vs full topocentric Skyfield (3,000 pairs): Sun {err_sun * 3600:.2f} arcsec, "
-          f"Moon {err_moon * 3600:.2f} arcsec ({max(err_sun, err_moon):.5f} deg); "
-          f"vs previous method {agree * 3600:.2f} arcsec")
+    print(
+        f"max |error| vs full topocentric Skyfield (3,000 pairs): Sun {err_sun * 3600:.2f} arcsec, "
+        f"Moon {err_moon * 3600:.2f} arcsec ({max(err_sun, err_moon):.5f} deg); "
+        f"vs previous method {agree * 3600:.2f} arcsec"
+    )
     frames = pd.date_range("2010-12-01", "2010-12-04", freq="1min", inclusive="left")
     single, blocks = per_file_ms(frames, (78.9, 11.9, 10.0), 1), per_file_ms(frames, (78.9, 11.9, 10.0), 144)
-    print(f"per-file calls ({len(frames):,} frames at 1 min): {single:.2f} ms each computing single nodes, "
-          f"{blocks:.2f} ms with day blocks -> ratio {single / blocks:.1f}x")
+    print(
+        f"per-file calls ({len(frames):,} frames at 1 min): {single:.2f} ms each computing single nodes, "
+        f"{blocks:.2f} ms with day blocks -> ratio {single / blocks:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ per-frame filtering over plain reading plus the recipe.  One thread.  Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/formats.py [--repeat 20] [--data ../shared/samples/asi]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,8 @@ def decoders(repeat: int) -> None:
     grey16 = imagecodecs.png_encode(render_frame("arc", pd.Timestamp("2010-12-01"), rng))
     buf = io.BytesIO()
     Image.fromarray(render_colour_frame("arc", pd.Timestamp("2010-12-01"), rng, 2832)).save(
-        buf, format="JPEG", quality=90)
+        buf, format="JPEG", quality=90
+    )
     samples = {
         "OATH 16-bit RGB PNG 256²": (DATA / "oath_00001.png").read_bytes(),
         "ASIM-like 16-bit grey PNG 256²": grey16,
@@ -80,8 +82,10 @@ def decoders(repeat: int) -> None:
             print(f"{label:34s} {name:12s} {ms:8.2f} {ms / base:10.2f}  {arr.dtype}, {arr.shape}")
         ours = decode(data, label, min_side=256)
         ms = _best(lambda: decode(data, label, min_side=256), repeat) * 1e3
-        print(f"{label:34s} {'ours(256)':12s} {ms:8.2f} {ms / base:10.2f}  {ours.dtype}, {ours.shape}  "
-              "<- aurora_batch.imaging.decode for lite128")
+        print(
+            f"{label:34s} {'ours(256)':12s} {ms:8.2f} {ms / base:10.2f}  {ours.dtype}, {ours.shape}  "
+            "<- aurora_batch.imaging.decode for lite128"
+        )
 
 
 def judged(repeat: int, data_dir: Path = DATA) -> None:
@@ -96,9 +100,13 @@ def judged(repeat: int, data_dir: Path = DATA) -> None:
 
     recipe = get_recipe("lite128")
     flt = FilterConfig(sun_max_alt=90, moon_max_alt=None)  # judge every frame: none is dropped before the recipe
-    names = ["20140310_0605_gill_themis19_full.pgm.gz", "20220307_0601_gill_nir-216_8446.pgm.gz",
-             "20220308_0601_gill_blue-814_full.pgm.gz", "20200508_060500_122643_gill_rgb-04_320ms_full.png",
-             "thg_l1_asf_gako_2011010617_v01.cdf"]
+    names = [
+        "20140310_0605_gill_themis19_full.pgm.gz",
+        "20220307_0601_gill_nir-216_8446.pgm.gz",
+        "20220308_0601_gill_blue-814_full.pgm.gz",
+        "20200508_060500_122643_gill_rgb-04_320ms_full.png",
+        "thg_l1_asf_gako_2011010617_v01.cdf",
+    ]
     print(f"\n{'file':52s} {'format':13s} {'read fr/s':>10s} {'read+recipe':>12s} {'judged':>9s} {'ratio':>6s}")
     for name in names:
         if not (data_dir / name).exists():
@@ -115,21 +123,29 @@ def judged(repeat: int, data_dir: Path = DATA) -> None:
             return [recipe(img) for img in read_file(data, name, fmt, recipe.min_side).images]
 
         def full():
-            return judge_frames(read_file(data, name, fmt, recipe.min_side), row, recipe,
-                                (s.latitude, s.longitude, s.altitude_m), flt)
+            return judge_frames(
+                read_file(data, name, fmt, recipe.min_side), row, recipe, (s.latitude, s.longitude, s.altitude_m), flt
+            )
 
         t_read = _best(lambda: read_file(data, name, fmt, recipe.min_side), repeat)
         t_plain, t_full = _best(plain, repeat), _best(full, repeat)
-        print(f"{name:52s} {p.format:13s} {n / t_read:10.0f} {n / t_plain:12.0f} {n / t_full:9.0f} "
-              f"{t_plain / t_full:6.2f}")
+        print(
+            f"{name:52s} {p.format:13s} {n / t_read:10.0f} {n / t_plain:12.0f} {n / t_full:9.0f} "
+            f"{t_plain / t_full:6.2f}"
+        )
     print("ratio: frames/s judged (ephemeris + checks + recipe) / frames/s of read + recipe alone")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--data", type=Path, default=DATA, help="folder of the real samples (default tests/data, "
-                    "trimmed to 1-3 frames a file; ../shared/samples/asi has the whole files)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="folder of the real samples (default tests/data, "
+        "trimmed to 1-3 frames a file; ../shared/samples/asi has the whole files)",
+    )
     args = ap.parse_args()
     decoders(args.repeat)
     judged(args.repeat, args.data)

@@ -10,6 +10,7 @@ script without one, for a smoke test).  Usage::
     python benchmarks/gpu_throughput.py [--images 20000] [--decode-threads 1,2,4,8,14]
                                         [--precision float32] [--recipe lite128] [--batch-size 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ class GpuSampler:
 
     def _run(self):
         while not self._stop.wait(self.interval_s):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True).stdout.split()
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()
             if out:
                 self.samples.append(float(out[0]))
 
@@ -74,15 +78,27 @@ def main() -> None:
     print(f"plain inference on {args.device}: {plain:.0f} img/s (batch {args.batch_size}, {size} px)")
     resources = {"GPU": 1} if args.device.startswith("cuda") else None
     for i, threads in enumerate(int(t) for t in args.decode_threads.split(",")):
-        job = season_job(f"file://{tmp}/archive", f"file://{tmp}/out-{i}", "NYA", start.to_pydatetime(),
-                         end.to_pydatetime(), device=args.device, recipe=args.recipe, precision=args.precision,
-                         batch_size=args.batch_size, decode_threads=threads, compile=args.compile)
+        job = season_job(
+            f"file://{tmp}/archive",
+            f"file://{tmp}/out-{i}",
+            "NYA",
+            start.to_pydatetime(),
+            end.to_pydatetime(),
+            device=args.device,
+            recipe=args.recipe,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            decode_threads=threads,
+            compile=args.compile,
+        )
         job = job.model_copy(update={"features": job.features.model_copy(update={"torch_threads": None})})
         with GpuSampler() as gpu:
             summary, peak = run_season_on_local_cluster(job, 1, threads_per_worker=1, resources=resources)
         rate = summary.images / summary.seconds
-        print(f"decode_threads {threads:2d}: {rate:7.0f} img/s end to end, ratio to plain {rate / plain:.2f}, "
-              f"worker peak RSS {peak:.0f} MB; {gpu.summary()}")
+        print(
+            f"decode_threads {threads:2d}: {rate:7.0f} img/s end to end, ratio to plain {rate / plain:.2f}, "
+            f"worker peak RSS {peak:.0f} MB; {gpu.summary()}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ instants of 2000-2023 with both timescales, prints the largest difference in deg
 
     python benchmarks/iers.py [--samples 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,18 @@ def main() -> None:
                 alts.append(site.at(t).observe(eph[body]).apparent().altaz()[0].degrees)
             t = builtin.tt_jd(jd)
             shifted = builtin.tt_jd(jd + 1.0 / 86400)  # the same UT1 one second later
-            d1 = (site.at(shifted).observe(eph[body]).apparent().altaz()[0].degrees
-                  - site.at(t).observe(eph[body]).apparent().altaz()[0].degrees)
+            d1 = (
+                site.at(shifted).observe(eph[body]).apparent().altaz()[0].degrees
+                - site.at(t).observe(eph[body]).apparent().altaz()[0].degrees
+            )
             worst[(code, body)] = (np.abs(alts[0] - alts[1]).max(), np.abs(d1).max())
     dut1 = np.abs(builtin.tt_jd(jd).ut1 - measured.tt_jd(jd).ut1).max() * 86400
     print(f"UT1 of the built-in timescale vs finals2000A.all over 2000-2023: largest difference {dut1:.4f} s")
     for (code, body), (diff, per_second) in worst.items():
-        print(f"  {code} {body:4s}: altitude differs by at most {diff:.6f} deg; 1 s of UT1 error moves it "
-              f"up to {per_second:.4f} deg")
+        print(
+            f"  {code} {body:4s}: altitude differs by at most {diff:.6f} deg; 1 s of UT1 error moves it "
+            f"up to {per_second:.4f} deg"
+        )
     print(f"(skyfield-data in {os.path.dirname(folder)})")
 
 

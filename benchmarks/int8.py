@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/int8.py [--per-class 40] [--data ../shared/samples/asi ../shared/samples/oath]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ def _real_inputs(folders: list[Path], recipe) -> tuple[np.ndarray, list[str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-class", type=int, default=40)
-    ap.add_argument("--data", type=Path, nargs="+", default=[ROOT.parent / "shared" / "samples" / d
-                                                              for d in ("asi", "oath")])
+    ap.add_argument(
+        "--data", type=Path, nargs="+", default=[ROOT.parent / "shared" / "samples" / d for d in ("asi", "oath")]
+    )
     ap.add_argument("--rounds", type=int, default=4)
     args = ap.parse_args()
     from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
@@ -75,10 +77,15 @@ def main() -> None:
     t0 = time.perf_counter()
     int8.push(batch)
     int8.result()
-    print(f"  int8 warm-up: quantising (or loading the program cached by an earlier run) {quantised:.1f} s, first "
-          f"batch (compilation) {time.perf_counter() - t0:.1f} s")
-    extractors = {"float32 eager": FeatureExtractor(device="cpu"),
-                  "float32 compiled": FeatureExtractor(device="cpu", compile=True), "int8": int8}
+    print(
+        f"  int8 warm-up: quantising (or loading the program cached by an earlier run) {quantised:.1f} s, first "
+        f"batch (compilation) {time.perf_counter() - t0:.1f} s"
+    )
+    extractors = {
+        "float32 eager": FeatureExtractor(device="cpu"),
+        "float32 compiled": FeatureExtractor(device="cpu", compile=True),
+        "int8": int8,
+    }
     for e in extractors.values():
         e.push(batch)
         e.result()
@@ -88,8 +95,10 @@ def main() -> None:
             rates[k].append(_rate(e, batch))
     eager = statistics.median(rates["float32 eager"])
     for k, v in rates.items():
-        print(f"  {k}: {statistics.median(v):.1f} img/s (rounds {', '.join(f'{x:.0f}' for x in v)}): "
-              f"{statistics.median(v) / eager:.2f} of float32 eager")
+        print(
+            f"  {k}: {statistics.median(v):.1f} img/s (rounds {', '.join(f'{x:.0f}' for x in v)}): "
+            f"{statistics.median(v) / eager:.2f} of float32 eager"
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="aurora-int8-"))
     ds = read_oath(write_synthetic_oath(tmp / "oath", n_per_class=args.per_class, seed=3))
@@ -101,13 +110,17 @@ def main() -> None:
             e.push(x)
             feats[label, precision] = e.result()
     head = train(ds, feats["synthetic", "float32"], "ridge", split=0)
-    for label, what in (("synthetic", f"SYNTHETIC OATH tree, {len(synthetic)} images"),
-                        ("real", f"real samples, {len(real)} frames of {len(set(names))} files")):
+    for label, what in (
+        ("synthetic", f"SYNTHETIC OATH tree, {len(synthetic)} images"),
+        ("real", f"real samples, {len(real)} frames of {len(set(names))} files"),
+    ):
         a, b = feats[label, "float32"], feats[label, "int8"]
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         agree = (head.predict(a) == head.predict(b)).mean()
-        print(f"  {what}: feature cosine min {cosine.min():.4f}, median {np.median(cosine):.4f}; "
-              f"6-class labels agree {agree:.1%}")
+        print(
+            f"  {what}: feature cosine min {cosine.min():.4f}, median {np.median(cosine):.4f}; "
+            f"6-class labels agree {agree:.1%}"
+        )
 
 
 if __name__ == "__main__":

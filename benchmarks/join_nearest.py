@@ -8,6 +8,7 @@ generating the synthetic data (the Dask graph generates it chunk by chunk).  Usa
 
     python benchmarks/join_nearest.py [--left 5000000] [--right 50000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,13 @@ def right_chunk(k: int, n_right: int) -> pd.DataFrame:
     steps = np.arange(start, stop)
     t = np.repeat(T0.value + steps * 10_000_000_000, len(STATIONS))
     rng = np.random.default_rng(k)
-    frame = pd.DataFrame({"time": pd.to_datetime(t), "station": np.tile(STATIONS, len(steps)),
-                          "x": rng.normal(size=len(t)).astype(np.float32)})
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(t),
+            "station": np.tile(STATIONS, len(steps)),
+            "x": rng.normal(size=len(t)).astype(np.float32),
+        }
+    )
     return frame.set_index(pd.DatetimeIndex(frame["time"], name="time"))
 
 
@@ -67,7 +73,9 @@ def run_dask(n_left, n_right, q, indexed=False):
     from aurora_batch.instruments.join import nearest
 
     k = list(range(_n_chunks(n_right)))
-    divisions = [T0 + pd.Timedelta(days=i * CHUNK_DAYS) for i in k] + [T0 + pd.Timedelta(days=_span_days(n_right), hours=1)]
+    divisions = [T0 + pd.Timedelta(days=i * CHUNK_DAYS) for i in k] + [
+        T0 + pd.Timedelta(days=_span_days(n_right), hours=1)
+    ]
     right = dd.from_map(right_chunk, k, n_right=n_right, divisions=divisions)
     if indexed:  # images sorted by time with known divisions: dask's merge_asof path
         left = dd.from_map(_left_indexed, k, n_left=n_left, n_right=n_right, divisions=divisions)
@@ -78,8 +86,15 @@ def run_dask(n_left, n_right, q, indexed=False):
         out = nearest(left, right, tolerance="60s")
         matched, checksum = dask.compute(out["x"].count(), out["x"].sum())
         matched, checksum = int(matched), float(checksum)
-    q.put(("dask merge_asof" if indexed else "dask windowed", time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, matched,
-           checksum))
+    q.put(
+        (
+            "dask merge_asof" if indexed else "dask windowed",
+            time.perf_counter() - t0,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            matched,
+            checksum,
+        )
+    )
 
 
 def run_pandas(n_left, n_right, q):
@@ -87,10 +102,18 @@ def run_pandas(n_left, n_right, q):
     k = range(_n_chunks(n_right))
     right = pd.concat([right_chunk(i, n_right) for i in k]).reset_index(drop=True)
     left = pd.concat([left_chunk(i, n_left, n_right) for i in k], ignore_index=True)
-    out = pd.merge_asof(left.sort_values("time"), right, on="time", by="station", tolerance=pd.Timedelta("60s"),
-                        direction="nearest")
-    q.put(("pandas merge_asof", time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-           int(out["x"].notna().sum()), float(out["x"].sum())))
+    out = pd.merge_asof(
+        left.sort_values("time"), right, on="time", by="station", tolerance=pd.Timedelta("60s"), direction="nearest"
+    )
+    q.put(
+        (
+            "pandas merge_asof",
+            time.perf_counter() - t0,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            int(out["x"].notna().sum()),
+            float(out["x"].sum()),
+        )
+    )
 
 
 def main() -> None:
@@ -109,8 +132,10 @@ def main() -> None:
     n_left = args.left // _n_chunks(args.right) * _n_chunks(args.right)
     print(f"{n_left:,} image rows x {args.right:,} magnetometer rows, {len(STATIONS)} stations, tolerance 60 s")
     for name, seconds, rss_kb, matched, _ in results:
-        print(f"  {name:18s} {seconds:7.1f} s  {n_left / seconds:12,.0f} rows/s  peak RSS {rss_kb / 1e6:5.2f} GB"
-              f"  matched {matched:,}")
+        print(
+            f"  {name:18s} {seconds:7.1f} s  {n_left / seconds:12,.0f} rows/s  peak RSS {rss_kb / 1e6:5.2f} GB"
+            f"  matched {matched:,}"
+        )
     _, t_p, m_p, match_p, sum_p = results[-1]
     for name, t_d, m_d, match_d, sum_d in results[:-1]:
         assert match_d == match_p and abs(sum_d - sum_p) < 1e-3 * max(1.0, abs(sum_p)), f"{name} differs"

@@ -6,6 +6,7 @@ Writes N zero-byte objects in an ASIM-like tree (station/wavelength/year/day), t
 
     python benchmarks/listing.py [--objects 100000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def main() -> None:
         names = [f"listing/archive/{asim_name(s, t)}" for s in ("NYA", "LYR") for t in times]
         t0 = time.perf_counter()
         for i in range(0, len(names), 2000):
-            fs.pipe({n: b"" for n in names[i:i + 2000]})
+            fs.pipe({n: b"" for n in names[i : i + 2000]})
         print(f"put {len(names)} objects in {time.perf_counter() - t0:.1f} s")
         fs.invalidate_cache()
         t0 = time.perf_counter()
@@ -47,8 +48,10 @@ def main() -> None:
         t_ours = time.perf_counter() - t0
         assert len(listing) == len(plain) == len(names), (len(listing), len(plain), len(names))
         print(f"single find(): {len(plain)} objects in {t_plain:.1f} s ({len(plain) / t_plain:,.0f} obj/s)")
-        print(f"list_images (prefixes in parallel): {len(listing)} objects in {t_ours:.1f} s "
-              f"({len(listing) / t_ours:,.0f} obj/s); ratio {t_plain / t_ours:.2f}x")
+        print(
+            f"list_images (prefixes in parallel): {len(listing)} objects in {t_ours:.1f} s "
+            f"({len(listing) / t_ours:,.0f} obj/s); ratio {t_plain / t_ours:.2f}x"
+        )
     finally:
         server.stop()
 

@@ -7,6 +7,7 @@ Usage::
 
     python benchmarks/memory_scaling.py [--images 1000] [--factor 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,19 @@ def _season(n: int):
     start = pd.Timestamp("2010-12-10")
     cadence = pd.Timedelta(days=days) / n
     write_archive(f"file://{tmp}/archive", ["NYA"], start, start + cadence * n, cadence=cadence, seed=1)
-    job = JobConfig(input=f"file://{tmp}/archive", output=f"file://{tmp}/out", stations=["NYA"],
-                    start=start.to_pydatetime(), end=(start + pd.Timedelta(days=days)).to_pydatetime(),
-                    filter={"sun_max_alt": 90, "moon_max_alt": None}, features={"torch_threads": 1})
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster) as client:
+    job = JobConfig(
+        input=f"file://{tmp}/archive",
+        output=f"file://{tmp}/out",
+        stations=["NYA"],
+        start=start.to_pydatetime(),
+        end=(start + pd.Timedelta(days=days)).to_pydatetime(),
+        filter={"sun_max_alt": 90, "moon_max_alt": None},
+        features={"torch_threads": 1},
+    )
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
+        Client(cluster) as client,
+    ):
         import os
 
         import psutil

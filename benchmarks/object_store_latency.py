@@ -7,6 +7,7 @@ and through the proxy, and prints both rates and their ratio (goal ≥ 0.9).  Us
 
     python benchmarks/object_store_latency.py [--images 2000] [--latency-ms 30] [--fetch-concurrency 16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,21 +36,33 @@ def main() -> None:
     try:
         server.filesystem().mkdir("archive")
         t0 = time.perf_counter()
-        start, end, _ = write_synthetic_archive("s3://archive/asim", "NYA", "2010-12-10", args.images, args.days,
-                                                storage_options=server.storage_options)
+        start, end, _ = write_synthetic_archive(
+            "s3://archive/asim", "NYA", "2010-12-10", args.images, args.days, storage_options=server.storage_options
+        )
         print(f"synthetic archive: {args.images} frames on SeaweedFS in {time.perf_counter() - t0:.1f} s")
         rates = {}
         for name, endpoint in (("direct", server.endpoint), (f"+{args.latency_ms:g} ms", proxy.endpoint)):
             options = {**server.storage_options, "client_kwargs": {"endpoint_url": endpoint}}
-            job = season_job("s3://archive/asim", f"file://{tmp}/out-{len(rates)}", "NYA", start.to_pydatetime(),
-                             end.to_pydatetime(), storage_options=options, fetch_concurrency=args.fetch_concurrency)
+            job = season_job(
+                "s3://archive/asim",
+                f"file://{tmp}/out-{len(rates)}",
+                "NYA",
+                start.to_pydatetime(),
+                end.to_pydatetime(),
+                storage_options=options,
+                fetch_concurrency=args.fetch_concurrency,
+            )
             summary, _ = run_season_on_local_cluster(job, args.workers)
             rates[name] = summary.images / summary.seconds
-            print(f"season, input {name:>8s}: {summary.images} images in {summary.seconds:.1f} s "
-                  f"-> {rates[name]:.1f} img/s")
+            print(
+                f"season, input {name:>8s}: {summary.images} images in {summary.seconds:.1f} s "
+                f"-> {rates[name]:.1f} img/s"
+            )
         direct, delayed = rates.values()
-        print(f"ratio delayed/direct: {delayed / direct:.2f} ({proxy.requests} requests went through the proxy, "
-              f"fetch_concurrency {args.fetch_concurrency})")
+        print(
+            f"ratio delayed/direct: {delayed / direct:.2f} ({proxy.requests} requests went through the proxy, "
+            f"fetch_concurrency {args.fetch_concurrency})"
+        )
     finally:
         proxy.close()
         server.stop()

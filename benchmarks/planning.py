@@ -20,6 +20,7 @@ Usage::
 
     python benchmarks/planning.py [--root /tmp/aurora-planning] [--parts 1,2,3,4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,11 @@ def local_archive(root: Path, days: int) -> Path:
         return path
     t0 = time.perf_counter()
     start = pd.Timestamp(START)
-    chunks = [(str(path), s, start + pd.Timedelta(days=d), start + pd.Timedelta(days=min(days, d + 100)))
-              for s in STATIONS for d in range(0, days, 100)]
+    chunks = [
+        (str(path), s, start + pd.Timedelta(days=d), start + pd.Timedelta(days=min(days, d + 100)))
+        for s in STATIONS
+        for d in range(0, days, 100)
+    ]
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         n = sum(pool.map(_touch_day_range, chunks))
     marker.touch()
@@ -95,8 +99,15 @@ def _job(url: str, days_in_archive: int, window_days: int = 1, layout: str = "au
     from aurora_batch.config import JobConfig
 
     end = pd.Timestamp(START) + pd.Timedelta(days=days_in_archive)
-    return JobConfig(input=url, output="memory://planning-bench", stations=STATIONS, layout=layout,
-                     start=(end - pd.Timedelta(days=window_days)).to_pydatetime(), end=end.to_pydatetime(), **extra)
+    return JobConfig(
+        input=url,
+        output="memory://planning-bench",
+        stations=STATIONS,
+        layout=layout,
+        start=(end - pd.Timedelta(days=window_days)).to_pydatetime(),
+        end=end.to_pydatetime(),
+        **extra,
+    )
 
 
 def _median_time(fn, repeats: int = 7):
@@ -122,15 +133,19 @@ def nightly(root: Path, days_list=(30, 300, 3000)) -> None:
             plan_run(job)  # warm: compiled patterns, ephemeris nodes
             seconds, plan = _median_time(lambda: plan_run(job))
             times[layout].append(seconds)
-            print(f"  {days:5d} days ({days * 576:>9,} files), layout {label}: plan {seconds:6.3f} s, "
-                  f"{plan.requests:3d} listing requests, {plan.listed:5d} files listed, {plan.files} in the window")
+            print(
+                f"  {days:5d} days ({days * 576:>9,} files), layout {label}: plan {seconds:6.3f} s, "
+                f"{plan.requests:3d} listing requests, {plan.listed:5d} files listed, {plan.files} in the window"
+            )
         if days <= 300:
             seconds, _ = _median_time(lambda: reference_plan(job), repeats=1)
             reference.append(seconds)
             print(f"  {days:5d} days: reference planner (everything listed and parsed, in the driver) {seconds:6.2f} s")
     for layout, label in LAYOUTS.items():
-        print(f"  ratio {days_list[-1]}-day / {days_list[0]}-day, layout {label}: "
-              f"{times[layout][-1] / times[layout][0]:.2f} (goal <= 1.3)")
+        print(
+            f"  ratio {days_list[-1]}-day / {days_list[0]}-day, layout {label}: "
+            f"{times[layout][-1] / times[layout][0]:.2f} (goal <= 1.3)"
+        )
     if len(reference) > 1:
         print(f"  reference planner: {reference[1] / reference[0]:.1f} for {days_list[1]} / {days_list[0]} days")
 
@@ -141,8 +156,9 @@ def _count_s3_requests(job) -> list[str]:
 
     fs, _ = filesystem(job.input, job.storage_options)
     sent: list[str] = []
-    fs.s3.meta.events.register("before-send.s3", lambda request, **kw: sent.append(kw.get("event_name", "?")
-                                                                                     .rsplit(".", 1)[-1]))
+    fs.s3.meta.events.register(
+        "before-send.s3", lambda request, **kw: sent.append(kw.get("event_name", "?").rsplit(".", 1)[-1])
+    )
     return sent
 
 
@@ -171,7 +187,7 @@ def object_storage(root: Path, days_list=(30, 300), latency_s: float = 0.030) ->
             start = pd.Timestamp(START)
             names = [n for s in STATIONS for n in _names((s, start, start + pd.Timedelta(days=days)))]
             for i in range(0, len(names), 5000):
-                fs.pipe({f"{bucket}/{n}": b"" for n in names[i:i + 5000]})
+                fs.pipe({f"{bucket}/{n}": b"" for n in names[i : i + 5000]})
             print(f"  put {len(names):,} empty objects in {time.perf_counter() - t0:.0f} s")
             proxy = LatencyProxy(server.port, latency_s=latency_s)
             options = {**server.storage_options, "client_kwargs": {"endpoint_url": proxy.endpoint}}
@@ -181,13 +197,17 @@ def object_storage(root: Path, days_list=(30, 300), latency_s: float = 0.030) ->
                 sent = _count_s3_requests(job)
                 seconds, plan = _median_time(lambda: plan_run(job))
                 results.setdefault(layout, []).append(seconds)
-                print(f"  {days:5d} days, layout {label}: plan {seconds:6.3f} s, {plan.requests} listing requests "
-                      f"({len(sent) / 7:.0f} S3 requests: {_kinds(sent)}), {plan.listed} files listed, "
-                      f"{plan.files} in the window")
+                print(
+                    f"  {days:5d} days, layout {label}: plan {seconds:6.3f} s, {plan.requests} listing requests "
+                    f"({len(sent) / 7:.0f} S3 requests: {_kinds(sent)}), {plan.listed} files listed, "
+                    f"{plan.files} in the window"
+                )
             proxy.close()
         for layout, label in LAYOUTS.items():
-            print(f"  ratio {days_list[-1]}-day / {days_list[0]}-day, layout {label}: "
-                  f"{results[layout][-1] / results[layout][0]:.2f} (goal <= 1.3)")
+            print(
+                f"  ratio {days_list[-1]}-day / {days_list[0]}-day, layout {label}: "
+                f"{results[layout][-1] / results[layout][0]:.2f} (goal <= 1.3)"
+            )
     finally:
         server.stop(kill=True)
 
@@ -210,9 +230,11 @@ def where_to_plan(root: Path) -> None:
                 plan_run(job, client)
                 times[where], plan = _median_time(lambda: plan_run(job, client))
                 tasks[where] = plan.tasks
-            print(f"  {window:3d} days x 4 stations ({plan.files:>7,} files): driver {times['driver']:6.3f} s, "
-                  f"workers {times['workers']:6.3f} s ({tasks['workers']} tasks): ratio "
-                  f"{times['workers'] / times['driver']:.2f}; auto {times['auto']:6.3f} s ({plan.where})")
+            print(
+                f"  {window:3d} days x 4 stations ({plan.files:>7,} files): driver {times['driver']:6.3f} s, "
+                f"workers {times['workers']:6.3f} s ({tasks['workers']} tasks): ratio "
+                f"{times['workers'] / times['driver']:.2f}; auto {times['auto']:6.3f} s ({plan.where})"
+            )
 
 
 def _peak_mb() -> float:
@@ -239,8 +261,14 @@ def _season_child(path: str, days_in_archive: int, window_days: int) -> None:
             t0 = time.perf_counter()
             plan = plan_run(job, client)
             result[run] = time.perf_counter() - t0
-            result.update(files=plan.files, tasks=plan.tasks, where=plan.where, partitions=len(plan.counts),
-                          requests=plan.requests, peak_mb=max(result.get("peak_mb", 0), _peak_mb()))
+            result.update(
+                files=plan.files,
+                tasks=plan.tasks,
+                where=plan.where,
+                partitions=len(plan.counts),
+                requests=plan.requests,
+                peak_mb=max(result.get("peak_mb", 0), _peak_mb()),
+            )
             del plan  # its rows leave the workers
         print(json.dumps(result))
 
@@ -252,20 +280,28 @@ def season_plans(root: Path, sizes=(300_000, 1_000_000, 3_000_000)) -> None:
     out = []
     for n in sizes:
         window = n // (len(STATIONS) * 144) + 1
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path), str(days_in_archive), str(window)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(path), str(days_in_archive), str(window)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         out.append(r)
-        print(f"  {r['files']:>9,} files ({window} days, {r['partitions']:,} partitions, {r['tasks']} tasks): "
-              f"{r['cold']:6.1f} s cold ({r['files'] / r['cold']:>8,.0f} files/s), {r['warm']:6.1f} s warm "
-              f"({r['files'] / r['warm']:>8,.0f} files/s); driver peak {r['peak_mb']:.0f} MB "
-              f"({r['base_mb']:.0f} MB before planning)")
+        print(
+            f"  {r['files']:>9,} files ({window} days, {r['partitions']:,} partitions, {r['tasks']} tasks): "
+            f"{r['cold']:6.1f} s cold ({r['files'] / r['cold']:>8,.0f} files/s), {r['warm']:6.1f} s warm "
+            f"({r['files'] / r['warm']:>8,.0f} files/s); driver peak {r['peak_mb']:.0f} MB "
+            f"({r['base_mb']:.0f} MB before planning)"
+        )
     a, b = out[0], out[-1]
     growth = (b["peak_mb"] - a["peak_mb"]) * 2**20 / (b["files"] - a["files"])
-    print(f"  driver growth {growth:.1f} bytes a file (goal <= 100); peak at {b['files']:,} files "
-          f"{b['peak_mb']:.0f} MB (goal < 1024); {b['files'] / b['cold']:,.0f} files/s cold, "
-          f"{b['files'] / b['warm']:,.0f} warm (goal >= 50,000); "
-          f"{(b['peak_mb'] - b['base_mb']) * 1024 / b['partitions']:.1f} KB a partition")
+    print(
+        f"  driver growth {growth:.1f} bytes a file (goal <= 100); peak at {b['files']:,} files "
+        f"{b['peak_mb']:.0f} MB (goal < 1024); {b['files'] / b['cold']:,.0f} files/s cold, "
+        f"{b['files'] / b['warm']:,.0f} warm (goal >= 50,000); "
+        f"{(b['peak_mb'] - b['base_mb']) * 1024 / b['partitions']:.1f} KB a partition"
+    )
 
 
 def main() -> None:
@@ -273,8 +309,11 @@ def main() -> None:
         _season_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "aurora-planning"),
-                    help="where the archives are written (and reused)")
+    ap.add_argument(
+        "--root",
+        default=os.path.join(tempfile.gettempdir(), "aurora-planning"),
+        help="where the archives are written (and reused)",
+    )
     ap.add_argument("--parts", default="1,2,3,4", help="which parts to run")
     ap.add_argument("--nightly-days", default="30,300,3000")
     ap.add_argument("--s3-days", default="30,300")

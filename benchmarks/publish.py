@@ -9,6 +9,7 @@ every 50 ms: the build times, their ratio, and the time the reader could not ope
 
     python benchmarks/publish.py [--images 20000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,15 +41,27 @@ def stage_month(job, images: int) -> None:
     for station in ("NYA", "LYR"):
         for day in days:
             times = day + pd.to_timedelta(np.sort(rng.choice(86_400, per_part, replace=False)), unit="s")
-            rows = pd.DataFrame({"url": [f"s3://archive/{station}_{t:%Y%m%d_%H%M%S}.png" for t in times],
-                                 "station": station, "time": times,
-                                 "wavelength": pd.array([5577] * per_part, "Int64"),
-                                 "format": "asim", "status": Status.KEPT, "detail": "",
-                                 "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.3, "frame": np.int32(0),
-                                 "saturated": np.float32(0.0)})
-            arrays = {"features": rng.random((per_part, 1280), dtype=np.float32),
-                      "keogram_ns": rng.random((per_part, 256), dtype=np.float32) * 4000,
-                      "keogram_ew": rng.random((per_part, 256), dtype=np.float32) * 4000}
+            rows = pd.DataFrame(
+                {
+                    "url": [f"s3://archive/{station}_{t:%Y%m%d_%H%M%S}.png" for t in times],
+                    "station": station,
+                    "time": times,
+                    "wavelength": pd.array([5577] * per_part, "Int64"),
+                    "format": "asim",
+                    "status": Status.KEPT,
+                    "detail": "",
+                    "sun_alt": -20.0,
+                    "moon_alt": -5.0,
+                    "moon_illumination": 0.3,
+                    "frame": np.int32(0),
+                    "saturated": np.float32(0.0),
+                }
+            )
+            arrays = {
+                "features": rng.random((per_part, 1280), dtype=np.float32),
+                "keogram_ns": rng.random((per_part, 256), dtype=np.float32) * 4000,
+                "keogram_ew": rng.random((per_part, 256), dtype=np.float32) * 4000,
+            }
             url = staging_url(job.output, PartitionKey(station, 5577, day.date()))
             write_part(url, rows, arrays, job.output_storage_options, feature_fingerprint(job))
 
@@ -103,9 +116,16 @@ def main() -> None:
         server.filesystem().mkdir("publish")
         for fmt in ("zarr", "icechunk"):
             opts = server.storage_options
-            job = JobConfig(input="s3://publish/archive", output=f"s3://publish/{fmt}", stations=["NYA", "LYR"],
-                            start="2010-12-01", end="2011-01-01", storage_options=opts, output_storage_options=opts,
-                            store={"format": fmt})
+            job = JobConfig(
+                input="s3://publish/archive",
+                output=f"s3://publish/{fmt}",
+                stations=["NYA", "LYR"],
+                start="2010-12-01",
+                end="2011-01-01",
+                storage_options=opts,
+                output_storage_options=opts,
+                store={"format": fmt},
+            )
             stage_month(job, args.images)
             first = publish(job)
             log, stop = [], threading.Event()
@@ -119,8 +139,10 @@ def main() -> None:
             gap, failed, opens = unavailable(log)
             counts = {r for _, r in log if not isinstance(r, str)}
             results[fmt] = (first, second)
-            print(f"  {fmt:8s}: build and publish {first:6.2f} s, rebuild {second:6.2f} s; reader: {opens} opens, "
-                  f"{failed} failed, month unavailable {gap:.2f} s, image counts seen {sorted(counts)}")
+            print(
+                f"  {fmt:8s}: build and publish {first:6.2f} s, rebuild {second:6.2f} s; reader: {opens} opens, "
+                f"{failed} failed, month unavailable {gap:.2f} s, image counts seen {sorted(counts)}"
+            )
         ratio = [results["icechunk"][i] / results["zarr"][i] for i in range(2)]
         print(f"  icechunk / zarr: {ratio[0]:.2f} (first), {ratio[1]:.2f} (rebuild) (goal <= 1.2)")
     finally:

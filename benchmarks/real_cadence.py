@@ -16,6 +16,7 @@ Ratios are taken within the run; the CPU model is printed.  Usage::
 
     python benchmarks/real_cadence.py [--stations 1 4] [--days 30] [--frames 14400] [--backends local s3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,27 +47,46 @@ def stage(job, station: str, day, frames: int, seed: int) -> None:
 
     rng = np.random.default_rng(seed)
     times = pd.Timestamp(day) + pd.Timedelta(hours=2) + pd.to_timedelta(np.arange(frames) * 3, unit="s")
-    rows = pd.DataFrame({"url": [f"s3://themis/stream0/{t:%Y/%m/%d}/{station.lower()}_themis/"
-                                 f"{t:%Y%m%d_%H%M}_{station.lower()}_themis_full.pgm.gz" for t in times],
-                         "station": station, "time": times, "wavelength": pd.array([None] * frames, "Int64"),
-                         "format": "themis_pgm", "status": Status.KEPT, "detail": "",
-                         "sun_alt": rng.uniform(-40, -12, frames), "moon_alt": rng.uniform(-30, 0, frames),
-                         "moon_illumination": 0.3, "frame": np.int32(np.arange(frames) % 20),
-                         "saturated": np.float32(0.0), "size": 40_000})
+    rows = pd.DataFrame(
+        {
+            "url": [
+                f"s3://themis/stream0/{t:%Y/%m/%d}/{station.lower()}_themis/"
+                f"{t:%Y%m%d_%H%M}_{station.lower()}_themis_full.pgm.gz"
+                for t in times
+            ],
+            "station": station,
+            "time": times,
+            "wavelength": pd.array([None] * frames, "Int64"),
+            "format": "themis_pgm",
+            "status": Status.KEPT,
+            "detail": "",
+            "sun_alt": rng.uniform(-40, -12, frames),
+            "moon_alt": rng.uniform(-30, 0, frames),
+            "moon_illumination": 0.3,
+            "frame": np.int32(np.arange(frames) % 20),
+            "saturated": np.float32(0.0),
+            "size": 40_000,
+        }
+    )
     # Features like a pooled CNN output: non-negative, many near zero (compressible as real ones are, a little).
     features = np.maximum(rng.normal(0.0, 1.0, (frames, 1280)).astype(np.float32), 0)
     keogram = (rng.random((frames, 2, 256), dtype=np.float32) * 4000).round()
-    write_part(staging_url(job.output, PartitionKey(station, None, pd.Timestamp(day).date())), rows,
-               {"features": features, "keogram_ns": keogram[:, 0], "keogram_ew": keogram[:, 1]},
-               job.output_storage_options, feature_fingerprint(job))
+    write_part(
+        staging_url(job.output, PartitionKey(station, None, pd.Timestamp(day).date())),
+        rows,
+        {"features": features, "keogram_ns": keogram[:, 0], "keogram_ew": keogram[:, 1]},
+        job.output_storage_options,
+        feature_fingerprint(job),
+    )
 
 
 def build(job, month: str = "2010-12", force: bool = False, map_tasks=None):
     from aurora_batch.month.build import build_month, common_attrs, month_inputs
 
     t0 = time.perf_counter()
-    result = build_month(job, month_inputs(job, month), common_attrs(job), "", command="nightly", force=force,
-                         map_tasks=map_tasks)
+    result = build_month(
+        job, month_inputs(job, month), common_attrs(job), "", command="nightly", force=force, map_tasks=map_tasks
+    )
     return time.perf_counter() - t0, result
 
 
@@ -88,8 +108,14 @@ class Local:
     def job(self, name: str, stations: list[str]):
         from aurora_batch.config import JobConfig
 
-        return JobConfig(input="file:///in", output=f"file://{self.root}/{name}", stations=stations,
-                         start="2010-12-01", end="2011-01-01", store={"format": "zarr"})
+        return JobConfig(
+            input="file:///in",
+            output=f"file://{self.root}/{name}",
+            stations=stations,
+            start="2010-12-01",
+            end="2011-01-01",
+            store={"format": "zarr"},
+        )
 
     def store(self, job) -> Path:
         return Path(job.output.removeprefix("file://")) / "2010-12.zarr"
@@ -122,9 +148,16 @@ class S3(Local):
         from aurora_batch.config import JobConfig
 
         opts = self.server.storage_options
-        return JobConfig(input="s3://cadence/in", output=f"s3://cadence/{name}", stations=stations,
-                         start="2010-12-01", end="2011-01-01", storage_options=opts, output_storage_options=opts,
-                         store={"format": "icechunk"})
+        return JobConfig(
+            input="s3://cadence/in",
+            output=f"s3://cadence/{name}",
+            stations=stations,
+            start="2010-12-01",
+            end="2011-01-01",
+            storage_options=opts,
+            output_storage_options=opts,
+            store={"format": "icechunk"},
+        )
 
     def snapshot(self, job) -> dict[str, int]:
         path = job.output.removeprefix("s3://") + "/2010-12.icechunk"
@@ -165,28 +198,46 @@ def run(backend, stations: list[str], days: int, frames: int, client=None) -> di
     written = backend.written(before, month)
     assert result is not None and result.incremental, "the nightly should append"
     after_bytes, after_objects = backend.size(month)
-    out = {"one_day_build_s": one_s, "new_day_bytes": new_bytes, "month_build_s": whole_s,
-           "month_bytes": month_bytes, "month_objects": objects, "nightly_s": nightly_s, "written": written,
-           "growth": after_bytes - month_bytes, "staged": staged}
+    out = {
+        "one_day_build_s": one_s,
+        "new_day_bytes": new_bytes,
+        "month_build_s": whole_s,
+        "month_bytes": month_bytes,
+        "month_objects": objects,
+        "nightly_s": nightly_s,
+        "written": written,
+        "growth": after_bytes - month_bytes,
+        "staged": staged,
+    }
     print(f"  {backend.name}, {label} (fabricated in {staging:.0f} s):")
     print(f"    1-day month build {one_s:6.2f} s; the new day in the store {new_bytes / MiB:8.1f} MiB")
-    print(f"    {days}-day month built whole {whole_s:6.2f} s, {month_bytes / MiB:8.1f} MiB in {objects} objects "
-          f"({objects / len(stations):.0f} a station)")
-    print(f"    nightly adding day {days + 1}: {nightly_s:6.2f} s = {nightly_s / one_s:.2f} x the 1-day build "
-          "(goal <= 1.5)")
-    print(f"      bytes written into the month {written / MiB:8.1f} MiB = {written / new_bytes:.2f} x the new day "
-          "(goal <= 1.5)")
-    print(f"      store growth {out['growth'] / MiB:8.1f} MiB = {out['growth'] / new_bytes:.2f} x the new day "
-          "(goal <= 1.3)")
+    print(
+        f"    {days}-day month built whole {whole_s:6.2f} s, {month_bytes / MiB:8.1f} MiB in {objects} objects "
+        f"({objects / len(stations):.0f} a station)"
+    )
+    print(
+        f"    nightly adding day {days + 1}: {nightly_s:6.2f} s = {nightly_s / one_s:.2f} x the 1-day build "
+        "(goal <= 1.5)"
+    )
+    print(
+        f"      bytes written into the month {written / MiB:8.1f} MiB = {written / new_bytes:.2f} x the new day "
+        "(goal <= 1.5)"
+    )
+    print(
+        f"      store growth {out['growth'] / MiB:8.1f} MiB = {out['growth'] / new_bytes:.2f} x the new day "
+        "(goal <= 1.3)"
+    )
     print(f"      staging log {staged / MiB:8.1f} MiB = {staged / new_bytes:.2f} x the new day (goal <= 1.1)")
     print(f"      month after: {after_objects} objects ({after_objects / len(stations):.0f} a station)")
     if client is not None and len(stations) > 1:
         serial_s, _ = build(month, force=True)
         parallel_s = build_on_cluster(month, client)
         workers = len(client.scheduler_info()["workers"])
-        print(f"    {days + 1}-day month rebuilt whole: {serial_s:6.2f} s by one task, {parallel_s:6.2f} s with its "
-              f"stations on {workers} workers = {parallel_s / serial_s:.2f} (goal <= 0.6); scratch disk: none "
-              "(written in place: beside the store, or into an Icechunk session)")
+        print(
+            f"    {days + 1}-day month rebuilt whole: {serial_s:6.2f} s by one task, {parallel_s:6.2f} s with its "
+            f"stations on {workers} workers = {parallel_s / serial_s:.2f} (goal <= 0.6); scratch disk: none "
+            "(written in place: beside the store, or into an Icechunk session)"
+        )
     return out
 
 
@@ -207,15 +258,26 @@ def late_file(root: Path, frames: int) -> None:
     write_archive(f"file://{archive}", ["NYA"], start, end, cadence="3s", seed=7)
     written = time.perf_counter() - t0
     spec = root / "late.yaml"
-    spec.write_text(f"input: file://{archive}\noutput: file://{root}/late-out\nstations: [NYA]\n"
-                    f"start: 2010-12-01\nend: 2010-12-03\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
-                    "nightly: {lookback: 24h}\n")
+    spec.write_text(
+        f"input: file://{archive}\noutput: file://{root}/late-out\nstations: [NYA]\n"
+        f"start: 2010-12-01\nend: 2010-12-03\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
+        "nightly: {lookback: 24h}\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 
     def nightly() -> tuple[float, str]:
         t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"], env=env,
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        out = (
+            subprocess.run(
+                [sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         return time.perf_counter() - t, out
 
     first_s, first = nightly()
@@ -238,10 +300,14 @@ def late_file(root: Path, frames: int) -> None:
         return m.group(1) if m else "?"
 
     print(f"  aurora-batch nightly over {frames:,} frames at 3 s (PNG, written in {written:.0f} s), local disk:")
-    print(f"    first {first_s:6.1f} s ({field(first, 'frames_computed')} frames computed); idle {idle_s:6.1f} s "
-          f"({field(idle, 'stores_written')} stores written)")
-    print(f"    one late file {late_s:6.1f} s = idle + {late_s - idle_s:.1f} s (goal <= 3 s); frames computed "
-          f"{field(line, 'frames_computed')} (goal 1), reused {field(line, 'frames_reused')}")
+    print(
+        f"    first {first_s:6.1f} s ({field(first, 'frames_computed')} frames computed); idle {idle_s:6.1f} s "
+        f"({field(idle, 'stores_written')} stores written)"
+    )
+    print(
+        f"    one late file {late_s:6.1f} s = idle + {late_s - idle_s:.1f} s (goal <= 3 s); frames computed "
+        f"{field(line, 'frames_computed')} (goal 1), reused {field(line, 'frames_reused')}"
+    )
 
 
 def main() -> None:
@@ -251,16 +317,22 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=14_400, help="frames per station-night (3 s for 12 h: 14,400)")
     ap.add_argument("--backends", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     ap.add_argument("--workers", type=int, default=2, help="workers of the LocalCluster for the parallel build")
-    ap.add_argument("--late-frames", type=int, default=14_400,
-                    help="frames of the night of the late-file nightly (0: skip it)")
+    ap.add_argument(
+        "--late-frames", type=int, default=14_400, help="frames of the night of the late-file nightly (0: skip it)"
+    )
     args = ap.parse_args()
     print(f"real-cadence month stores on {cpu_model()}")
     root = Path(tempfile.mkdtemp(prefix="aurora-cadence-"))
     server = None
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address="127.0.0.1:0",
-                           host="127.0.0.1", memory_limit="6GiB")
+    cluster = LocalCluster(
+        n_workers=args.workers,
+        threads_per_worker=1,
+        dashboard_address="127.0.0.1:0",
+        host="127.0.0.1",
+        memory_limit="6GiB",
+    )
     client = Client(cluster)
     try:
         if args.late_frames:

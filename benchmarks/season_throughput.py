@@ -25,6 +25,7 @@ Usage::
 
     python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--int8] [--kind png|jpeg]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,18 @@ KINDS = {"png": ("asim", "NYA", "256² 16-bit PNG"), "jpeg": ("kiruna", "LYR", "
 def season_cli(tmp: Path, name: str, archive: str, station: str, layout: str, start, end, **features) -> dict:
     """One ``aurora-batch season`` run in a fresh process: wall seconds, images, and what the run reports."""
     spec = tmp / f"{name}.yaml"
-    spec.write_text(f"input: {archive}\noutput: file://{tmp}/out-{name}\nstations: [{station}]\nlayout: {layout}\n"
-                    f"start: {start:%Y-%m-%dT%H:%M:%S}\nend: {end:%Y-%m-%dT%H:%M:%S}\n"
-                    f"filter: {{sun_max_alt: 90, moon_max_alt: null}}\nfeatures: {json.dumps(features)}\n")
+    spec.write_text(
+        f"input: {archive}\noutput: file://{tmp}/out-{name}\nstations: [{station}]\nlayout: {layout}\n"
+        f"start: {start:%Y-%m-%dT%H:%M:%S}\nend: {end:%Y-%m-%dT%H:%M:%S}\n"
+        f"filter: {{sun_max_alt: 90, moon_max_alt: null}}\nfeatures: {json.dumps(features)}\n"
+    )
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     wall = time.perf_counter() - t0
     images = int(re.search(r"\((\d+) images\)", out).group(1))
 
@@ -58,14 +65,23 @@ def season_cli(tmp: Path, name: str, archive: str, station: str, layout: str, st
         return {k: float(v) for k, v in re.findall(r"([a-z][a-z ]*?) ([\d.]+) s", line.split(":", 1)[-1])}
 
     partitions = int(re.search(r"partitions: (\d+)", out).group(1))
-    return {"wall": wall, "images": images, "phases": pairs("time:"), "cpu": pairs("partition CPU:"),
-            "partitions": partitions}
+    return {
+        "wall": wall,
+        "images": images,
+        "phases": pairs("time:"),
+        "cpu": pairs("partition CPU:"),
+        "partitions": partitions,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", type=int, default=1440, help="frames of the small season: one day (1440: one a "
-                    "minute; a run's window is whole UTC days)")
+    ap.add_argument(
+        "--small",
+        type=int,
+        default=1440,
+        help="frames of the small season: one day (1440: one a minute; a run's window is whole UTC days)",
+    )
     ap.add_argument("--large", type=int, default=5760, help="frames of the large season")
     ap.add_argument("--kind", choices=list(KINDS), default="png")
     ap.add_argument("--compile", action="store_true", help="also the seasons with features.compile: true")
@@ -80,28 +96,41 @@ def main() -> None:
     days = args.large / args.small
     kind = "colour" if args.kind == "jpeg" else "asim"
     write_synthetic_archive(f"file://{tmp}/archive", station, start, args.large, days, kind=kind)
-    print(f"season throughput on {cpu_model()}, {CORES} cores: SYNTHETIC {what}, {args.small} a day "
-          f"({args.large} written in {time.perf_counter() - t0:.0f} s)")
+    print(
+        f"season throughput on {cpu_model()}, {CORES} cores: SYNTHETIC {what}, {args.small} a day "
+        f"({args.large} written in {time.perf_counter() - t0:.0f} s)"
+    )
 
     files = sorted((tmp / "archive").rglob("*.png" if args.kind == "png" else "*.jpg"))
-    decoding = decoding_rate(files[:min(len(files), 600)])
+    decoding = decoding_rate(files[: min(len(files), 600)])
     from aurora_batch.model import runtimes
 
-    rates = {rt: {n: plain_inference_rate(128, 16, n, runtime=rt) for n in (1, CORES)}
-             for rt in runtimes.RUNTIMES if runtimes.available(rt)}
+    rates = {
+        rt: {n: plain_inference_rate(128, 16, n, runtime=rt) for n in (1, CORES)}
+        for rt in runtimes.RUNTIMES
+        if runtimes.available(rt)
+    }
     for rt, by_threads in rates.items():
-        print(f"  plain inference, {rt}: " + ", ".join(f"{n} thread(s) {r:.1f} img/s ({r / rates['torch'][n]:.2f} x "
-                                                       f"torch)" for n, r in by_threads.items()))
+        print(
+            f"  plain inference, {rt}: "
+            + ", ".join(
+                f"{n} thread(s) {r:.1f} img/s ({r / rates['torch'][n]:.2f} x torch)" for n, r in by_threads.items()
+            )
+        )
     fastest = max(rates, key=lambda rt: rates[rt][CORES])
     network = rates[fastest][CORES]
     roof = cpu_roof(decoding, network)
-    print(f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s ({fastest}, batch 16): "
-          f"{roof:.1f} img/s together")
+    print(
+        f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s ({fastest}, batch 16): "
+        f"{roof:.1f} img/s together"
+    )
     steady = {}
     cache = {"compile_cache": str(tmp / "inductor")}  # empty: the first compiled run compiles cold
-    modes = [("eager", {"runtime": "torch"}), ("default", {})] + (
-        [("compiled", {"compile": True, **cache})] if args.compile else []) + (
-        [("int8", {"precision": "int8", **cache})] if args.int8 else [])
+    modes = (
+        [("eager", {"runtime": "torch"}), ("default", {})]
+        + ([("compiled", {"compile": True, **cache})] if args.compile else [])
+        + ([("int8", {"precision": "int8", **cache})] if args.int8 else [])
+    )
     for mode, features in modes:
         runs = {}
         seasons = (("small", args.small), ("large", args.large))
@@ -109,27 +138,36 @@ def main() -> None:
             seasons = (("cold", args.small),) + seasons
         for name, frames in seasons:
             end = start + pd.Timedelta(days=frames / args.small)
-            runs[name] = season_cli(tmp, f"{mode}-{name}", f"file://{tmp}/archive", station, layout, start, end,
-                                    **features)
+            runs[name] = season_cli(
+                tmp, f"{mode}-{name}", f"file://{tmp}/archive", station, layout, start, end, **features
+            )
         a, b = runs["small"], runs["large"]
         rate = (b["images"] - a["images"]) / (b["wall"] - a["wall"])
         inside = (b["images"] - a["images"]) / (b["phases"]["partitions"] - a["phases"]["partitions"])
         steady[mode] = rate
-        print(f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof); between the two runs' "
-              f"partition phases alone (no fixed phase's noise) {inside:.1f} img/s ({inside / roof:.2f})")
+        print(
+            f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof); between the two runs' "
+            f"partition phases alone (no fixed phase's noise) {inside:.1f} img/s ({inside / roof:.2f})"
+        )
         if "cold" in runs:
-            print(f"    a cold Inductor cache costs {runs.pop('cold')['wall'] - a['wall']:.1f} s more than a warm "
-                  f"one (the small season, first run with an empty features.compile_cache)")
+            print(
+                f"    a cold Inductor cache costs {runs.pop('cold')['wall'] - a['wall']:.1f} s more than a warm "
+                f"one (the small season, first run with an empty features.compile_cache)"
+            )
         for name, r in runs.items():
             fixed = r["wall"] - r["images"] / rate
             phases = ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items() if k != "partitions")
-            print(f"    {name} ({r['images']} images, {r['partitions']} partitions): whole run {r['wall']:.1f} s = "
-                  f"{r['images'] / r['wall']:.1f} img/s; fixed cost {fixed:.1f} s (phases: {phases}; "
-                  f"partitions {r['phases'].get('partitions', 0):.1f} s)")
+            print(
+                f"    {name} ({r['images']} images, {r['partitions']} partitions): whole run {r['wall']:.1f} s = "
+                f"{r['images'] / r['wall']:.1f} img/s; fixed cost {fixed:.1f} s (phases: {phases}; "
+                f"partitions {r['phases'].get('partitions', 0):.1f} s)"
+            )
         cpu = b["cpu"]
         per_image = {k: 1000 * v / b["images"] for k, v in cpu.items()}
-        print("    CPU per image (ms, the large season's partitions): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_image.items(), key=lambda kv: -kv[1])))
+        print(
+            "    CPU per image (ms, the large season's partitions): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_image.items(), key=lambda kv: -kv[1]))
+        )
     for mode in steady.keys() - {"eager"}:
         print(f"  {mode} / eager steady state: {steady[mode] / steady['eager']:.2f}")
 

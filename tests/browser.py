@@ -1,4 +1,5 @@
 """A real headless Chromium (Debian's chromium and chromedriver, from ``make system-deps``) reading a page."""
+
 from __future__ import annotations
 
 import shutil
@@ -13,8 +14,9 @@ def _binary(names: tuple[str, ...]) -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise RuntimeError(f"none of {', '.join(names)} is installed: run `make system-deps` (Debian chromium, "
-                       "chromium-driver)")
+    raise RuntimeError(
+        f"none of {', '.join(names)} is installed: run `make system-deps` (Debian chromium, chromium-driver)"
+    )
 
 
 def rendered_images(page: Path, timeout: float = 60.0) -> list[dict]:
@@ -26,8 +28,7 @@ def rendered_images(page: Path, timeout: float = 60.0) -> list[dict]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = _binary(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(_binary(("chromedriver",))), options=options)
     try:
@@ -36,7 +37,8 @@ def rendered_images(page: Path, timeout: float = 60.0) -> list[dict]:
         while True:
             pending = driver.execute_script(
                 "let n = 0; for (const img of document.images) { img.scrollIntoView();"
-                " if (!img.complete) n++; } return n;")
+                " if (!img.complete) n++; } return n;"
+            )
             if not pending or time.time() > deadline:
                 break
             time.sleep(0.1)
@@ -44,6 +46,7 @@ def rendered_images(page: Path, timeout: float = 60.0) -> list[dict]:
             "return Array.from(document.images, img => { const r = img.getBoundingClientRect();"
             " return {alt: img.alt, src: img.currentSrc.startsWith('data:') ? 'data:' : img.currentSrc,"
             " width: img.naturalWidth,"
-            " height: img.naturalHeight, visible: r.width > 0 && r.height > 0}; });")
+            " height: img.naturalHeight, visible: r.width > 0 && r.height > 0}; });"
+        )
     finally:
         driver.quit()

@@ -11,8 +11,17 @@ def dask_client():
     test session; several worker processes are in test_season, test_clusters and the SLURM test)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", memory_limit="4GiB") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            memory_limit="4GiB",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -66,8 +75,13 @@ def synthetic_head(tmp_path_factory):
     root = write_synthetic_oath(tmp_path_factory.mktemp("synth-oath"), n_per_class=25, seed=1)
     ds = read_oath(root)
     feats = oath_features(ds, recipe="lite128", progress=False)
-    head = train(ds, feats, "logistic", split=None, meta={"backbone": "efficientnet-lite0", "recipe": "lite128",
-                                                         "weights": "shipped"})
+    head = train(
+        ds,
+        feats,
+        "logistic",
+        split=None,
+        meta={"backbone": "efficientnet-lite0", "recipe": "lite128", "weights": "shipped"},
+    )
     path = tmp_path_factory.mktemp("head") / "synthetic.npz"
     head.save(path)
     return path, ds, feats

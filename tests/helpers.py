@@ -1,4 +1,5 @@
 """Shared checks for end-to-end tests."""
+
 import numpy as np
 import xarray as xr
 
@@ -50,8 +51,7 @@ def check_season(summary, job, n_inputs, stations=("NYA", "LYR"), broken=True, m
 def store_snapshot(job, stations=("NYA", "LYR"), month="2010-12"):
     """The stores' content, for comparing runs."""
     opts = job.output_storage_options or None
-    return {s: open_group(job.output, month, s, opts).load()
-            for s in stations}
+    return {s: open_group(job.output, month, s, opts).load() for s in stations}
 
 
 def assert_same_stores(a, b):

@@ -4,6 +4,7 @@ Put in front of the local S3 server, it gives object storage the latency of a cl
 (``latency_s`` before each request's bytes are forwarded) or a sudden outage (:meth:`cut`:
 open connections are closed and new ones are refused).  Only loopback addresses are used.
 """
+
 from __future__ import annotations
 
 import socket

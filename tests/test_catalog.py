@@ -23,14 +23,17 @@ def test_parse_full_url_uses_basename():
     assert (p.station, p.wavelength, p.time.second) == ("LYR", 6300, 1)
 
 
-@pytest.mark.parametrize("name, why", [
-    ("nya_20101207_233450_5577_cal.png", "does not match"),        # no camera digit
-    ("nya4_2010127_233450_5577_cal.png", "does not match"),        # short date
-    ("nya4_20101307_233450_5577_cal.png", "does not match"),       # month 13
-    ("nya4_20101207_256000_5577_cal.png", "does not match"),       # hour 25
-    ("nya4_20101207_233450_5577_cal.jpg", "does not match"),       # wrong extension
-    ("README.png", "does not match"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("nya_20101207_233450_5577_cal.png", "does not match"),  # no camera digit
+        ("nya4_2010127_233450_5577_cal.png", "does not match"),  # short date
+        ("nya4_20101307_233450_5577_cal.png", "does not match"),  # month 13
+        ("nya4_20101207_256000_5577_cal.png", "does not match"),  # hour 25
+        ("nya4_20101207_233450_5577_cal.jpg", "does not match"),  # wrong extension
+        ("README.png", "does not match"),
+    ],
+)
 def test_parse_bad_names(name, why):
     with pytest.raises(ValueError, match=why) as err:
         parse_name(name, ASIM)
@@ -40,11 +43,11 @@ def test_parse_bad_names(name, why):
 def test_build_catalog_statuses_and_duplicates():
     urls = [
         "memory://a/nya4_20101201_000000_5577_cal.png",
-        "memory://b/nya4_20101201_000000_5577_cal.png",   # same key again: duplicate
-        "memory://a/nya4_20101201_000000_6300_cal.png",   # other wavelength: not a duplicate
+        "memory://b/nya4_20101201_000000_5577_cal.png",  # same key again: duplicate
+        "memory://a/nya4_20101201_000000_6300_cal.png",  # other wavelength: not a duplicate
         "memory://a/lyr4_20101201_010000_5577_cal.png",
-        "memory://a/kir4_20101201_010000_5577_cal.png",   # station not in the job
-        "memory://a/nya4_20101203_000000_5577_cal.png",   # outside the time range
+        "memory://a/kir4_20101201_010000_5577_cal.png",  # station not in the job
+        "memory://a/nya4_20101203_000000_5577_cal.png",  # outside the time range
         "memory://a/garbage.png",
     ]
     cat = build_catalog(urls, [ASIM], ["NYA", "LYR"], dt.datetime(2010, 12, 1), dt.datetime(2010, 12, 2))
@@ -58,8 +61,12 @@ def test_build_catalog_statuses_and_duplicates():
 
 def test_list_images_memory_filesystem():
     fs = fsspec.filesystem("memory")
-    for name in ["x/nya4_20101201_000000_5577_cal.png", "x/deep/er/lyr4_20101201_000000_5577_cal.png",
-                 "x/notes.txt", "x/frame.JPG"]:
+    for name in [
+        "x/nya4_20101201_000000_5577_cal.png",
+        "x/deep/er/lyr4_20101201_000000_5577_cal.png",
+        "x/notes.txt",
+        "x/frame.JPG",
+    ]:
         fs.pipe_file(f"/cat-test/{name}", b"123")
     listing = list_images("memory://cat-test/x")
     assert len(listing) == 3

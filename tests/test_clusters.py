@@ -1,4 +1,5 @@
 """Real distributed engines: separate dask scheduler/worker processes, and a real local SLURM."""
+
 import os
 import signal
 import subprocess
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-archive")
-    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="60min", seed=21,
-                           corrupt=3)
+    labels = write_archive(
+        f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="60min", seed=21, corrupt=3
+    )
     return f"file://{root}", len(labels) + 3
 
 
@@ -40,28 +42,58 @@ def _bin(name):
 def test_season_on_separate_scheduler_and_workers_survives_sigkill(archive, local_result, tmp_path):
     url, n = archive
     port = free_port()
-    procs = [subprocess.Popen([_bin("dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--dashboard-address", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [
+                _bin("dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
     try:
         for _ in range(2):
-            procs.append(subprocess.Popen([_bin("dask"), "worker", f"tcp://127.0.0.1:{port}", "--host", "127.0.0.1",
-                                           "--nthreads", "1", "--dashboard-address", "127.0.0.1:0"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        _bin("dask"),
+                        "worker",
+                        f"tcp://127.0.0.1:{port}",
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--dashboard-address",
+                        "127.0.0.1:0",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         from distributed import Client
 
         with Client(f"tcp://127.0.0.1:{port}", timeout="30s") as client:
             client.wait_for_workers(2, timeout=120)
             pids = client.run(os.getpid)
-            job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04",
-                           cluster={"scheduler": client.scheduler.address})
+            job = make_job(
+                url, f"file://{tmp_path}/out", end="2010-12-04", cluster={"scheduler": client.scheduler.address}
+            )
             box = {}
             t = threading.Thread(target=lambda: box.update(s=run_season(job, progress=False)))
             t.start()
             deadline = time.time() + 120
             while time.time() < deadline and not any(
-                    str(k).startswith("partition-") for ks in client.processing().values() for k in ks):
+                str(k).startswith("partition-") for ks in client.processing().values() for k in ks
+            ):
                 time.sleep(0.05)
             victim = next(a for a, ks in client.processing().items() if ks)
             time.sleep(1.0)  # well inside the task: model loaded, images being read
@@ -93,10 +125,23 @@ def test_season_through_real_slurm(archive, local_result, tmp_path, slurm):
     url, n = archive
     logs = tmp_path / "slurm-logs"
     logs.mkdir()
-    job = make_job(url, f"file://{tmp_path}/out", end="2010-12-04",
-                   cluster={"kind": "slurm", "dashboard_address": "127.0.0.1:0",
-                            "slurm": {"jobs": 2, "cores": 1, "memory": "3GB", "queue": "debug", "walltime": "00:30:00",
-                                      "log_directory": str(logs)}})
+    job = make_job(
+        url,
+        f"file://{tmp_path}/out",
+        end="2010-12-04",
+        cluster={
+            "kind": "slurm",
+            "dashboard_address": "127.0.0.1:0",
+            "slurm": {
+                "jobs": 2,
+                "cores": 1,
+                "memory": "3GB",
+                "queue": "debug",
+                "walltime": "00:30:00",
+                "log_directory": str(logs),
+            },
+        },
+    )
     summary = run_season(job, progress=False)
     check_season(summary, job, n)
     assert_same_stores(store_snapshot(job), local_result)
@@ -113,8 +158,10 @@ def test_partitions_route_to_gpu_workers(archive, tmp_path):
     from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
 
     url, _ = archive
-    workers = {"gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1"}},
-               "cpu": {"cls": Worker, "options": {"nthreads": 1, "host": "127.0.0.1"}}}
+    workers = {
+        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": "127.0.0.1"}},
+        "cpu": {"cls": Worker, "options": {"nthreads": 1, "host": "127.0.0.1"}},
+    }
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
     with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=120)

@@ -23,14 +23,17 @@ def test_overrides(tmp_path):
     assert load_job(p, **{"cluster.scheduler": "tcp://127.0.0.1:8786"}).cluster.scheduler == "tcp://127.0.0.1:8786"
 
 
-@pytest.mark.parametrize("extra, field", [
-    ("stations: [XXX]\n", "stations"),
-    ("end: 2010-11-01\n", "end"),
-    ("filter: {sun_max_alt: 200}\n", "filter.sun_max_alt"),
-    ("features: {recipe: nope}\n", "features"),
-    ("featurs: {}\n", "featurs"),
-    ("layout: nope\n", "layout"),
-])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ("stations: [XXX]\n", "stations"),
+        ("end: 2010-11-01\n", "end"),
+        ("filter: {sun_max_alt: 200}\n", "filter.sun_max_alt"),
+        ("features: {recipe: nope}\n", "features"),
+        ("featurs: {}\n", "featurs"),
+        ("layout: nope\n", "layout"),
+    ],
+)
 def test_bad_field_is_named(tmp_path, extra, field):
     lines = {line.split(":")[0]: line for line in MINIMAL.splitlines(keepends=True)}
     lines[extra.split(":")[0]] = extra
@@ -54,8 +57,9 @@ def test_missing_required_and_bad_yaml(tmp_path):
 
 
 def test_tz_aware_times_become_utc():
-    job = JobConfig.from_dict(dict(input="a", output="b", stations="NYA,LYR",
-                                   start="2010-12-01T01:00:00+01:00", end="2010-12-02"))
+    job = JobConfig.from_dict(
+        dict(input="a", output="b", stations="NYA,LYR", start="2010-12-01T01:00:00+01:00", end="2010-12-02")
+    )
     assert job.start == dt.datetime(2010, 12, 1, 0, 0) and job.stations == ["NYA", "LYR"]
 
 
@@ -70,9 +74,17 @@ def test_file_checks_run_when_a_job_starts(tmp_path):
     """Validation reads no files; a missing head or weights file is refused when the job starts, before any output."""
     from aurora_batch.runner.season import run_season
 
-    job = JobConfig.from_dict(dict(input=f"file://{tmp_path}/in", output=f"file://{tmp_path}/out", stations=["NYA"],
-                                   start="2010-12-01", end="2010-12-02", classify={"head": str(tmp_path / "no.npz")},
-                                   features={"weights": str(tmp_path / "w.pt")}))
+    job = JobConfig.from_dict(
+        dict(
+            input=f"file://{tmp_path}/in",
+            output=f"file://{tmp_path}/out",
+            stations=["NYA"],
+            start="2010-12-01",
+            end="2010-12-02",
+            classify={"head": str(tmp_path / "no.npz")},
+            features={"weights": str(tmp_path / "w.pt")},
+        )
+    )
     with pytest.raises(JobSpecError) as err:
         run_season(job, progress=False)
     assert "classify.head: head file" in str(err.value) and "features.weights:" in str(err.value)
@@ -82,10 +94,17 @@ def test_file_checks_run_when_a_job_starts(tmp_path):
 def test_misspelt_fields_get_a_suggestion():
     from aurora_batch.config import JobConfig, JobSpecError
 
-    spec = dict(input="file:///a", output="file:///b", stations=["NYA"], start="2010-12-01", end="2010-12-02",
-                features={"recipie": "lite128"}, strat="2010-12-01",
-                join={"ceilometer": [{"url": "u", "format": "pangaea", "stations": {"NYA": "NYA"}, "tolerence": "5min"}]},
-                planning={"xyzzy": 1})
+    spec = dict(
+        input="file:///a",
+        output="file:///b",
+        stations=["NYA"],
+        start="2010-12-01",
+        end="2010-12-02",
+        features={"recipie": "lite128"},
+        strat="2010-12-01",
+        join={"ceilometer": [{"url": "u", "format": "pangaea", "stations": {"NYA": "NYA"}, "tolerence": "5min"}]},
+        planning={"xyzzy": 1},
+    )
     with pytest.raises(JobSpecError) as err:
         JobConfig.from_dict(spec)
     text = str(err.value)

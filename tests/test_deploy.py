@@ -1,5 +1,6 @@
 """Every deployment file parses and carries its required fields; Kubernetes objects are checked
 against the official client's models, the jobqueue config is rendered into a real job script."""
+
 import configparser
 import re
 import subprocess
@@ -85,8 +86,11 @@ def test_sbatch_script_and_its_job_spec():
 
 
 def test_cron_and_systemd():
-    lines = [line for line in (DEPLOY / "cron" / "crontab").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (DEPLOY / "cron" / "crontab").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert len(lines) == 1
     fields = lines[0].split(None, 5)
     assert len(fields) == 6 and "aurora-batch nightly" in fields[5]

@@ -13,8 +13,10 @@ def _full_skyfield(times, lat, lon, alt):
     site = eph["earth"] + wgs84.latlon(lat, lon, elevation_m=alt)
     t = ts.from_datetimes(pd.DatetimeIndex(times).tz_localize("UTC").to_pydatetime())
     obs = site.at(t)
-    return (obs.observe(eph["sun"]).apparent().altaz()[0].degrees,
-            obs.observe(eph["moon"]).apparent().altaz()[0].degrees)
+    return (
+        obs.observe(eph["sun"]).apparent().altaz()[0].degrees,
+        obs.observe(eph["moon"]).apparent().altaz()[0].degrees,
+    )
 
 
 def test_chunked_matches_full_skyfield_within_arcsec():
@@ -79,8 +81,15 @@ def test_reasons():
 
 
 def test_annotate_catalog_leaves_unparsed_rows():
-    cat = pd.DataFrame({"station": ["NYA", None], "time": pd.to_datetime(["2010-12-01", None]),
-                        "sun_alt": np.nan, "moon_alt": np.nan, "moon_illumination": np.nan})
+    cat = pd.DataFrame(
+        {
+            "station": ["NYA", None],
+            "time": pd.to_datetime(["2010-12-01", None]),
+            "sun_alt": np.nan,
+            "moon_alt": np.nan,
+            "moon_illumination": np.nan,
+        }
+    )
     out = annotate_catalog(cat)
     assert out.loc[0, ["sun_alt", "moon_alt", "moon_illumination"]].notna().all()
     assert out.loc[1, ["sun_alt", "moon_alt", "moon_illumination"]].isna().all()

@@ -4,6 +4,7 @@ Each run is compared with an uninterrupted run over the same SYNTHETIC archive: 
 file exactly once in the catalog, nothing lost or duplicated, identical stores.  A worker
 killed mid-run is in ``test_clusters.py`` (separate scheduler and worker processes).
 """
+
 import os
 import signal
 import subprocess
@@ -26,8 +27,9 @@ N_BROKEN = 3
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("fault-archive")
-    labels = write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="45min", seed=11,
-                           corrupt=N_BROKEN)
+    labels = write_archive(
+        f"file://{root}", ["NYA", "LYR"], "2010-12-01", "2010-12-04", cadence="45min", seed=11, corrupt=N_BROKEN
+    )
     return f"file://{root}", len(labels) + N_BROKEN
 
 
@@ -47,22 +49,30 @@ def _same_as_reference(summary, job, reference, n):
     cat = check_season(summary, job, n)
     ref_cat, ref_stores = reference
     cols = ["url", "status", "frames"]
-    pd.testing.assert_frame_equal(cat[cols].sort_values("url").reset_index(drop=True),
-                                  ref_cat[cols].sort_values("url").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        cat[cols].sort_values("url").reset_index(drop=True), ref_cat[cols].sort_values("url").reset_index(drop=True)
+    )
     assert_same_stores(store_snapshot(job), ref_stores)
 
 
 def _spec(tmp_path, input_url, output_url, extra=""):
     spec = tmp_path / f"job-{time.monotonic_ns()}.yaml"
-    spec.write_text(f"input: {input_url}\noutput: {output_url}\nstations: [NYA, LYR]\nstart: 2010-12-01\n"
-                    f"end: 2010-12-04\ncluster: {{n_workers: 2, processes: false}}\n{extra}")  # threads: fast start
+    spec.write_text(
+        f"input: {input_url}\noutput: {output_url}\nstations: [NYA, LYR]\nstart: 2010-12-01\n"
+        f"end: 2010-12-04\ncluster: {{n_workers: 2, processes: false}}\n{extra}"
+    )  # threads: fast start
     return spec
 
 
 def _start_cli(spec, env=None):
-    return subprocess.Popen([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
 
 
 def _wait_for(predicate, timeout=300, what="condition"):
@@ -101,10 +111,22 @@ def test_concurrent_job_refused_then_holder_killed_and_resumed(archive, referenc
 
 def test_s3_server_crash_and_restart_mid_run(tmp_path, dask_client, s3_server, bucket):
     """The session's server is killed and comes back (same port, same data) while a job runs from and to it."""
-    labels = write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], "2010-12-01", "2010-12-03", cadence="30min",
-                           seed=11, storage_options=s3_server.storage_options)
-    job = make_job(f"s3://{bucket}/archive", f"s3://{bucket}/out", end="2010-12-03",
-                   storage_options=s3_server.storage_options, output_storage_options=s3_server.storage_options)
+    labels = write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA", "LYR"],
+        "2010-12-01",
+        "2010-12-03",
+        cadence="30min",
+        seed=11,
+        storage_options=s3_server.storage_options,
+    )
+    job = make_job(
+        f"s3://{bucket}/archive",
+        f"s3://{bucket}/out",
+        end="2010-12-03",
+        storage_options=s3_server.storage_options,
+        output_storage_options=s3_server.storage_options,
+    )
     box = {}
 
     def season():
@@ -116,8 +138,9 @@ def test_s3_server_crash_and_restart_mid_run(tmp_path, dask_client, s3_server, b
     t = threading.Thread(target=season)
     t.start()
     fs = s3_server.filesystem()
-    _wait_for(lambda: bool(fs.glob(f"{bucket}/out/_staging/*/*.parquet")) or not t.is_alive(),
-              what="a staged part on S3")
+    _wait_for(
+        lambda: bool(fs.glob(f"{bucket}/out/_staging/*/*.parquet")) or not t.is_alive(), what="a staged part on S3"
+    )
     assert t.is_alive(), f"the season ended before the server went down: {box}"
     s3_server.restart(kill=True)
     t.join(timeout=600)

@@ -8,7 +8,7 @@ from aurora_batch.model.features import FeatureExtractor, extract_features
 
 def test_pretrained_features_shape_and_determinism():
     rng = np.random.default_rng(0)
-    x = (rng.random((5, 3, 128, 128), dtype=np.float32) * 2 - 1)
+    x = rng.random((5, 3, 128, 128), dtype=np.float32) * 2 - 1
     a = extract_features(x, device="cpu", batch_size=2)
     b = extract_features(x[::-1].copy(), device="cpu", batch_size=5)
     assert a.shape == (5, 1280) and a.dtype == np.float32
@@ -53,8 +53,11 @@ def test_symmetric_same_padding_moves_into_the_convolutions():
     model = BACKBONES["efficientnet-lite0"].build().eval()
     moved = copy.deepcopy(model)
     assert fold_same_padding(moved) == 12  # every stride-1 3x3/5x5 convolution
-    left = [m.static_padding.padding for m in moved.modules() if isinstance(getattr(m, "static_padding", None),
-                                                                            torch.nn.ZeroPad2d)]
+    left = [
+        m.static_padding.padding
+        for m in moved.modules()
+        if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)
+    ]
     assert left and all(p[0] != p[1] for p in left)  # only the asymmetric (stride-2) paddings stay
     x = torch.from_numpy(np.random.default_rng(0).random((2, 3, 128, 128), dtype=np.float32))
     with torch.inference_mode():
@@ -111,12 +114,18 @@ def test_bfloat16_autocast_returns_float32_close_to_float32():
 def test_compiled_backbone_pads_the_last_batch(tmp_path):
     """torch.compile (Inductor) on a small exported network: a cold compile takes seconds, not the
     60-90 s of the shipped backbone, and the padding logic is the same; the graph lands in compile_cache."""
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    ).eval()
     path = str(tmp_path / "small.pt2")
-    torch.export.save(torch.export.export(net, (torch.rand(2, 3, 96, 96),),
-                                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)), path)
+    torch.export.save(
+        torch.export.export(net, (torch.rand(2, 3, 96, 96),), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)), path
+    )
     x = _batch(5)
     cache = tmp_path / "inductor"
     ext = FeatureExtractor(path, device="cpu", batch_size=4, compile=True, input_size=96, compile_cache=str(cache))
@@ -125,4 +134,3 @@ def test_compiled_backbone_pads_the_last_batch(tmp_path):
     assert out.shape == (5, 32)
     assert any(p.is_file() for p in cache.rglob("*"))  # the compiled graph is in the cache later processes read
     np.testing.assert_allclose(out, extract_features(x, path, device="cpu"), rtol=1e-4, atol=1e-5)
-

@@ -1,4 +1,5 @@
 """The format registry and its readers, on the real samples in tests/data, checked against independent readers."""
+
 import datetime as dt
 import io
 import shutil
@@ -32,8 +33,16 @@ def test_every_builtin_parses_its_example_and_composes_names(fmt: Format):
     p = match_name(fmt.example, AUTO)
     assert p.format == fmt.name  # auto picks this format, not an earlier one
     fields = parse_name(fmt.example, fmt)
-    name = fmt.compose(fields.station, fields.time, camera=4, wavelength=fields.wavelength or 5577, version=1,
-                       exposure=320, imager="nascam", tag="x")
+    name = fmt.compose(
+        fields.station,
+        fields.time,
+        camera=4,
+        wavelength=fields.wavelength or 5577,
+        version=1,
+        exposure=320,
+        imager="nascam",
+        tag="x",
+    )
     again = parse_name(name, fmt)
     assert (again.station, again.time) == (fields.station, fields.time)
 
@@ -51,9 +60,14 @@ def test_auto_reads_real_samples(name):
 def _official(name: str):
     """UCalgary's own reader (pyucalgarysrs, test-only) for a stream0 file: images flipped for display."""
     import pyucalgarysrs  # a test dependency: its absence fails the test rather than skipping it
+
     readers = pyucalgarysrs.PyUCalgarySRS().data.readers
-    reader = {"themis": readers.read_themis, "trex_nir": readers.read_trex_nir,
-              "trex_blue": readers.read_trex_blue, "trex_rgb_png": readers.read_trex_rgb}[REAL[name][0]]
+    reader = {
+        "themis": readers.read_themis,
+        "trex_nir": readers.read_trex_nir,
+        "trex_blue": readers.read_trex_blue,
+        "trex_rgb_png": readers.read_trex_rgb,
+    }[REAL[name][0]]
     data = reader(str(DATA / name), quiet=True)
     assert not data.problematic_files
     return data
@@ -125,7 +139,7 @@ def test_trex_rgb_hdf5_frames_and_times(tmp_path):
 def test_nascam_16bit_grey_png():
     import imagecodecs
 
-    img = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
+    img = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16
     name = "20101205_221500_nya_nascam_5577_2000ms.png"
     p = match_name(name, AUTO)
     assert (p.format, p.station, p.wavelength) == ("nascam", "NYA", 5577)
@@ -178,13 +192,15 @@ def test_saturated_fraction():
 def test_catalog_keeps_one_row_per_file_with_frame_counts():
     from aurora_batch.core.keys import WHOLE_FILE, file_ledger
 
-    rows = pd.DataFrame({
-        "url": ["a"] * 4 + ["b"] * 2 + ["c"],
-        "status": [Status.KEPT, Status.SUN, Status.KEPT, Status.NOT_SKY, Status.SUN, Status.SUN, Status.UNREADABLE],
-        "detail": ["", "Sun above -12.0 deg", "", "constant frame", "Sun above -12.0 deg", "Sun", "truncated"],
-        "frame": [0, 1, 2, 3, 0, 1, WHOLE_FILE],
-        "time": pd.date_range("2011-01-06", periods=7, freq="3s"),
-    })
+    rows = pd.DataFrame(
+        {
+            "url": ["a"] * 4 + ["b"] * 2 + ["c"],
+            "status": [Status.KEPT, Status.SUN, Status.KEPT, Status.NOT_SKY, Status.SUN, Status.SUN, Status.UNREADABLE],
+            "detail": ["", "Sun above -12.0 deg", "", "constant frame", "Sun above -12.0 deg", "Sun", "truncated"],
+            "frame": [0, 1, 2, 3, 0, 1, WHOLE_FILE],
+            "time": pd.date_range("2011-01-06", periods=7, freq="3s"),
+        }
+    )
     files = file_ledger(rows).set_index("url")
     assert files.loc["a", ["status", "frames", "frames_sun", "frames_not_sky"]].tolist() == [Status.KEPT, 2, 1, 1]
     assert files.loc["b", "status"] == Status.SUN and "all 2 frame(s)" in files.loc["b", "detail"]
@@ -222,8 +238,11 @@ def test_trex_rgb_burst_frames_and_minute_tars_equal_the_official_reader(tmp_pat
         for i, img in enumerate(ours.images):
             np.testing.assert_array_equal(img, np.flip(theirs.data[..., i], axis=0))
         times = [t or parse_name(path.name, FORMATS[fmt]).time for t in ours.times]
-        assert times == list(theirs.timestamp) == [dt.datetime.strptime(f"20200508_{t}", "%Y%m%d_%H%M%S_%f")
-                                                   for t in BURST_TIMES[:frames]]
+        assert (
+            times
+            == list(theirs.timestamp)
+            == [dt.datetime.strptime(f"20200508_{t}", "%Y%m%d_%H%M%S_%f") for t in BURST_TIMES[:frames]]
+        )
 
 
 @pytest.mark.slow
@@ -240,13 +259,28 @@ def test_unsupported_products_are_recorded_by_name(tmp_path, dask_client):
     archive.mkdir()
     thumbs = archive / "thg_l1_ast_gako_20110106_v01.cdf"
     w = CDF(str(thumbs), cdf_spec={"Majority": "row_major"})
-    w.write_var({"Variable": "thg_ast_gako", "Data_Type": CDF.CDF_UINT2, "Num_Elements": 1, "Rec_Vary": True,
-                 "Dim_Sizes": [32, 32]}, var_attrs={}, var_data=np.ones((4, 32, 32), np.uint16))
+    w.write_var(
+        {
+            "Variable": "thg_ast_gako",
+            "Data_Type": CDF.CDF_UINT2,
+            "Num_Elements": 1,
+            "Rec_Vary": True,
+            "Dim_Sizes": [32, 32],
+        },
+        var_attrs={},
+        var_data=np.ones((4, 32, 32), np.uint16),
+    )
     w.close()
     shutil.copy(DATA / "thg_l1_asf_gako_2011010617_v01.cdf", archive)
     (archive / "20110106_0600_gill_rgb-04_full.pgm.gz").write_bytes(b"not read")
-    job = make_job(f"file://{archive}", f"file://{tmp_path}/out", stations=["GAKO", "GILL"], start="2011-01-06",
-                   end="2011-01-07", filter={"sun_max_alt": 90, "moon_max_alt": None})
+    job = make_job(
+        f"file://{archive}",
+        f"file://{tmp_path}/out",
+        stations=["GAKO", "GILL"],
+        start="2011-01-06",
+        end="2011-01-07",
+        filter={"sun_max_alt": 90, "moon_max_alt": None},
+    )
     summary = run_season(job, client=dask_client, progress=False)
     cat = read_catalog(job.output).set_index("url")
     row = cat.loc[f"file://{thumbs}"]

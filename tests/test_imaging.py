@@ -14,11 +14,14 @@ def _encode(arr, fmt="PNG"):
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("arr, fmt", [
-    (np.arange(64 * 48, dtype=np.uint8).reshape(48, 64), "PNG"),
-    ((np.arange(64 * 48, dtype=np.uint16) * 13).reshape(48, 64), "PNG"),
-    (np.dstack([np.full((48, 64), v, np.uint8) for v in (10, 20, 30)]), "PNG"),
-])
+@pytest.mark.parametrize(
+    "arr, fmt",
+    [
+        (np.arange(64 * 48, dtype=np.uint8).reshape(48, 64), "PNG"),
+        ((np.arange(64 * 48, dtype=np.uint16) * 13).reshape(48, 64), "PNG"),
+        (np.dstack([np.full((48, 64), v, np.uint8) for v in (10, 20, 30)]), "PNG"),
+    ],
+)
 def test_decode_lossless_roundtrip(arr, fmt):
     out = decode(_encode(arr, fmt))
     assert out.dtype == arr.dtype  # the file's own bit depth
@@ -38,11 +41,14 @@ def test_decode_16bit_keeps_range():
     assert decode(_encode(arr)).max() == 65535
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", "empty file"),
-    (b"this is not an image", "cannot decode"),
-    (_encode(np.zeros((64, 64), np.uint8))[:60], "cannot decode"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", "empty file"),
+        (b"this is not an image", "cannot decode"),
+        (_encode(np.zeros((64, 64), np.uint8))[:60], "cannot decode"),
+    ],
+)
 def test_decode_rejects_with_reason(data, why):
     with pytest.raises(ImageError, match=why) as err:
         decode(data, "frame_0001.png")
@@ -83,6 +89,7 @@ def test_unknown_recipe():
 
 
 # --- the seed recipes, on arrays whose answer is known by hand ---------------------------------------------
+
 
 def test_kvammen_rotate_then_flip_is_a_transpose():
     from aurora_batch.model.recipes import kvammen_steps
@@ -150,11 +157,12 @@ def _kvammen_whole_frame(img, crop=128):
     h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
     x = x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
     top, left = (x.shape[0] - crop) // 2, (x.shape[1] - crop) // 2
-    return x[top:top + crop, left:left + crop]
+    return x[top : top + crop, left : left + crop]
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (257, 256), (256, 259), (258, 257), (479, 720), (479, 720, 3),
-                                   (1001, 999)])
+@pytest.mark.parametrize(
+    "shape", [(256, 256), (257, 256), (256, 259), (258, 257), (479, 720), (479, 720, 3), (1001, 999)]
+)
 def test_kvammen_crop_first_equals_whole_frame(shape):
     img = np.random.default_rng(sum(shape)).integers(0, 65535, shape).astype(np.uint16)
     np.testing.assert_array_equal(kvammen_steps(img), _kvammen_whole_frame(img))

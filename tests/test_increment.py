@@ -1,4 +1,5 @@
 """Incremental month commits: a nightly writes what the night adds, and the result equals a rebuild value for value."""
+
 import os
 
 import numpy as np
@@ -30,16 +31,33 @@ def small_chunks(monkeypatch):
 def _stage(job, name: str, times, seed: int, statuses=None) -> None:
     key = PartitionKey.parse(name)
     n = len(times)
-    rows = pd.DataFrame({
-        "url": [f"file:///in/{key.station}_{t:%Y%m%d_%H%M%S}.png" for t in times], "station": key.station,
-        "time": pd.DatetimeIndex(times), "wavelength": pd.array([key.wavelength] * n, dtype="Int64"),
-        "status": statuses or [Status.KEPT] * n, "detail": "", "format": "asim", "sun_alt": -20.0,
-        "moon_alt": -5.0, "moon_illumination": 0.5, "frame": 0, "saturated": np.float32(0.01)})[PART_COLUMNS]
+    rows = pd.DataFrame(
+        {
+            "url": [f"file:///in/{key.station}_{t:%Y%m%d_%H%M%S}.png" for t in times],
+            "station": key.station,
+            "time": pd.DatetimeIndex(times),
+            "wavelength": pd.array([key.wavelength] * n, dtype="Int64"),
+            "status": statuses or [Status.KEPT] * n,
+            "detail": "",
+            "format": "asim",
+            "sun_alt": -20.0,
+            "moon_alt": -5.0,
+            "moon_illumination": 0.5,
+            "frame": 0,
+            "saturated": np.float32(0.01),
+        }
+    )[PART_COLUMNS]
     kept = int((rows["status"] == Status.KEPT).sum())
     rng = np.random.default_rng(seed)
-    write_part(staging_url(job.output, key), rows, {"features": rng.random((kept, DIM), dtype=np.float32),
-                                                   "keogram_ns": rng.random((kept, 8), dtype=np.float32),
-                                                   "keogram_ew": rng.random((kept, 8), dtype=np.float32)})
+    write_part(
+        staging_url(job.output, key),
+        rows,
+        {
+            "features": rng.random((kept, DIM), dtype=np.float32),
+            "keogram_ns": rng.random((kept, 8), dtype=np.float32),
+            "keogram_ew": rng.random((kept, 8), dtype=np.float32),
+        },
+    )
 
 
 def _night(day: str, n: int = 150, offset_s: int = 0):
@@ -48,8 +66,9 @@ def _night(day: str, n: int = 150, offset_s: int = 0):
 
 
 def _build(job, month: str, force: bool = False):
-    return build_month(job, month_inputs(job, month), common_attrs(job), join_fingerprint(job), force=force,
-                       command="nightly")
+    return build_month(
+        job, month_inputs(job, month), common_attrs(job), join_fingerprint(job), force=force, command="nightly"
+    )
 
 
 def _month(job, month: str) -> dict[str, xr.Dataset]:
@@ -72,18 +91,33 @@ def _same(a: dict[str, xr.Dataset], b: dict[str, xr.Dataset]) -> None:
 
 @pytest.fixture
 def joined_job(tmp_path):
-    labels = pd.DataFrame({"station": "NYA", "time": pd.date_range("2010-12-29", "2011-01-03", freq="30min"),
-                           "label": "arc"})
+    labels = pd.DataFrame(
+        {"station": "NYA", "time": pd.date_range("2010-12-29", "2011-01-03", freq="30min"), "label": "arc"}
+    )
     write_instruments(f"file://{tmp_path}/inst", labels, seed=2)
-    join = {"magnetometer": [{"url": f"file://{tmp_path}/inst/magnetometer/*.min", "format": "iaga2002",
-                              "stations": {"NYA": "NAL"}, "tolerance": "60s"}]}
+    join = {
+        "magnetometer": [
+            {
+                "url": f"file://{tmp_path}/inst/magnetometer/*.min",
+                "format": "iaga2002",
+                "stations": {"NYA": "NAL"},
+                "tolerance": "60s",
+            }
+        ]
+    }
     return join
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "icechunk"])
 def test_nightly_commits_append_and_equal_a_rebuild(tmp_path, fmt, joined_job):
-    job = make_job("file:///in", f"file://{tmp_path}/out", start="2010-12-01", end="2011-02-01",
-                   store={"format": fmt}, join=joined_job)
+    job = make_job(
+        "file:///in",
+        f"file://{tmp_path}/out",
+        start="2010-12-01",
+        end="2011-02-01",
+        store={"format": fmt},
+        join=joined_job,
+    )
     for i, day in enumerate(["2010-12-28", "2010-12-29", "2010-12-30"]):
         _stage(job, f"NYA_5577_{day.replace('-', '')}", _night(day), seed=i)
         _stage(job, f"LYR_5577_{day.replace('-', '')}", _night(day, 40), seed=10 + i)
@@ -151,10 +185,14 @@ def test_a_published_part_no_longer_staged_is_read_from_the_month(tmp_path):
 
 
 def test_plan_tails():
-    old = MonthState({"NYA_all_20101201.parquet": "a", "NYA_all_20101202.parquet": "b",
-                      "LYR_all_20101201.parquet": "c"},
-                     {"NYA": [("NYA_all_20101201.parquet", 10), ("NYA_all_20101202.parquet", 5)],
-                      "LYR": [("LYR_all_20101201.parquet", 7)]}, "L")
+    old = MonthState(
+        {"NYA_all_20101201.parquet": "a", "NYA_all_20101202.parquet": "b", "LYR_all_20101201.parquet": "c"},
+        {
+            "NYA": [("NYA_all_20101201.parquet", 10), ("NYA_all_20101202.parquet", 5)],
+            "LYR": [("LYR_all_20101201.parquet", 7)],
+        },
+        "L",
+    )
     versions = {**old.parts, "NYA_all_20101203.parquet": "d"}
     tails, state = plan_tails(old, versions, {"NYA_all_20101203.parquet": 4}, "L")
     assert tails == {"NYA": Tail("NYA", 15, ["NYA_all_20101203.parquet"])}
@@ -185,14 +223,16 @@ def test_compacted_staging_resumes_per_file_from_the_month(tmp_path, dask_client
     archive = f"file://{tmp_path}/archive"
     write_archive(archive, ["NYA", "LYR"], "2010-12-01T12:00", "2010-12-02T12:00", cadence="30min", seed=5)
     flt = {"moon_max_alt": None, "sun_max_alt": -5.0}
-    compact = make_job(archive, f"file://{tmp_path}/compact", end="2010-12-03", filter=flt,
-                       store={"keep_staging": False})
+    compact = make_job(
+        archive, f"file://{tmp_path}/compact", end="2010-12-03", filter=flt, store={"keep_staging": False}
+    )
     kept = make_job(archive, f"file://{tmp_path}/kept", end="2010-12-03", filter=flt)
     run_season(compact, client=dask_client, progress=False)
     staging = tmp_path / "compact" / "_staging" / "2010-12"
     assert not list(staging.glob("*.parquet")) and len(list((staging / "published").glob("*.parquet"))) == 4
     assert sum(p.stat().st_size for p in (staging / "published").glob("*")) < 0.2 * sum(
-        p.stat().st_size for p in (tmp_path / "compact" / "2010-12.zarr").rglob("*") if p.is_file())
+        p.stat().st_size for p in (tmp_path / "compact" / "2010-12.zarr").rglob("*") if p.is_file()
+    )
 
     late = pd.Timestamp("2010-12-01T23:05:00")
     buf = io.BytesIO()

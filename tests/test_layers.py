@@ -1,5 +1,6 @@
 """The package's folders are the pipeline's layers: a module imports only from its own layer or those below,
 no import cycles, and no private name is imported from another module."""
+
 import ast
 from pathlib import Path
 
@@ -75,15 +76,17 @@ def test_no_import_runs_up_a_layer_or_takes_a_private_name(module):
 
 
 def test_no_import_cycles():
-    graph = {m: {_target(i, n) for i, names, _ in _imports(p) for n in names or [""]} & set(MODULES) - {m}
-             for m, p in MODULES.items()}
+    graph = {
+        m: {_target(i, n) for i, names, _ in _imports(p) for n in names or [""]} & set(MODULES) - {m}
+        for m, p in MODULES.items()
+    }
     state: dict[str, int] = {}
 
     def visit(m: str, path: list[str]) -> None:
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                pytest.fail("import cycle: " + " -> ".join(path[path.index(n):] + [n]) if n in path else n)
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(n) :] + [n]) if n in path else n)
             if n not in state:
                 visit(n, [*path, n])
         state[m] = 2

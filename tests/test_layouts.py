@@ -1,4 +1,5 @@
 """Archive layouts: THEMIS multi-frame PGM, Kiruna-style JPEG, and a user pattern from the job spec."""
+
 import datetime as dt
 import io
 
@@ -34,16 +35,19 @@ def test_pgm_reader_roundtrip_and_times():
 
 def test_pgm_8bit_comment_between_tokens_and_no_time():
     raw = b"P5\n# just a note\n3 # width\n2\n255\n" + bytes(range(6))
-    (t, img), = read_pgm_frames(raw, "x.pgm")
+    ((t, img),) = read_pgm_frames(raw, "x.pgm")
     assert t is None and img.tolist() == [[0, 1, 2], [3, 4, 5]]
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"", "empty file"),
-    (b"P6\n2 2\n255\n" + bytes(12), "magic"),
-    (write_pgm_frames(_themis_frames(dt.datetime(2008, 3, 5), 2), "gill")[:-100], "frame 1 is truncated"),
-    (b"P5\n2 x\n255\n", "bad header"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"", "empty file"),
+        (b"P6\n2 2\n255\n" + bytes(12), "magic"),
+        (write_pgm_frames(_themis_frames(dt.datetime(2008, 3, 5), 2), "gill")[:-100], "frame 1 is truncated"),
+        (b"P5\n2 x\n255\n", "bad header"),
+    ],
+)
 def test_pgm_errors_name_the_problem(data, why):
     with pytest.raises(ImageError, match=why):
         read_pgm_frames(data, "20080305_0600_gill_themis19_full.pgm")
@@ -67,9 +71,16 @@ def test_themis_season_stores_every_frame():
         data = write_pgm_frames(_themis_frames(t.to_pydatetime(), n=5), "gill", "gz")
         fs.pipe_file(f"{root}/gill/{t:%Y%m%d_%H%M}_gill_themis19_full.pgm.gz", data)
     fs.pipe_file(f"{root}/gill/20080110_0610_gill_themis19_full.pgm.gz", b"\x1f\x8b broken")
-    job = make_job(f"memory://{root}", "memory://themis-season/out", stations=["GILL"], layout="themis",
-                   start="2008-01-10", end="2008-01-11", filter={"moon_max_alt": None},
-                   cluster={"n_workers": 1})
+    job = make_job(
+        f"memory://{root}",
+        "memory://themis-season/out",
+        stations=["GILL"],
+        layout="themis",
+        start="2008-01-10",
+        end="2008-01-11",
+        filter={"moon_max_alt": None},
+        cluster={"n_workers": 1},
+    )
     summary = run_season(job, progress=False)
     cat = read_catalog(job.output)
     assert len(cat) == 5 and summary.kept == 4 and summary.images == 20
@@ -93,8 +104,9 @@ def test_kiruna_jpeg_and_custom_layout_from_spec(tmp_path):
         Image.fromarray(np.dstack([grey] * 3)).resize((720, 479)).save(buf, format="JPEG")
         fs.pipe_file(f"/kir-season/a/KIR_{t:%Y%m%d_%H%M%S}.jpg", buf.getvalue())
         fs.pipe_file(f"/kir-season/b/cam-KIR-{t:%Y%m%dT%H%M%S}.jpg", buf.getvalue())
-    base = dict(stations=["KIR"], start="2010-12-20", end="2010-12-21", filter={"moon_max_alt": None},
-                cluster={"n_workers": 1})
+    base = dict(
+        stations=["KIR"], start="2010-12-20", end="2010-12-21", filter={"moon_max_alt": None}, cluster={"n_workers": 1}
+    )
     job = make_job("memory://kir-season/a", "memory://kir-season/out-a", layout="kiruna", **base)
     assert run_season(job, progress=False).images == 3
     custom = {"name": "cam", "pattern": "cam-{station}-{time:%Y%m%dT%H%M%S}.jpg"}

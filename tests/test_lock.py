@@ -21,8 +21,14 @@ def test_stale_locks_are_taken_over(tmp_path):
     out = f"file://{tmp_path}/out"
     (tmp_path / "out").mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    rec = {"owner": "x", "purpose": "season", "host": __import__("socket").gethostname(), "pid": int(dead.stdout),
-           "acquired": "2026-01-01T00:00:00+00:00", "expires": "2999-01-01T00:00:00+00:00"}
+    rec = {
+        "owner": "x",
+        "purpose": "season",
+        "host": __import__("socket").gethostname(),
+        "pid": int(dead.stdout),
+        "acquired": "2026-01-01T00:00:00+00:00",
+        "expires": "2999-01-01T00:00:00+00:00",
+    }
     (tmp_path / "out" / "_lock.json").write_text(json.dumps(rec))
     with OutputLock(out) as lock:  # holder process is gone
         assert lock.holder()["owner"] == lock.owner

@@ -1,4 +1,5 @@
 """The month build with joins, end to end: season with a head and a join → joined stores → re-join → report."""
+
 import os
 import re
 import time
@@ -27,14 +28,33 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     labels = write_archive(archive, ["NYA", "LYR"], "2010-12-01", "2010-12-03", cadence="30min", seed=4)
     write_instruments(f"file://{tmp_path}/instruments", labels, seed=4)
     inst = f"file://{tmp_path}/instruments"
-    join = {"ceilometer": [{"url": f"{inst}/ceilometer/nya_cbh.tab", "format": "pangaea", "stations": {"NYA": "NYA"},
-                            "tolerance": "5min"},
-                           {"url": f"{inst}/ceilometer/lyr_cbh.tab", "format": "pangaea", "stations": {"LYR": "LYR"},
-                            "tolerance": "5min"}],
-            "magnetometer": [{"url": f"{inst}/magnetometer/*.min", "format": "iaga2002",
-                              "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
-    job = make_job(archive, f"file://{tmp_path}/out", end="2010-12-03", classify={"head": str(synthetic_head[0])},
-                   join=join)
+    join = {
+        "ceilometer": [
+            {
+                "url": f"{inst}/ceilometer/nya_cbh.tab",
+                "format": "pangaea",
+                "stations": {"NYA": "NYA"},
+                "tolerance": "5min",
+            },
+            {
+                "url": f"{inst}/ceilometer/lyr_cbh.tab",
+                "format": "pangaea",
+                "stations": {"LYR": "LYR"},
+                "tolerance": "5min",
+            },
+        ],
+        "magnetometer": [
+            {
+                "url": f"{inst}/magnetometer/*.min",
+                "format": "iaga2002",
+                "stations": {"NYA": "NAL", "LYR": "LYR"},
+                "tolerance": "60s",
+            }
+        ],
+    }
+    job = make_job(
+        archive, f"file://{tmp_path}/out", end="2010-12-03", classify={"head": str(synthetic_head[0])}, join=join
+    )
     summary = run_season(job, client=dask_client, progress=False)
     store = f"{tmp_path}/out/2010-12.zarr"
     nya = xr.open_zarr(store, group="NYA").load()  # joined by the season's month build itself
@@ -49,6 +69,7 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     np.testing.assert_allclose(nya["mag_x"].to_numpy(), ref["x"].to_numpy(), equal_nan=True)
     # No cloud base is never a height: where the ceilometer saw no cloud, cbh is NaN.
     assert nya["cbh"].where(nya["cloud_detected"] == 0).isnull().all()
+
     # A re-join with unchanged instruments changes no byte; new instrument data rebuild the month, staged.
     def digest():
         return {p: p.read_bytes() for p in (tmp_path / "out" / "2010-12.zarr").rglob("*") if p.is_file()}
@@ -72,8 +93,13 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     page = result.html.read_text()
     assert set(result.embeddings) == {"NYA 2010-12", "LYR 2010-12"}
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 4 + 2
-    nights = {f"{s} {n:%Y-%m-%d}" for s in ("NYA", "LYR") for n in night_of(
-        pd.DatetimeIndex(xr.open_zarr(store, group=s)["time"].to_numpy()), get_station(s).longitude).unique()}
+    nights = {
+        f"{s} {n:%Y-%m-%d}"
+        for s in ("NYA", "LYR")
+        for n in night_of(
+            pd.DatetimeIndex(xr.open_zarr(store, group=s)["time"].to_numpy()), get_station(s).longitude
+        ).unique()
+    }
     assert set(result.keograms) == nights and len(nights) == 6  # 2 stations x 3 nights (evenings of Nov 30-Dec 2)
     # What a reader sees: every figure, map and keogram decoded by a real browser, laid out on the page.
     shown = {img["alt"]: img for img in rendered_images(result.html)}

@@ -1,4 +1,5 @@
 """Nightly incremental runs on the real S3 server."""
+
 import hashlib
 import json
 import os
@@ -25,13 +26,29 @@ pytestmark = pytest.mark.slow
 def _join(root):
     """Instruments for every image of the nights below: written once, before any run."""
     times = pd.date_range("2010-12-01", "2010-12-05", freq="30min", inclusive="left")
-    labels = pd.concat([pd.DataFrame({"station": s, "time": times, "label": ["cloudy", "clear", "arc"] * 64})
-                        for s in ("NYA", "LYR")])
+    labels = pd.concat(
+        [pd.DataFrame({"station": s, "time": times, "label": ["cloudy", "clear", "arc"] * 64}) for s in ("NYA", "LYR")]
+    )
     write_instruments(f"file://{root}", labels, seed=3)
-    return {"ceilometer": [{"url": f"file://{root}/ceilometer/{s.lower()}_cbh.tab", "format": "pangaea",
-                            "stations": {s: s}, "tolerance": "5min"} for s in ("NYA", "LYR")],
-            "magnetometer": [{"url": f"file://{root}/magnetometer/*.min", "format": "iaga2002",
-                              "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
+    return {
+        "ceilometer": [
+            {
+                "url": f"file://{root}/ceilometer/{s.lower()}_cbh.tab",
+                "format": "pangaea",
+                "stations": {s: s},
+                "tolerance": "5min",
+            }
+            for s in ("NYA", "LYR")
+        ],
+        "magnetometer": [
+            {
+                "url": f"file://{root}/magnetometer/*.min",
+                "format": "iaga2002",
+                "stations": {"NYA": "NAL", "LYR": "LYR"},
+                "tolerance": "60s",
+            }
+        ],
+    }
 
 
 def _assert_joined(s3, bucket, out="out"):
@@ -46,14 +63,28 @@ def _assert_joined(s3, bucket, out="out"):
 
 def _job(s3, bucket, out="out", **kw):
     opts = s3.storage_options
-    return make_job(f"s3://{bucket}/archive", f"s3://{bucket}/{out}", storage_options=opts,
-                    output_storage_options=opts, end="2010-12-10", filter={"moon_max_alt": None, "sun_max_alt": -5.0},
-                    nightly={"lookback": "3h"}, **kw)
+    return make_job(
+        f"s3://{bucket}/archive",
+        f"s3://{bucket}/{out}",
+        storage_options=opts,
+        output_storage_options=opts,
+        end="2010-12-10",
+        filter={"moon_max_alt": None, "sun_max_alt": -5.0},
+        nightly={"lookback": "3h"},
+        **kw,
+    )
 
 
 def _add_night(s3, bucket, start, end, seed):
-    return write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], start, end, cadence="30min", seed=seed,
-                         storage_options=s3.storage_options)
+    return write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA", "LYR"],
+        start,
+        end,
+        cadence="30min",
+        seed=seed,
+        storage_options=s3.storage_options,
+    )
 
 
 def _digest(s3, bucket, out="out"):
@@ -126,17 +157,24 @@ def _spec(tmp_path, s3, bucket, out, options=False):
     """A nightly job spec; the S3 endpoint from fsspec's environment variables, or in the spec (``options``)."""
     spec = tmp_path / f"{out}-{int(options)}.yaml"
     opts = "".join(f"{k}: {json.dumps(s3.storage_options)}\n" for k in ("storage_options", "output_storage_options"))
-    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/{out}\nstations: [NYA, LYR]\n"
-                    f"start: 2010-12-01\nend: 2010-12-10\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
-                    f"cluster: {{n_workers: 2, processes: false}}\nnightly: {{lookback: 3h}}\n"  # threads: fast start
-                    + (opts if options else ""))
+    spec.write_text(
+        f"input: s3://{bucket}/archive\noutput: s3://{bucket}/{out}\nstations: [NYA, LYR]\n"
+        f"start: 2010-12-01\nend: 2010-12-10\nfilter: {{moon_max_alt: null, sun_max_alt: -5.0}}\n"
+        f"cluster: {{n_workers: 2, processes: false}}\nnightly: {{lookback: 3h}}\n"  # threads: fast start
+        + (opts if options else "")
+    )
     return spec
 
 
 def _cli(spec, s3):
-    return subprocess.Popen([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **s3.env}, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **s3.env},
+        start_new_session=True,
+    )
 
 
 def _wait(predicate, timeout=300):

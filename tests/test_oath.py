@@ -1,4 +1,5 @@
 """The OATH protocol on a miniature tree in the real v1.1 format, and heads in season stores."""
+
 import json
 
 import numpy as np
@@ -27,7 +28,8 @@ def write_mini_oath(root, n=N, seed=3):
     header = ["-" * 70] + [f"OATH licence text line {i}" for i in range(16)] + ["-" * 70]
     rows = [f"{0 if c < 3 else 1},{c},{i + 1:05d},{names[c]},{(37 * i) % 360}" for i, c in enumerate(class6)]
     (root / "classifications" / "classifications.csv").write_text(
-        "\n".join(header + ["class2,class6,picNum,picType,rotAng"] + rows) + "\n")
+        "\n".join(header + ["class2,class6,picNum,picType,rotAng"] + rows) + "\n"
+    )
     splits = np.stack([rng.permutation(n) for _ in range(5)])
     np.savetxt(root / "classifications" / "train_test_split.csv", splits.astype(float), fmt="%.18e", delimiter=",")
     for i, c in enumerate(class6):
@@ -56,14 +58,17 @@ def test_reader_and_split_semantics(mini_oath):
     assert str(ds.table["path"].iloc[5]).endswith("images/cropped_scaled/00006.png")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda r: (r / "classifications" / "train_test_split.csv").unlink(), "train_test_split.csv is missing"),
-    (lambda r: (r / "images" / "cropped_scaled" / "00007.png").unlink(), "00007.png"),
-    (lambda r: _edit(r, "class2,class6,picNum", "klass2,class6,picNum"), "header line"),
-    (lambda r: _edit(r, "\n0,2,00003,discrete", "\n0,9,00003,discrete"), "line 22: class6 must be 0..5"),
-    (lambda r: _edit(r, "\n0,2,00003,discrete", "\n1,2,00003,discrete"), "line 22: class2 does not agree"),
-    (lambda r: (r / "classifications" / "train_test_split.csv").write_text("1.0,2.0\n"), "line 1: expected a perm"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda r: (r / "classifications" / "train_test_split.csv").unlink(), "train_test_split.csv is missing"),
+        (lambda r: (r / "images" / "cropped_scaled" / "00007.png").unlink(), "00007.png"),
+        (lambda r: _edit(r, "class2,class6,picNum", "klass2,class6,picNum"), "header line"),
+        (lambda r: _edit(r, "\n0,2,00003,discrete", "\n0,9,00003,discrete"), "line 22: class6 must be 0..5"),
+        (lambda r: _edit(r, "\n0,2,00003,discrete", "\n1,2,00003,discrete"), "line 22: class2 does not agree"),
+        (lambda r: (r / "classifications" / "train_test_split.csv").write_text("1.0,2.0\n"), "line 1: expected a perm"),
+    ],
+)
 def test_format_errors_name_file_and_line(mini_oath, tmp_path, damage, message):
     import shutil
 
@@ -91,14 +96,17 @@ def test_train_and_evaluate_cli_end_to_end(mini_oath, tmp_path, capsys):
     assert len(scores["per_split"]) == 5 and all(s["n_test"] == 18 for s in scores["per_split"])
     assert np.array(scores["confusion6"]).sum() == 5 * 18
     assert np.array(scores["confusion6"]).sum(axis=1).tolist() == [
-        sum(int((np.arange(N) % 6)[read_oath(root).split(k)[1]].tolist().count(c)) for k in range(5)) for c in range(6)]
+        sum(int((np.arange(N) % 6)[read_oath(root).split(k)[1]].tolist().count(c)) for k in range(5)) for c in range(6)
+    ]
     assert 0 <= scores["accuracy6_mean"] <= 1 and scores["accuracy2_mean"] >= scores["accuracy6_mean"] - 1e-9
     assert (tmp_path / "ev" / "scores.png").stat().st_size > 1000
     assert "6-class accuracy" in capsys.readouterr().out
     assert list(cache.glob("oath-features-*.zarr"))
 
-    assert cli.main(["train", str(root), "--out", str(tmp_path / "heads" / "oath-ridge.npz"), "--split", "1",
-                     *common]) == 0
+    assert (
+        cli.main(["train", str(root), "--out", str(tmp_path / "heads" / "oath-ridge.npz"), "--split", "1", *common])
+        == 0
+    )
     head = load_head(tmp_path / "heads" / "oath-ridge.npz")
     side = json.loads((tmp_path / "heads" / "oath-ridge.json").read_text())
     assert side["backbone"] == "efficientnet-lite0" and side["recipe"] == "lite128" and side["split"] == 1

@@ -1,4 +1,5 @@
 """Planning that costs what the window costs: pruned listing, array-at-a-time names, planning on the workers."""
+
 import datetime as dt
 import random
 import string
@@ -35,16 +36,22 @@ def _ucalgary(station: str, t: pd.Timestamp, kind: str = "themis19", suffix: str
 
 # --- names --------------------------------------------------------------------------------------------
 
-CUSTOM = [Format("dated", "{station}-{date:%Y%m%d}_{time:%H%M%S}.png"),
-          Format("doy", "{station}_{time:%Y%j_%H%M}.jpg"),  # %j: not vectorised, goes name by name
-          Format("wl", "{station}_{time:%Y%m%dT%H%M%S}_{wavelength}.png", default_wavelength=6300)]
+CUSTOM = [
+    Format("dated", "{station}-{date:%Y%m%d}_{time:%H%M%S}.png"),
+    Format("doy", "{station}_{time:%Y%j_%H%M}.jpg"),  # %j: not vectorised, goes name by name
+    Format("wl", "{station}_{time:%Y%m%dT%H%M%S}_{wavelength}.png", default_wavelength=6300),
+]
 
 
 def _mutated(n: int, seed: int = 0) -> list[str]:
     """Real-format names with random edits: digits, letters, case, deletions, non-ASCII text."""
     rng = random.Random(seed)
-    bases = [f.example for f in FORMATS.values()] + ["nya-20101207_233450.png", "kir_2010341_2215.jpg",
-                                                     "lyr_20101207T233450_5577.png", "lyr_20101207T233450_.png"]
+    bases = [f.example for f in FORMATS.values()] + [
+        "nya-20101207_233450.png",
+        "kir_2010341_2215.jpg",
+        "lyr_20101207T233450_5577.png",
+        "lyr_20101207T233450_.png",
+    ]
     out = []
     for _ in range(n):
         b = list(rng.choice(bases))
@@ -64,13 +71,21 @@ def _mutated(n: int, seed: int = 0) -> list[str]:
             else:
                 b[i] = rng.choice("é\t")
         out.append("s3://bucket/a/" + "".join(b))
-    return out + ["nya4_20100431_000000_5577_cal.png", "nya4_20101207_235960_5577_cal.png",
-                  "NYA4_20101207_233450_5577_CAL.PNG.BZ2", "20200508_060500_-12345_gill_rgb-04_320ms_full.png",
-                  "20101205_221500_nya_nascam__2000ms.png", "KIR_20101201_221500_x.JPG", "x.png", ""]
+    return out + [
+        "nya4_20100431_000000_5577_cal.png",
+        "nya4_20101207_235960_5577_cal.png",
+        "NYA4_20101207_233450_5577_CAL.PNG.BZ2",
+        "20200508_060500_-12345_gill_rgb-04_320ms_full.png",
+        "20101205_221500_nya_nascam__2000ms.png",
+        "KIR_20101201_221500_x.JPG",
+        "x.png",
+        "",
+    ]
 
 
-@pytest.mark.parametrize("formats", [list(FORMATS.values()), CUSTOM + list(FORMATS.values())],
-                         ids=["built-in", "custom+built-in"])
+@pytest.mark.parametrize(
+    "formats", [list(FORMATS.values()), CUSTOM + list(FORMATS.values())], ids=["built-in", "custom+built-in"]
+)
 def test_name_parser_equals_match_name(formats):
     names = _mutated(6000)
     got = NameParser(formats).parse(names)
@@ -85,34 +100,48 @@ def test_name_parser_equals_match_name(formats):
         parsed += 1
         wl = None if pd.isna(row.wavelength) else int(row.wavelength)
         assert (row.station, pd.Timestamp(row.time), wl, row.format) == (
-            ref.station, pd.Timestamp(ref.time), ref.wavelength, ref.format), name
+            ref.station,
+            pd.Timestamp(ref.time),
+            ref.wavelength,
+            ref.format,
+        ), name
     assert 1000 < parsed < len(names)  # both outcomes are exercised
 
 
 # --- folders ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, parent, expected", [
-    ("2014", {}, {"Y": 2014}),
-    ("20140310", {}, {"Y": 2014, "m": 3, "d": 10}),
-    ("2014-03-10", {}, {"Y": 2014, "m": 3, "d": 10}),
-    ("2014_03", {}, {"Y": 2014, "m": 3}),
-    ("03", {"Y": 2014}, {"m": 3}),
-    ("10", {"Y": 2014, "m": 3}, {"d": 10}),
-    ("069", {"Y": 2014}, {"j": 69}),
-    ("ut06", {"Y": 2014, "m": 3, "d": 10}, {"H": 6}),
-    ("5577", {}, None),  # a wavelength, not a year
-    ("13", {"Y": 2014}, None),  # no month 13
-    ("31", {"Y": 2014, "m": 2}, None),
-    ("20140230", {}, None),
-    ("03", {}, None),  # a two-digit name says nothing without a year above it
-])
+
+@pytest.mark.parametrize(
+    "name, parent, expected",
+    [
+        ("2014", {}, {"Y": 2014}),
+        ("20140310", {}, {"Y": 2014, "m": 3, "d": 10}),
+        ("2014-03-10", {}, {"Y": 2014, "m": 3, "d": 10}),
+        ("2014_03", {}, {"Y": 2014, "m": 3}),
+        ("03", {"Y": 2014}, {"m": 3}),
+        ("10", {"Y": 2014, "m": 3}, {"d": 10}),
+        ("069", {"Y": 2014}, {"j": 69}),
+        ("ut06", {"Y": 2014, "m": 3, "d": 10}, {"H": 6}),
+        ("5577", {}, None),  # a wavelength, not a year
+        ("13", {"Y": 2014}, None),  # no month 13
+        ("31", {"Y": 2014, "m": 2}, None),
+        ("20140230", {}, None),
+        ("03", {}, None),  # a two-digit name says nothing without a year above it
+    ],
+)
 def test_folder_shapes(name, parent, expected):
     assert _shape_fields(name, parent) == expected
 
 
 def test_folder_station_codes_and_spans():
     assert [_station_code(n) for n in ("nya4", "gill_themis19", "KIR", "snapshots", "stream0", "2014")] == [
-        "NYA", "GILL", "KIR", None, None, None]
+        "NYA",
+        "GILL",
+        "KIR",
+        None,
+        None,
+        None,
+    ]
     assert folder_time_span({"Y": 2010, "m": 12}) == (dt.datetime(2010, 12, 1), dt.datetime(2011, 1, 1))
     assert folder_time_span({"Y": 2012, "j": 60}) == (dt.datetime(2012, 2, 29), dt.datetime(2012, 3, 1))
     assert folder_time_span({"m": 3}) is None
@@ -150,8 +179,12 @@ def test_date_folder_walk_lists_only_the_window(tmp_path):
     in_window = {p for p, _ in full.files if "20101209" in p or "20101210" in p or "20101211" in p}
     assert {p for p, _ in out.files} == in_window | {f"{tmp_path}/broken/nya4_notadate.png", f"{tmp_path}/README.png"}
     # One station: the other station's folder is not entered.
-    out = walk(fs, str(tmp_path), _window(make_job(f"file://{tmp_path}", "memory://x", stations=["LYR"],
-                                                   start="2010-12-10", end="2010-12-11")), extensions=exts)
+    out = walk(
+        fs,
+        str(tmp_path),
+        _window(make_job(f"file://{tmp_path}", "memory://x", stations=["LYR"], start="2010-12-10", end="2010-12-11")),
+        extensions=exts,
+    )
     assert all("/lyr4/" in p or "broken" in p or "README" in p for p, _ in out.files)
 
 
@@ -159,15 +192,24 @@ def test_ucalgary_walk_composes_across_a_year(tmp_path):
     """The stream0 tree, a window over a new year: composed day folders, exact (no margin), .gz and .bz2 alike."""
     times = pd.date_range("2010-12-01", "2011-01-31", freq="2h")
     _touch(tmp_path, [_ucalgary(s, t, suffix=".gz" if t.hour % 4 else ".bz2") for s in ("GILL", "FSMI") for t in times])
-    job = make_job(f"file://{tmp_path}", "memory://x", stations=["GILL"], start="2010-12-31T18:00",
-                   end="2011-01-02T03:00", layout="themis")
+    job = make_job(
+        f"file://{tmp_path}",
+        "memory://x",
+        stations=["GILL"],
+        start="2010-12-31T18:00",
+        end="2011-01-02T03:00",
+        layout="themis",
+    )
     settings = planning._Settings.of(job)
     assert settings.compose
     fs = fsspec.filesystem("file")
     out = walk(fs, str(tmp_path), _window(job), settings.layouts, settings.extensions, compose=True)
     # days 2010-12-31, 2011-01-01 and 2011-01-02 (whole days), listed day folder then the station's folder
-    assert sorted(p[len(str(tmp_path)) + 1:] for p in out.subtrees) == [
-        "2010/12/31/gill_themis19", "2011/01/01/gill_themis19", "2011/01/02/gill_themis19"]
+    assert sorted(p[len(str(tmp_path)) + 1 :] for p in out.subtrees) == [
+        "2010/12/31/gill_themis19",
+        "2011/01/01/gill_themis19",
+        "2011/01/02/gill_themis19",
+    ]
     assert out.calls == 3 + 3
     assert len(out.files) == 3 * 12 and {p[-4:] for p, _ in out.files} == {".bz2", "m.gz"}
     # declared but not composed (layout auto): the same files, more requests
@@ -180,15 +222,18 @@ def test_composition_falls_back_to_listing(tmp_path):
     """A job that names the stream0 layout over a flat folder: nothing composed exists, so the root is listed."""
     times = pd.date_range("2011-01-01", periods=30, freq="1h")
     _touch(tmp_path, [_ucalgary("GILL", t).rsplit("/", 1)[-1] for t in times])
-    job = make_job(f"file://{tmp_path}", "memory://x", stations=["GILL"], start="2011-01-01", end="2011-01-02",
-                   layout="themis")
+    job = make_job(
+        f"file://{tmp_path}", "memory://x", stations=["GILL"], start="2011-01-01", end="2011-01-02", layout="themis"
+    )
     settings = planning._Settings.of(job)
-    out = walk(fsspec.filesystem("file"), str(tmp_path), _window(job), settings.layouts, settings.extensions,
-               compose=True)
+    out = walk(
+        fsspec.filesystem("file"), str(tmp_path), _window(job), settings.layouts, settings.extensions, compose=True
+    )
     assert len(out.files) == 30 and str(tmp_path) in out.direct
 
 
 # --- plans ----------------------------------------------------------------------------------------------
+
 
 def _mixed_tree(root: Path) -> None:
     """ASIM and stream0 trees, a flat folder, a backup copy (duplicates across folders), names that do not parse,
@@ -209,8 +254,13 @@ def _normalised(partitions: dict) -> pd.DataFrame:
 
 def test_plans_on_workers_equal_the_driver_and_the_reference(tmp_path, dask_client, monkeypatch):
     _mixed_tree(tmp_path)
-    job = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out", stations=["NYA", "LYR", "GILL", "KIR"],
-                   start="2010-12-06", end="2010-12-09")
+    job = make_job(
+        f"file://{tmp_path}",
+        f"file://{tmp_path}/out",
+        stations=["NYA", "LYR", "GILL", "KIR"],
+        start="2010-12-06",
+        end="2010-12-09",
+    )
     ref_catalog, ref_parts = reference_plan(job)
     expected = _normalised(ref_parts)
     assert (expected["status"] == Status.DUPLICATE).sum() == 5  # the backup copies (all inside the window)
@@ -223,14 +273,18 @@ def test_plans_on_workers_equal_the_driver_and_the_reference(tmp_path, dask_clie
     workers = plan_run(job.model_copy(update={"planning": job.planning.model_copy(update=tiny)}), dask_client)
     assert workers.where == "workers" and workers.tasks > 4
     assert all(not isinstance(r, pd.DataFrame) for rows in workers.rows.values() for r in rows)  # futures only
-    gathered = {k: dask_client.gather([dask_client.submit(planning.part_rows, p, k) for p in parts])
-                for k, parts in workers.rows.items()}
+    gathered = {
+        k: dask_client.gather([dask_client.submit(planning.part_rows, p, k) for p in parts])
+        for k, parts in workers.rows.items()
+    }
     pd.testing.assert_frame_equal(_normalised(gathered), expected)
     assert workers.counts == driver.counts
     # Unparseable names: the same rows, found by the driver or gathered from the tasks.
     ref_bad = ref_catalog[ref_catalog["status"] == Status.UNPARSEABLE].sort_values("url")
-    for undated in (pd.concat([r for r, _ in driver.undated_parts]),
-                    pd.concat([r for r, _ in dask_client.gather(workers.undated_parts)])):
+    for undated in (
+        pd.concat([r for r, _ in driver.undated_parts]),
+        pd.concat([r for r, _ in dask_client.gather(workers.undated_parts)]),
+    ):
         assert sorted(undated["url"]) == sorted(ref_bad["url"])
         assert set(undated["detail"]) == set(ref_bad["detail"])
     assert workers.unparseable == driver.unparseable == len(ref_bad) == 3
@@ -257,8 +311,9 @@ def test_folders_that_misstate_their_dates_turn_pruning_off(tmp_path):
     it sees January files in a '2010' folder, plans again listing everything, and later runs list whole."""
     times = pd.date_range("2010-11-01", "2011-03-01", freq="6h", inclusive="left")
     _touch(tmp_path, [f"NYA/2010/{asim_name('NYA', t).rsplit('/', 1)[-1]}" for t in times])
-    season = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out", stations=["NYA"], start="2010-12-20",
-                      end="2011-01-20")
+    season = make_job(
+        f"file://{tmp_path}", f"file://{tmp_path}/out", stations=["NYA"], start="2010-12-20", end="2011-01-20"
+    )
     plan = plan_run(season)
     assert plan.files == 31 * 4 and plan.misdated and "folders are listed whole" in plan.warnings[0]
     assert "2011-01" in (tmp_path / "out" / "_planning.json").read_text()
@@ -307,6 +362,7 @@ def test_driver_memory_stays_flat_as_the_archive_grows(tmp_path):
 
 # --- whole runs -------------------------------------------------------------------------------------------
 
+
 def _store_bytes(output: str, month: str) -> dict[str, bytes]:
     """Every object of a month store; the root's ``parts_digest`` and part versions (staged parts' modification
     times, which differ between outputs) left out."""
@@ -336,8 +392,16 @@ def _nested_archive(root: Path, layout: str) -> dict:
 
     days = pd.date_range("2010-11-15", "2010-12-25", freq="1D")
     if layout == "asim":
-        _touch(root, [asim_name(s, d + pd.Timedelta(hours=h)) for s in ("NYA", "LYR") for d in days
-                      if d.day != 5 for h in range(0, 24, 3)])
+        _touch(
+            root,
+            [
+                asim_name(s, d + pd.Timedelta(hours=h))
+                for s in ("NYA", "LYR")
+                for d in days
+                if d.day != 5
+                for h in range(0, 24, 3)
+            ],
+        )
         write_archive(f"file://{root}", ["NYA", "LYR"], "2010-12-05T18:00", "2010-12-06T06:00", cadence="1h", seed=4)
         return {"stations": ["NYA", "LYR"], "layout": "auto", "filter": {"moon_max_alt": None}}
     rng = np.random.default_rng(2)
@@ -359,8 +423,9 @@ def test_windowed_nightly_lists_its_window_and_matches_a_full_listing(tmp_path, 
     runs = {}
     for prune in (True, False):
         out = f"file://{tmp_path}/out-{prune}"
-        job = make_job(f"file://{tmp_path}/archive", out, start="2010-12-05", end="2010-12-06",
-                       planning={"prune": prune}, **spec)
+        job = make_job(
+            f"file://{tmp_path}/archive", out, start="2010-12-05", end="2010-12-06", planning={"prune": prune}, **spec
+        )
         night = run_nightly(job, client=dask_client)
         assert night.status == "ok", night.error
         runs[prune] = (night.season.plan, read_catalog(out), _store_bytes(out, "2010-12"), night.season)
@@ -386,16 +451,21 @@ def test_season_planned_on_workers_equals_the_driver_plan(tmp_path, dask_client,
     from aurora_batch.store.ledger import read_catalog
 
     archive = tmp_path / "archive"
-    write_archive(f"file://{archive}", ["NYA", "LYR"], "2010-12-01T18:00", "2010-12-02T06:00", cadence="1h",
-                  seed=5, corrupt=3)
+    write_archive(
+        f"file://{archive}", ["NYA", "LYR"], "2010-12-01T18:00", "2010-12-02T06:00", cadence="1h", seed=5, corrupt=3
+    )
     backup = archive / "backup" / "nya4"
     shutil.copytree(archive / "nya4", backup)
     _asim_tree(archive, 30, start="2010-10-20")  # empty files of other days, outside the window
     stores = {}
     for where, prune in (("workers", True), ("driver", False)):
         out = f"file://{tmp_path}/out-{where}"
-        job = make_job(f"file://{archive}", out, planning={"where": where, "prune": prune, "task_max_requests": 4},
-                       filter={"moon_max_alt": None})
+        job = make_job(
+            f"file://{archive}",
+            out,
+            planning={"where": where, "prune": prune, "task_max_requests": 4},
+            filter={"moon_max_alt": None},
+        )
         summary = run_season(job, client=dask_client, progress=False)
         assert summary.plan.where == where
         stores[where] = (read_catalog(out), _store_bytes(out, "2010-12"), summary)

@@ -1,4 +1,5 @@
 """Notebook products: model-file backbones, keograms, open_station/open_season over S3, the keogram CLI."""
+
 import hashlib
 
 import numpy as np
@@ -41,8 +42,9 @@ def _torchscript(path, seed=0):
 
 def test_model_files_give_the_network_outputs(tmp_path):
     net = TinyNet().eval()
-    program = torch.export.export(net, (torch.rand(4, 3, 128, 128),),
-                                  dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}})
+    program = torch.export.export(
+        net, (torch.rand(4, 3, 128, 128),), dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}
+    )
     torch.export.save(program, str(tmp_path / "net.pt2"))
     batch = np.random.default_rng(0).random((3, 3, 128, 128), dtype=np.float32)
     want = net(torch.from_numpy(batch)).detach().numpy()
@@ -83,8 +85,15 @@ def test_season_products_on_s3(tmp_path, s3_server, bucket, dask_client, capsys)
     model = _torchscript(tmp_path / "tiny.pt")
     opts = s3_server.storage_options
     out = f"s3://{bucket}/season"
-    job = make_job(archive, out, start="2010-12-31", end="2011-01-02", output_storage_options=opts,
-                   filter={"sun_max_alt": 90, "moon_max_alt": None}, features={"backbone": model})
+    job = make_job(
+        archive,
+        out,
+        start="2010-12-31",
+        end="2011-01-02",
+        output_storage_options=opts,
+        filter={"sun_max_alt": 90, "moon_max_alt": None},
+        features={"backbone": model},
+    )
     summary = run_season(job, client=dask_client, progress=False)
     assert summary.images == 12 + 12 + 6
 
@@ -112,9 +121,11 @@ def test_season_products_on_s3(tmp_path, s3_server, bucket, dask_client, capsys)
     assert isinstance(tree["LYR"].to_dataset(), xr.Dataset) and tree["LYR"].sizes["time"] == 12
 
     spec = tmp_path / "job.yaml"
-    spec.write_text(f"input: {archive}\noutput: {out}\nstations: [LYR]\nstart: 2010-12-01\nend: 2011-02-01\n"
-                    f"output_storage_options: {{key: testing, secret: testing, client_kwargs: "
-                    f"{{endpoint_url: '{s3_server.endpoint}'}}}}\n")
+    spec.write_text(
+        f"input: {archive}\noutput: {out}\nstations: [LYR]\nstart: 2010-12-01\nend: 2011-02-01\n"
+        f"output_storage_options: {{key: testing, secret: testing, client_kwargs: "
+        f"{{endpoint_url: '{s3_server.endpoint}'}}}}\n"
+    )
     png = tmp_path / "k.png"
     assert cli.main(["keogram", str(spec), "--station", "LYR", "--night", "2010-12-31", "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -146,8 +157,13 @@ def test_keogram_time_grid_whatever_the_time_unit(tmp_path):
     from aurora_batch.products.keogram import _regular, plot_keogram
 
     times = pd.date_range("2010-12-01T12:00", periods=240, freq="1min", unit="us").delete([100, 101, 102])
-    ds = xr.Dataset({"keogram_ns": (("time", "ns"), np.arange(237 * 8, dtype=np.float32).reshape(237, 8)),
-                     "label": ("time", np.array(["arc"] * 237, dtype=object))}, coords={"time": times})
+    ds = xr.Dataset(
+        {
+            "keogram_ns": (("time", "ns"), np.arange(237 * 8, dtype=np.float32).reshape(237, 8)),
+            "label": ("time", np.array(["arc"] * 237, dtype=object)),
+        },
+        coords={"time": times},
+    )
     grid, lines, labels = _regular(ds, "keogram_ns")
     assert len(grid) == 240 and np.isnan(lines[100:103]).all() and labels[100] is None
     np.testing.assert_array_equal(lines[:100], ds["keogram_ns"].to_numpy()[:100])

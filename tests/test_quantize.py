@@ -1,4 +1,5 @@
 """int8 CPU inference: fidelity to float32 on the SYNTHETIC OATH tree and on real frames, and its bookkeeping."""
+
 import numpy as np
 import pytest
 from conftest import make_job
@@ -101,9 +102,22 @@ def test_int8_is_in_the_fingerprint_and_the_store_attributes(tmp_path):
     assert common_attrs(i8)["precision"] == INT8_SCHEME and common_attrs(f32)["precision"] == "float32"
 
 
-@pytest.mark.parametrize("features,message", [({"precision": "int8", "device": "cuda"}, "CPU workers"),
-                                              ({"precision": "int8", "backbone": "net.pt2"}, "shipped backbones")])
+@pytest.mark.parametrize(
+    "features,message",
+    [
+        ({"precision": "int8", "device": "cuda"}, "CPU workers"),
+        ({"precision": "int8", "backbone": "net.pt2"}, "shipped backbones"),
+    ],
+)
 def test_int8_refuses_what_it_cannot_run(features, message):
     with pytest.raises(JobSpecError, match=message):
-        JobConfig.from_dict(dict(input="file:///in", output="file:///out", stations=["NYA"], start="2010-12-01",
-                                 end="2010-12-02", features=features))
+        JobConfig.from_dict(
+            dict(
+                input="file:///in",
+                output="file:///out",
+                stations=["NYA"],
+                start="2010-12-01",
+                end="2010-12-02",
+                features=features,
+            )
+        )

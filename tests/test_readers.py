@@ -1,4 +1,5 @@
 """Instrument readers on real files and on files written here in the exact formats, quirks included."""
+
 from pathlib import Path
 
 import numpy as np
@@ -47,24 +48,32 @@ DATE       TIME         DOY     NALX      NALY      NALZ      NALF   |
 
 
 def test_iaga2002_sentinels_midnight_and_month_boundary(tmp_path):
-    rows = ["2010-11-30 23:59:50.000 334     10485.30    812.40  52001.00  53000.00",
-            "2010-12-01 00:00:00.000 335     99999.00    812.50  52001.10  88888.00",
-            "2010-12-01 00:00:10.000 335     10485.50  99999.00  52001.20  53000.20"]
+    rows = [
+        "2010-11-30 23:59:50.000 334     10485.30    812.40  52001.00  53000.00",
+        "2010-12-01 00:00:00.000 335     99999.00    812.50  52001.10  88888.00",
+        "2010-12-01 00:00:10.000 335     10485.50  99999.00  52001.20  53000.20",
+    ]
     p = tmp_path / "nal20101130.sec"
     p.write_text(IAGA_HEADER + "\n".join(rows) + "\n")
     frame = read_iaga2002(f"file://{p}")
     assert frame["station"].unique().tolist() == ["NAL"]
-    assert frame["time"].tolist() == pd.to_datetime(["2010-11-30T23:59:50", "2010-12-01T00:00:00", "2010-12-01T00:00:10"]).tolist()
+    assert (
+        frame["time"].tolist()
+        == pd.to_datetime(["2010-11-30T23:59:50", "2010-12-01T00:00:00", "2010-12-01T00:00:10"]).tolist()
+    )
     assert np.isnan(frame.loc[1, "x"]) and np.isnan(frame.loc[1, "f"]) and np.isnan(frame.loc[2, "y"])
     assert frame.loc[0, "x"] == 10485.30 and (frame[["x", "y", "z", "f"]].fillna(1) != 0).all().all()
 
 
-@pytest.mark.parametrize("text, where", [
-    (IAGA_HEADER + "2010-12-01 00:00:00.000 335     10485.30    812.40\n", "line 15: expected 7 fields"),
-    (IAGA_HEADER.replace(" IAGA CODE              NAL", " IAGA KODE              NAL"), "IAGA CODE"),
-    ("garbage\n", "line 1: not an IAGA-2002 header"),
-    (IAGA_HEADER, "no data rows"),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        (IAGA_HEADER + "2010-12-01 00:00:00.000 335     10485.30    812.40\n", "line 15: expected 7 fields"),
+        (IAGA_HEADER.replace(" IAGA CODE              NAL", " IAGA KODE              NAL"), "IAGA CODE"),
+        ("garbage\n", "line 1: not an IAGA-2002 header"),
+        (IAGA_HEADER, "no data rows"),
+    ],
+)
 def test_iaga2002_bad_files(tmp_path, text, where):
     p = tmp_path / "bad.min"
     p.write_text(text)
@@ -77,14 +86,21 @@ def _image_column(rows):
     head = "YYYY MM DD HH MM SS" + " " * 11 + "".join(f"{s:>4} {c:<3}" for s in ("NAL", "LYR") for c in "XYZ")
     lines = [head]
     for stamp, values in rows:
-        lines.append(f"{stamp[0]:4d}{stamp[1]:3d}{stamp[2]:3d}{stamp[3]:3d}{stamp[4]:3d}{stamp[5]:3d}" + " " * 11
-                     + "".join(f"{v:8.1f}" for v in values))
+        lines.append(
+            f"{stamp[0]:4d}{stamp[1]:3d}{stamp[2]:3d}{stamp[3]:3d}{stamp[4]:3d}{stamp[5]:3d}"
+            + " " * 11
+            + "".join(f"{v:8.1f}" for v in values)
+        )
     return "\n".join(lines) + "\n"
 
 
 def test_image_column_text(tmp_path):
-    text = _image_column([((2010, 12, 31, 23, 59, 50), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-                          ((2011, 1, 1, 0, 0, 0), [1.5, 99999.9, 3.5, 4.5, 5.5, 6.5])])
+    text = _image_column(
+        [
+            ((2010, 12, 31, 23, 59, 50), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            ((2011, 1, 1, 0, 0, 0), [1.5, 99999.9, 3.5, 4.5, 5.5, 6.5]),
+        ]
+    )
     lines = text.splitlines()
     text = "\n".join(lines[:2] + ["---- -- -- -- -- --"] + lines[2:]) + "\n"  # a separator line
     p = tmp_path / "image.txt"
@@ -131,11 +147,24 @@ def test_pangaea_sentinels_never_become_heights(tmp_path):
 def test_cl51_netcdf(tmp_path):
     import xarray as xr
 
-    t = (pd.to_datetime(["2010-12-31T23:59:45", "2011-01-01T00:00:00", "2011-01-01T00:00:15"])
-         - pd.Timestamp("1970-01-01")).total_seconds().to_numpy()
-    ds = xr.Dataset({"cbh_1": ("time", [650.0, -1.0, 1200.0]), "cbh_2": ("time", [2400.0, -1.0, -1.0]),
-                     "cbh_3": ("time", [-1.0, -1.0, -1.0]), "detection_status": ("time", np.array([2, 0, 1], "i1")),
-                     "vertical_visibility": ("time", [-1.0, -1.0, -1.0])}, coords={"time": ("time", t)})
+    t = (
+        (
+            pd.to_datetime(["2010-12-31T23:59:45", "2011-01-01T00:00:00", "2011-01-01T00:00:15"])
+            - pd.Timestamp("1970-01-01")
+        )
+        .total_seconds()
+        .to_numpy()
+    )
+    ds = xr.Dataset(
+        {
+            "cbh_1": ("time", [650.0, -1.0, 1200.0]),
+            "cbh_2": ("time", [2400.0, -1.0, -1.0]),
+            "cbh_3": ("time", [-1.0, -1.0, -1.0]),
+            "detection_status": ("time", np.array([2, 0, 1], "i1")),
+            "vertical_visibility": ("time", [-1.0, -1.0, -1.0]),
+        },
+        coords={"time": ("time", t)},
+    )
     ds["time"].attrs["units"] = "seconds since 1970-01-01 00:00:00"
     p = tmp_path / "cl51.nc"
     ds.to_netcdf(p, engine="h5netcdf")
@@ -149,8 +178,10 @@ def test_cl51_netcdf(tmp_path):
 
 
 def test_read_many_glob(tmp_path):
-    for day, rows in (("30", "2010-11-30 23:59:50.000 334     1.00    2.00  3.00  4.00"),
-                      ("01", "2010-12-01 00:00:00.000 335     5.00    6.00  7.00  8.00")):
+    for day, rows in (
+        ("30", "2010-11-30 23:59:50.000 334     1.00    2.00  3.00  4.00"),
+        ("01", "2010-12-01 00:00:00.000 335     5.00    6.00  7.00  8.00"),
+    ):
         (tmp_path / f"nal201011{day}.sec").write_text(IAGA_HEADER + rows + "\n")
     frame = read_many(read_iaga2002, f"file://{tmp_path}/nal*.sec")
     assert frame["x"].tolist() == [1.0, 5.0]

@@ -1,4 +1,5 @@
 """Real imager files end to end: per-frame Sun and Moon, site checks, recipes on raw counts, skymaps, a season."""
+
 import dataclasses
 import datetime as dt
 import shutil
@@ -39,10 +40,15 @@ def _hourly_cdf(path: Path, start: dt.datetime, every_s: int = 20, side: int = 6
     images = rng.integers(2000, 12000, (len(times), side, side), dtype=np.uint16)
     epochs = cdflib.cdfepoch.compute_epoch([[t.year, t.month, t.day, t.hour, t.minute, t.second, 0] for t in times])
     w = CDF(str(path), cdf_spec={"Majority": "row_major"})
-    for name, kind, dims, data in (("thg_asf_gako", CDF.CDF_UINT2, [side, side], images),
-                                   ("thg_asf_gako_epoch", CDF.CDF_EPOCH, [], np.asarray(epochs))):
-        w.write_var({"Variable": name, "Data_Type": kind, "Num_Elements": 1, "Rec_Vary": True, "Dim_Sizes": dims},
-                    var_attrs={}, var_data=data)
+    for name, kind, dims, data in (
+        ("thg_asf_gako", CDF.CDF_UINT2, [side, side], images),
+        ("thg_asf_gako_epoch", CDF.CDF_EPOCH, [], np.asarray(epochs)),
+    ):
+        w.write_var(
+            {"Variable": name, "Data_Type": kind, "Num_Elements": 1, "Rec_Vary": True, "Dim_Sizes": dims},
+            var_attrs={},
+            var_data=data,
+        )
     w.close()
     return times
 
@@ -52,8 +58,9 @@ def _rows(urls, station, job):
     from aurora_batch.plan.catalog import build_catalog
     from aurora_batch.plan.planner import drop_whole_files
 
-    cat = annotate_catalog(build_catalog(urls, job.formats(), [station], dt.datetime(2000, 1, 1),
-                                         dt.datetime(2030, 1, 1)))
+    cat = annotate_catalog(
+        build_catalog(urls, job.formats(), [station], dt.datetime(2000, 1, 1), dt.datetime(2030, 1, 1))
+    )
     return drop_whole_files(cat, job, {f.name: f.span_s for f in job.formats()})
 
 
@@ -62,8 +69,9 @@ def test_hourly_cdf_is_judged_frame_by_frame(tmp_path):
     path = tmp_path / "in" / "thg_l1_asf_gako_2011010616_v01.cdf"
     path.parent.mkdir()
     times = _hourly_cdf(path, dt.datetime(2011, 1, 6, 16))
-    job = make_job(f"file://{tmp_path}/in", f"file://{tmp_path}/out", stations=["GAKO"],
-                   start="2011-01-06", end="2011-01-07")
+    job = make_job(
+        f"file://{tmp_path}/in", f"file://{tmp_path}/out", stations=["GAKO"], start="2011-01-06", end="2011-01-07"
+    )
     rows = _rows([f"file://{path}"], "GAKO", job)
     assert rows["status"].tolist() == [Status.PENDING]  # the name's time alone would keep (or drop) every frame
     result = process_partition(job, PartitionKey.parse("GAKO_all_20110106"), rows)
@@ -92,8 +100,15 @@ def test_site_position_and_raw_range_warnings(tmp_path):
     name = "20140310_0605_gill_themis19_full.pgm.gz"
     shutil.copy(DATA / name, tmp_path / name)
     for station, warned in (("GILL", False), ("RANK", True)):
-        job = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out-{station}", stations=["GILL"],
-                       start="2014-03-10", end="2014-03-11", filter=NO_FILTER, features={"recipe": "kvammen"})
+        job = make_job(
+            f"file://{tmp_path}",
+            f"file://{tmp_path}/out-{station}",
+            stations=["GILL"],
+            start="2014-03-10",
+            end="2014-03-11",
+            filter=NO_FILTER,
+            features={"recipe": "kvammen"},
+        )
         rows = _rows([f"file://{tmp_path}/{name}"], "GILL", job).assign(station=station)
         result = process_partition(job, PartitionKey.parse(f"{station}_all_20140310"), rows)
         site = [w for w in result.warnings if "site position" in w]
@@ -137,8 +152,12 @@ def test_skymap_mask_differs_from_the_circle_only_through_the_field_of_view(tmp_
 def test_skymap_from_the_job_spec_changes_features_and_fingerprint(tmp_path):
     cdf = "thg_l1_asf_gako_2011010617_v01.cdf"
     shutil.copy(DATA / cdf, tmp_path / cdf)
-    common = dict(stations={"GAKO": {"skymap": str(DATA / "themis_skymap_gako_20110305-+_vXX.sav.gz")}},
-                  start="2011-01-06", end="2011-01-07", filter=NO_FILTER)
+    common = dict(
+        stations={"GAKO": {"skymap": str(DATA / "themis_skymap_gako_20110305-+_vXX.sav.gz")}},
+        start="2011-01-06",
+        end="2011-01-07",
+        filter=NO_FILTER,
+    )
     with_map = make_job(f"file://{tmp_path}", f"file://{tmp_path}/a", **common)
     assert with_map.skymaps == {"GAKO": str(DATA / "themis_skymap_gako_20110305-+_vXX.sav.gz")}
     without = make_job(f"file://{tmp_path}", f"file://{tmp_path}/b", **{**common, "stations": ["GAKO"]})
@@ -171,9 +190,16 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
         shutil.copy(DATA / name, archive / REAL[name][1].lower() / name)
     (archive / "gill" / "README.txt").write_text("not an image")
     (archive / "gill" / "20140310_0607_gill_themis19_full.pgm").write_bytes(b"P5\n256 256\n65535\n")  # truncated
-    job = make_job(f"file://{archive}", f"file://{tmp_path}/out", stations=["GILL", "GAKO"],
-                   start="2011-01-01", end="2022-12-31", filter=NO_FILTER, cluster={"n_workers": 1},
-                   classify={"head": str(synthetic_head[0])})
+    job = make_job(
+        f"file://{archive}",
+        f"file://{tmp_path}/out",
+        stations=["GILL", "GAKO"],
+        start="2011-01-01",
+        end="2022-12-31",
+        filter=NO_FILTER,
+        cluster={"n_workers": 1},
+        classify={"head": str(synthetic_head[0])},
+    )
     assert job.layout == "auto"
     from aurora_batch.runner.season import run_season
 
@@ -193,11 +219,16 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
     for store in summary.stores:
         for group in list_groups(zarr_store(store)):
             with xr.open_zarr(store, group=group, chunks=None) as ds:
-                stored += [(u.rsplit("/", 1)[-1], pd.Timestamp(t), ds.attrs["station"], float(s))
-                           for u, t, s in zip(ds["url"].values, ds["time"].values, ds["sun_alt"].values)]
+                stored += [
+                    (u.rsplit("/", 1)[-1], pd.Timestamp(t), ds.attrs["station"], float(s))
+                    for u, t, s in zip(ds["url"].values, ds["time"].values, ds["sun_alt"].values)
+                ]
                 index = pd.MultiIndex.from_arrays([ds["url"].values, ds["frame"].values], names=["url", "frame"])
-                probas.append(pd.DataFrame(ds["proba"].values, index, [f"p_{c}" for c in ds["class"].values])
-                              .assign(label=ds["label"].values))
+                probas.append(
+                    pd.DataFrame(ds["proba"].values, index, [f"p_{c}" for c in ds["class"].values]).assign(
+                        label=ds["label"].values
+                    )
+                )
                 assert (ds["saturated_fraction"] >= 0).all()
     for name in REAL:
         frames = read_file((DATA / name).read_bytes(), name)
@@ -211,7 +242,8 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
 
     table = classify_files(f"file://{archive}", str(synthetic_head[0]), progress=False)
     assert set(table.loc[table["status"] == Status.UNREADABLE, "url"].str.rsplit("/", n=1).str[-1]) == {
-        "20140310_0607_gill_themis19_full.pgm"}
+        "20140310_0607_gill_themis19_full.pgm"
+    }
     kept = table[table["status"] == Status.KEPT].set_index(["url", "frame"]).sort_index()
     season = pd.concat(probas).sort_index()
     assert len(kept) == len(season) == summary.images
@@ -229,8 +261,13 @@ def test_every_real_sample_through_auto_in_a_local_cluster_season(tmp_path, synt
     assert set(report.embeddings) == groups  # one map per store group and month
     # GILL has unfiltered (THEMIS, TREx RGB) and two filtered (TREx NIR, blueline) wavelengths: a keogram
     # per wavelength and night, each frame in one of them only.
-    assert set(report.keograms) == {"GAKO 2011-01-05", "GILL/0 2014-03-09", "GILL/0 2020-05-07",
-                                    "GILL/4861 2022-03-07", "GILL/8446 2022-03-06"}
+    assert set(report.keograms) == {
+        "GAKO 2011-01-05",
+        "GILL/0 2014-03-09",
+        "GILL/0 2020-05-07",
+        "GILL/4861 2022-03-07",
+        "GILL/8446 2022-03-06",
+    }
 
 
 def test_skymap_orientation_is_the_official_readers_undone_like_the_frames(tmp_path):

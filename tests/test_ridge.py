@@ -1,4 +1,5 @@
 """The streamed ridge regression equals scikit-learn's on the rows themselves."""
+
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GroupKFold
@@ -24,7 +25,7 @@ def test_fold_sums_give_sklearns_standardised_ridge():
     x[:, 10:30] = np.where((fold == 2)[:, None], 7.3, rng.uniform(0, 5, 20)).astype(np.float32)
     stats = RidgeStats(5, d)
     for lo in range(0, n, 128):  # chunk by chunk, as the report reads a season
-        stats.add(x[lo:lo + 128], y[lo:lo + 128], fold[lo:lo + 128])
+        stats.add(x[lo : lo + 128], y[lo : lo + 128], fold[lo : lo + 128])
     for k in range(5):
         train, test = (fold >= 0) & (fold != k), fold == k
         model = make_pipeline(StandardScaler(), Ridge(alpha=100.0)).fit(x[train], y[train])

@@ -1,4 +1,5 @@
 """CPU runtimes: the network exported to ONNX and run by ONNX Runtime or OpenVINO, exact to torch on real frames."""
+
 import logging
 import os
 
@@ -97,8 +98,12 @@ def test_a_season_with_each_runtime(tmp_path, dask_client):
     write_archive(archive, ["NYA"], "2010-12-01T18:00", "2010-12-01T20:00", cadence="10min", seed=2)
     stores = {}
     for runtime in ("torch", *EXPORTED):
-        job = make_job(archive, f"file://{tmp_path}/{runtime}", stations=["NYA"],
-                       features={"runtime": runtime, "compile_cache": str(tmp_path / "cache")})
+        job = make_job(
+            archive,
+            f"file://{tmp_path}/{runtime}",
+            stations=["NYA"],
+            features={"runtime": runtime, "compile_cache": str(tmp_path / "cache")},
+        )
         summary = run_season(job, client=dask_client, progress=False)
         assert summary.kept == 12
         stores[runtime] = xr.open_zarr(f"{tmp_path}/{runtime}/2010-12.zarr", group="NYA").load()

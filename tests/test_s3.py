@@ -1,4 +1,5 @@
 """Object storage for real: a SeaweedFS server on 127.0.0.1, s3:// in and out."""
+
 import os
 import subprocess
 import sys
@@ -31,19 +32,37 @@ def test_exclusive_create_and_publish_on_s3(s3_server, bucket):
     assert not create_exclusive(url, b"second", opts)
     fs = s3_server.filesystem()
     assert fs.cat_file(f"{bucket}/lock.json") == b"first"
-    fs.pipe({f"{bucket}/new/zarr.json": b"{}", f"{bucket}/new/g/zarr.json": b"{}", f"{bucket}/new/g/c/0": b"x",
-             f"{bucket}/old/zarr.json": b"old", f"{bucket}/old/stale": b"y"})
+    fs.pipe(
+        {
+            f"{bucket}/new/zarr.json": b"{}",
+            f"{bucket}/new/g/zarr.json": b"{}",
+            f"{bucket}/new/g/c/0": b"x",
+            f"{bucket}/old/zarr.json": b"old",
+            f"{bucket}/old/stale": b"y",
+        }
+    )
     publish_tree(f"s3://{bucket}/new", f"s3://{bucket}/old", opts)
-    assert sorted(fs.find(f"{bucket}/old")) == [f"{bucket}/old/g/c/0", f"{bucket}/old/g/zarr.json",
-                                                f"{bucket}/old/zarr.json"]
+    assert sorted(fs.find(f"{bucket}/old")) == [
+        f"{bucket}/old/g/c/0",
+        f"{bucket}/old/g/zarr.json",
+        f"{bucket}/old/zarr.json",
+    ]
     assert [p for p in fs.find(f"{bucket}/new") if p != f"{bucket}/new"] == []  # SeaweedFS keeps a folder entry
 
 
 @pytest.mark.slow
 def test_season_s3_to_s3(s3_server, bucket, dask_client):
     opts = s3_server.storage_options
-    labels = write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], "2010-12-01", "2010-12-02", cadence="40min",
-                           seed=5, corrupt=3, storage_options=opts)
+    labels = write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA", "LYR"],
+        "2010-12-01",
+        "2010-12-02",
+        cadence="40min",
+        seed=5,
+        corrupt=3,
+        storage_options=opts,
+    )
     job = make_job(f"s3://{bucket}/archive", f"s3://{bucket}/out", storage_options=opts, output_storage_options=opts)
     summary = run_season(job, client=dask_client, progress=False)
     check_season(summary, job, len(labels) + 3)
@@ -59,15 +78,29 @@ def test_season_s3_to_s3(s3_server, bucket, dask_client):
 @pytest.mark.slow
 def test_season_cli_with_fsspec_environment(s3_server, bucket, tmp_path):
     """No storage options anywhere: fsspec's FSSPEC_S3_* variables configure s3fs."""
-    write_archive(f"s3://{bucket}/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T04:00", cadence="30min",
-                  seed=6, storage_options=s3_server.storage_options)
+    write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA"],
+        "2010-12-01T00:00",
+        "2010-12-01T04:00",
+        cadence="30min",
+        seed=6,
+        storage_options=s3_server.storage_options,
+    )
     spec = tmp_path / "job.yaml"
-    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA]\n"
-                    f"start: 2010-12-01\nend: 2010-12-02\nfilter: {{moon_max_alt: null}}\n"
-                    f"cluster: {{n_workers: 1, processes: false}}\n")  # a worker thread: no second process to start
+    spec.write_text(
+        f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA]\n"
+        f"start: 2010-12-01\nend: 2010-12-02\nfilter: {{moon_max_alt: null}}\n"
+        f"cluster: {{n_workers: 1, processes: false}}\n"
+    )  # a worker thread: no second process to start
     env = {**os.environ, **s3_server.env}
-    r = subprocess.run([sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"], env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "aurora_batch.cli", "season", str(spec), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "8 files seen, 8 kept" in r.stdout
     assert "testing" not in r.stdout + r.stderr
@@ -79,9 +112,11 @@ def _spec_file(tmp_path, name, input_url, output_url, input_options, output_opti
     import json
 
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(f"input: {input_url}\noutput: {output_url}\nstations: [NYA]\nstart: 2010-12-01\n"
-                    f"end: 2010-12-02\nstorage_options: {json.dumps(input_options)}\n"
-                    f"output_storage_options: {json.dumps(output_options)}\n")
+    spec.write_text(
+        f"input: {input_url}\noutput: {output_url}\nstations: [NYA]\nstart: 2010-12-01\n"
+        f"end: 2010-12-02\nstorage_options: {json.dumps(input_options)}\n"
+        f"output_storage_options: {json.dumps(output_options)}\n"
+    )
     return str(spec)
 
 
@@ -92,8 +127,15 @@ def test_storage_failures_are_one_clear_line(s3_server, bucket, tmp_path, capsys
     from aurora_batch import cli
     from aurora_batch.core.fs import StorageError
 
-    write_archive(f"s3://{bucket}/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T01:00", cadence="30min",
-                  seed=6, storage_options=s3_server.storage_options)
+    write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA"],
+        "2010-12-01T00:00",
+        "2010-12-01T01:00",
+        cadence="30min",
+        seed=6,
+        storage_options=s3_server.storage_options,
+    )
     good = s3_server.storage_options
     import s3fs
 
@@ -110,8 +152,10 @@ def test_storage_failures_are_one_clear_line(s3_server, bucket, tmp_path, capsys
         "closed": ((f"s3://{bucket}/archive", closed), "cannot reach http://127.0.0.1:9"),
         "wrong": ((f"s3://{bucket}/archive", wrong), f"access denied at {s3_server.endpoint}"),
         "nokey": ((f"s3://{bucket}/archive", nokey), "no credentials"),
-        "nobucket": (("s3://no-such-bucket-anywhere/archive", good),
-                     f"no such bucket 'no-such-bucket-anywhere' at {s3_server.endpoint}"),
+        "nobucket": (
+            ("s3://no-such-bucket-anywhere/archive", good),
+            f"no such bucket 'no-such-bucket-anywhere' at {s3_server.endpoint}",
+        ),
     }
     for name, ((input_url, options), says) in cases.items():
         spec = _spec_file(tmp_path, name, input_url, f"s3://{bucket}/out-{name}", options, options)
@@ -124,8 +168,14 @@ def test_storage_failures_are_one_clear_line(s3_server, bucket, tmp_path, capsys
     captured = capsys.readouterr()
     assert "status=failed" in captured.out and "cannot reach http://127.0.0.1:9" in captured.out
     with pytest.raises(StorageError):
-        cli.main(["--debug", "season", _spec_file(tmp_path, "debug", f"s3://{bucket}/archive", f"s3://{bucket}/o",
-                                                   closed, closed), "-q"])
+        cli.main(
+            [
+                "--debug",
+                "season",
+                _spec_file(tmp_path, "debug", f"s3://{bucket}/archive", f"s3://{bucket}/o", closed, closed),
+                "-q",
+            ]
+        )
     # fsspec's environment and the spec both name an endpoint: the spec's is used (before: an aiobotocore TypeError).
     monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "http://127.0.0.1:9")
     spec = _spec_file(tmp_path, "both", f"s3://{bucket}/archive", f"s3://{bucket}/out-both", good, good)

@@ -1,4 +1,5 @@
 """End to end: SYNTHETIC archive → season on a real LocalCluster (worker processes) → stores."""
+
 import pandas as pd
 import pytest
 from conftest import make_job
@@ -39,17 +40,24 @@ def test_season_memory_filesystem():
     """memory:// in and out: the embedded cluster then runs worker threads in this process."""
     from aurora_batch.datasets.synth import write_archive
 
-    labels = write_archive("memory://season-mem/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T03:00",
-                           cadence="15min", seed=2)
-    job = make_job("memory://season-mem/archive", "memory://season-mem/out", stations=["NYA"],
-                   filter={"moon_max_alt": None}, cluster={"n_workers": 1, "threads_per_worker": 2})
+    labels = write_archive(
+        "memory://season-mem/archive", ["NYA"], "2010-12-01T00:00", "2010-12-01T03:00", cadence="15min", seed=2
+    )
+    job = make_job(
+        "memory://season-mem/archive",
+        "memory://season-mem/out",
+        stations=["NYA"],
+        filter={"moon_max_alt": None},
+        cluster={"n_workers": 1, "threads_per_worker": 2},
+    )
     summary = run_season(job, progress=False)
     check_season(summary, job, len(labels), stations=("NYA",), broken=False)
     assert summary.kept == len(labels)
 
 
-def test_a_partition_shared_between_tasks_stores_what_one_task_stores(small_archive, tmp_path, dask_client,
-                                                                        monkeypatch):
+def test_a_partition_shared_between_tasks_stores_what_one_task_stores(
+    small_archive, tmp_path, dask_client, monkeypatch
+):
     """A run with fewer partitions than threads splits each partition's files over several tasks (a one-station
     nightly uses every worker); the staged part, the catalog and the stores are those of one task."""
 

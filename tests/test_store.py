@@ -5,26 +5,38 @@ import xarray as xr
 
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.month.commit import commit_month
-from aurora_batch.month.increment import group_paths
-from aurora_batch.month.increment import chunk_rows
+from aurora_batch.month.increment import chunk_rows, group_paths
 from aurora_batch.store.layout import staging_url
 from aurora_batch.store.parts import PART_COLUMNS, read_part, read_staged_if, write_part
 
 
 def _rows(station, wl, times, statuses=None):
     n = len(times)
-    return pd.DataFrame({
-        "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
-        "station": station, "time": pd.DatetimeIndex(times), "wavelength": pd.array([wl] * n, dtype="Int64"),
-        "status": statuses or [Status.KEPT] * n, "detail": "",
-        "format": "asim", "sun_alt": -20.0, "moon_alt": -5.0, "moon_illumination": 0.5, "frame": 0,
-        "saturated": np.float32(0.01),
-    })[PART_COLUMNS]
+    return pd.DataFrame(
+        {
+            "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
+            "station": station,
+            "time": pd.DatetimeIndex(times),
+            "wavelength": pd.array([wl] * n, dtype="Int64"),
+            "status": statuses or [Status.KEPT] * n,
+            "detail": "",
+            "format": "asim",
+            "sun_alt": -20.0,
+            "moon_alt": -5.0,
+            "moon_illumination": 0.5,
+            "frame": 0,
+            "saturated": np.float32(0.01),
+        }
+    )[PART_COLUMNS]
 
 
 def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
-    rows = _rows("NYA", 5577, pd.date_range("2010-12-01", periods=4, freq="1min"),
-                 [Status.KEPT, Status.UNREADABLE, Status.KEPT, Status.KEPT])
+    rows = _rows(
+        "NYA",
+        5577,
+        pd.date_range("2010-12-01", periods=4, freq="1min"),
+        [Status.KEPT, Status.UNREADABLE, Status.KEPT, Status.KEPT],
+    )
     feats = np.arange(3 * 5, dtype=np.float32).reshape(3, 5)
     url = f"file://{tmp_path}/part.parquet"
     write_part(url, rows, {"features": feats}, fingerprint="lite0|shipped|lite128")
@@ -60,8 +72,13 @@ def test_commit_month_layout(tmp_path, output):
         kept = int((rows["status"] == Status.KEPT).sum())
         write_part(url, rows, {"features": rng.random((kept, 8), dtype=np.float32)})
         parts.append(url)
-    built = commit_month(out, "2010-12", parts, {"NYA": {"station": "NYA"}, "LYR": {"station": "LYR"}},
-                         {"recipe": "lite128", "sun_max_alt": -12.0})
+    built = commit_month(
+        out,
+        "2010-12",
+        parts,
+        {"NYA": {"station": "NYA"}, "LYR": {"station": "LYR"}},
+        {"recipe": "lite128", "sun_max_alt": -12.0},
+    )
     counts = built.counts
     assert counts == {"NYA/5577": 730, "NYA/6300": 5, "LYR": 15}
     assert len(built.catalog) == 730 + 5 + 30 and (built.catalog["status"] == Status.UNREADABLE).sum() == 15
@@ -80,8 +97,12 @@ def test_commit_month_layout(tmp_path, output):
     lyr = xr.open_zarr(store, group="LYR", chunks=None)
     assert lyr.sizes["time"] == 15 and lyr["url"].to_numpy()[0].startswith("memory://in/LYR")
     # Re-committing is idempotent: same stores, nothing duplicated, no temporary tree left.
-    known = {"NYA_5577_20101201.parquet": 700, "NYA_6300_20101201.parquet": 5, "NYA_5577_20101202.parquet": 30,
-             "LYR_5577_20101202.parquet": 15}
+    known = {
+        "NYA_5577_20101201.parquet": 700,
+        "NYA_6300_20101201.parquet": 5,
+        "NYA_5577_20101202.parquet": 30,
+        "LYR_5577_20101202.parquet": 15,
+    }
     assert commit_month(out, "2010-12", parts, {}, {}, kept=known).counts == counts  # counts given: same layout
     assert xr.open_zarr(store, group="NYA/5577", chunks=None).sizes["time"] == 730
     import fsspec
@@ -103,15 +124,30 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     times = pd.date_range("2010-12-01T20:00", periods=40, freq="3min")
     labels = pd.DataFrame({"station": "NYA", "time": times, "label": ["arc", "cloudy"] * 20})
     write_instruments(f"{root}/inst", labels, seed=2)
-    join = {"ceilometer": [{"url": f"{root}/inst/ceilometer/nya_cbh.tab", "format": "pangaea",
-                            "stations": {"NYA": "NYA"}, "tolerance": "5min"}],
-            "magnetometer": [{"url": f"{root}/inst/magnetometer/*.min", "format": "iaga2002",
-                              "stations": {"NYA": "NAL"}, "tolerance": "60s"}]}
+    join = {
+        "ceilometer": [
+            {
+                "url": f"{root}/inst/ceilometer/nya_cbh.tab",
+                "format": "pangaea",
+                "stations": {"NYA": "NYA"},
+                "tolerance": "5min",
+            }
+        ],
+        "magnetometer": [
+            {
+                "url": f"{root}/inst/magnetometer/*.min",
+                "format": "iaga2002",
+                "stations": {"NYA": "NAL"},
+                "tolerance": "60s",
+            }
+        ],
+    }
     job = make_job(f"{root}/in", f"{root}/out", stations=["NYA"], join=join)
     for key, sel in (("NYA_5577_20101201", slice(0, 25)), ("NYA_5577_20101202", slice(25, 40))):
         rows = _rows("NYA", 5577, times[sel])
-        write_part(staging_url(job.output, PartitionKey.parse(key)), rows,
-                   {"features": np.ones((len(rows), 4), np.float32)})
+        write_part(
+            staging_url(job.output, PartitionKey.parse(key)), rows, {"features": np.ones((len(rows), 4), np.float32)}
+        )
     fp = join_fingerprint(job)
     build = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp)
     assert build.counts == {"NYA": 40} and build.matched == {"ceilometer": 40, "magnetometer": 40}
@@ -130,8 +166,11 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job)) is None
     # A part staged again (a run killed after staging, before publishing): the month is rebuilt from it.
     rows = _rows("NYA", 5577, times[25:40])
-    write_part(staging_url(job.output, PartitionKey.parse("NYA_5577_20101202")), rows,
-               {"features": np.full((len(rows), 4), 2, np.float32)})
+    write_part(
+        staging_url(job.output, PartitionKey.parse("NYA_5577_20101202")),
+        rows,
+        {"features": np.full((len(rows), 4), 2, np.float32)},
+    )
     restaged = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job))
     assert restaged is not None
     assert (xr.open_zarr(f"{root}/out/2010-12.zarr", group="NYA", chunks=None)["features"][-1] == 2).all()
@@ -177,7 +216,10 @@ def test_month_digest_reads_this_runs_parts_past_a_stale_listing(tmp_path, monke
     result = PartitionResult(key, url, "", {"kept": 1}, 1, pd.Timestamp("2010-12-01"), resumed=False)
     fresh = month_module.month_inputs(job, "2010-12", [result]).digest
     real_listing = month_module._staged
-    monkeypatch.setattr(month_module, "_staged", lambda job, month, folder="": {
-        u: {"size": 1, "mtime": 0.0} for u in real_listing(job, month, folder)})
+    monkeypatch.setattr(
+        month_module,
+        "_staged",
+        lambda job, month, folder="": {u: {"size": 1, "mtime": 0.0} for u in real_listing(job, month, folder)},
+    )
     assert month_module.month_inputs(job, "2010-12", [result]).digest == fresh  # this run's part: a HEAD
     assert month_module.month_inputs(job, "2010-12").digest != fresh  # an earlier run's part: as listed

@@ -1,4 +1,5 @@
 """The streaming input pipeline: order, rejections, bounded read-ahead, storage outages."""
+
 import io
 import shutil
 import threading
@@ -58,7 +59,7 @@ def test_stream_raises_storage_errors_and_stops():
 
     seen = []
     with pytest.raises(ConnectionError, match="storage is down"):
-        for i, result in stream_files(list(range(200)), fetch, lambda d, i: d, settings=StreamSettings(2, 1 << 20, 1)):
+        for i, _result in stream_files(list(range(200)), fetch, lambda d, i: d, settings=StreamSettings(2, 1 << 20, 1)):
             seen.append(i)
     assert seen == [0, 1, 2]  # nothing after the failure is handed on, and no rejection is made of it
     time.sleep(0.2)
@@ -78,8 +79,9 @@ def test_stream_bounds_bytes_read_ahead():
         return b""
 
     budget = 35 << 20
-    for i, _ in stream_files(list(range(len(sizes))), fetch, lambda d, i: i, size=lambda i: sizes[i],
-                             settings=StreamSettings(16, budget, 2)):
+    for i, _ in stream_files(
+        list(range(len(sizes))), fetch, lambda d, i: i, size=lambda i: sizes[i], settings=StreamSettings(16, budget, 2)
+    ):
         time.sleep(0.02)  # a slow consumer: the fetchers would run far ahead without the budget
         with lock:
             state["now"] -= sizes[i]
@@ -98,9 +100,20 @@ def _mixed_partition(root: Path) -> pd.DataFrame:
         path.parent.mkdir(parents=True, exist_ok=True)
         if data is not None:
             path.write_bytes(data)
-        rows.append({"url": f"file://{path}", "station": "NYA", "time": t, "wavelength": 5577,
-                     "status": Status.PENDING, "detail": "", "sun_alt": -20.0, "moon_alt": -5.0,
-                     "moon_illumination": 0.3, "size": len(data) if data is not None else None})
+        rows.append(
+            {
+                "url": f"file://{path}",
+                "station": "NYA",
+                "time": t,
+                "wavelength": 5577,
+                "status": Status.PENDING,
+                "detail": "",
+                "sun_alt": -20.0,
+                "moon_alt": -5.0,
+                "moon_illumination": 0.3,
+                "size": len(data) if data is not None else None,
+            }
+        )
 
     for k in range(9):
         t = t0 + pd.Timedelta(minutes=k)
@@ -143,10 +156,18 @@ def _sequential_reference(rows: pd.DataFrame, recipe_name: str):
 @pytest.mark.parametrize("fetch, decode, prefetch_mb", [(1, 1, 256), (8, 3, 1.5)])
 def test_pipelined_partition_matches_sequential_path(tmp_path, recipe, fetch, decode, prefetch_mb):
     rows = _mixed_partition(tmp_path / "in")
-    job = make_job(f"file://{tmp_path}/in", f"file://{tmp_path}/out",
-                   features={"recipe": recipe, "fetch_concurrency": fetch, "decode_threads": decode,
-                             "prefetch_mb": prefetch_mb, "batch_size": 4},
-                   filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
+    job = make_job(
+        f"file://{tmp_path}/in",
+        f"file://{tmp_path}/out",
+        features={
+            "recipe": recipe,
+            "fetch_concurrency": fetch,
+            "decode_threads": decode,
+            "prefetch_mb": prefetch_mb,
+            "batch_size": 4,
+        },
+        filter={"moon_max_alt": None, "sun_max_alt": 90},
+    )  # the real PGM is from March at Gillam
     result = process_partition(job, PartitionKey.parse("NYA_5577_20101201"), rows)
     staged, arrays = read_part(staging_url(job.output, PartitionKey.parse("NYA_5577_20101201")))
     expected, features = _sequential_reference(rows, recipe)
@@ -178,11 +199,18 @@ def test_storage_outage_during_prefetch_fails_the_task(s3_server, bucket, tmp_pa
             fs.put_file(local, key)
         rows.loc[i, "url"] = f"s3://{key}"
     proxy = LatencyProxy(s3_server.port, latency_s=0.02, cut_after_requests=4)
-    opts = {**s3_server.storage_options, "client_kwargs": {"endpoint_url": proxy.endpoint},
-            "config_kwargs": {"retries": {"max_attempts": 1}}}  # fail fast
-    job = make_job(f"s3://{bucket}/in", f"file://{tmp_path}/out", storage_options=opts,
-                   features={"fetch_concurrency": 4, "decode_threads": 2},
-                   filter={"moon_max_alt": None, "sun_max_alt": 90})  # the real PGM is from March at Gillam
+    opts = {
+        **s3_server.storage_options,
+        "client_kwargs": {"endpoint_url": proxy.endpoint},
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }  # fail fast
+    job = make_job(
+        f"s3://{bucket}/in",
+        f"file://{tmp_path}/out",
+        storage_options=opts,
+        features={"fetch_concurrency": 4, "decode_threads": 2},
+        filter={"moon_max_alt": None, "sun_max_alt": 90},
+    )  # the real PGM is from March at Gillam
     try:
         with pytest.raises(Exception) as info:
             process_partition(job, PartitionKey.parse("NYA_5577_20101201"), rows)

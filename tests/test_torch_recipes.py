@@ -1,4 +1,5 @@
 """The torch recipes (run on a GPU worker's device) against the numpy recipes, on CPU, within 1e-5."""
+
 import shutil
 
 import numpy as np
@@ -34,8 +35,9 @@ def _frames(kind: str, shape: tuple[int, int], n: int = 3, seed: int = 0) -> lis
     for _ in range(n):
         img = 0.1 * top + 0.6 * top * oval * rng.uniform(0.5, 1.0) + rng.normal(0, 0.03 * top, shape)
         img = np.stack([img * g for g in (0.8, 1.0, 0.6)], axis=2) if kind.startswith("rgb") else img
-        out.append(np.clip(img, 0, 255 if kind.endswith("8") else 65535).astype(
-            np.uint8 if kind.endswith("8") else np.uint16))
+        out.append(
+            np.clip(img, 0, 255 if kind.endswith("8") else 65535).astype(np.uint8 if kind.endswith("8") else np.uint16)
+        )
     return out
 
 
@@ -53,8 +55,9 @@ def test_every_recipe_has_a_torch_twin():
     assert set(TORCH_RECIPES) == set(RECIPES)
 
 
-@pytest.mark.parametrize("name,shape", [(n, s) for n in sorted(RECIPES) for s in SHAPES
-                                        if min(s) >= RECIPES[n].smallest])
+@pytest.mark.parametrize(
+    "name,shape", [(n, s) for n in sorted(RECIPES) for s in SHAPES if min(s) >= RECIPES[n].smallest]
+)
 @pytest.mark.parametrize("kind", KINDS)
 def test_torch_recipe_equals_numpy(name, shape, kind):
     _check(name, _frames(kind, shape))
@@ -64,8 +67,8 @@ def test_torch_recipe_equals_numpy(name, shape, kind):
 def test_torch_recipe_with_a_skymap_mask(name):
     """A field of view that is not the inscribed circle (a skymap's elevation mask), off centre."""
     shape = (260, 270)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    mask = (yy - 120) ** 2 + (xx - 150) ** 2 <= 100 ** 2
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = (yy - 120) ** 2 + (xx - 150) ** 2 <= 100**2
     for kind in ("grey16", "rgb8"):
         _check(name, _frames(kind, shape), mask)
 
@@ -94,9 +97,16 @@ def test_circle_mask_default_is_the_numpy_one():
     assert torch.equal(torch_recipes._fov(x, None), torch.from_numpy(circle_mask((200, 210)).copy()))
 
 
-@pytest.mark.parametrize("sample", ["20140310_0605_gill_themis19_full.pgm.gz", "oath_00001.png",
-                                    "20200508_060500_122643_gill_rgb-04_320ms_full.png",
-                                    "20220307_0601_gill_nir-216_8446.pgm.gz", "thg_l1_asf_gako_2011010617_v01.cdf"])
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "20140310_0605_gill_themis19_full.pgm.gz",
+        "oath_00001.png",
+        "20200508_060500_122643_gill_rgb-04_320ms_full.png",
+        "20220307_0601_gill_nir-216_8446.pgm.gz",
+        "thg_l1_asf_gako_2011010617_v01.cdf",
+    ],
+)
 def test_torch_recipes_on_real_frames(sample):
     """Real THEMIS (16-bit grey, PGM and CDF), OATH (16-bit crop), TREx RGB (8-bit colour) and NIR frames, decoded
     as a partition decodes them."""
@@ -131,9 +141,15 @@ def test_partition_with_torch_recipes_matches_numpy(tmp_path):
     key = PartitionKey.parse("GILL_all_20140310")
     parts = {}
     for where in ("numpy", "torch"):
-        job = make_job(f"file://{tmp_path}", f"file://{tmp_path}/out-{where}", stations=["GILL"],
-                       start="2014-03-10", end="2014-03-11", filter=NO_FILTER,
-                       features={"recipe": "lite128", "recipe_device": where, "device": "cpu"})
+        job = make_job(
+            f"file://{tmp_path}",
+            f"file://{tmp_path}/out-{where}",
+            stations=["GILL"],
+            start="2014-03-10",
+            end="2014-03-11",
+            filter=NO_FILTER,
+            features={"recipe": "lite128", "recipe_device": where, "device": "cpu"},
+        )
         process_partition(job, key, _rows([f"file://{tmp_path}/{name}"], "GILL", job))
         parts[where] = read_part(staging_url(job.output, key))
     (rows_n, arrays_n), (rows_t, arrays_t) = parts["numpy"], parts["torch"]

@@ -1,4 +1,5 @@
 """Versioned months on object storage (Icechunk on a real SeaweedFS server): never missing, never mixed."""
+
 import os
 import signal
 import subprocess
@@ -22,21 +23,36 @@ from aurora_batch.store.layout import month_url
 from aurora_batch.store.versions import MonthConflictError
 
 pytestmark = pytest.mark.slow
-NIGHTS = [("2010-12-01T12:00", "2010-12-02T12:00"), ("2010-12-02T12:00", "2010-12-03T12:00"),
-          ("2010-12-03T12:00", "2010-12-04T12:00")]
+NIGHTS = [
+    ("2010-12-01T12:00", "2010-12-02T12:00"),
+    ("2010-12-02T12:00", "2010-12-03T12:00"),
+    ("2010-12-03T12:00", "2010-12-04T12:00"),
+]
 
 
 def _job(s3, bucket, out="out", **kw):
     opts = s3.storage_options
-    spec = dict(storage_options=opts, output_storage_options=opts, end="2010-12-10",
-                filter={"moon_max_alt": None, "sun_max_alt": -5.0}, nightly={"lookback": "3h"})
+    spec = dict(
+        storage_options=opts,
+        output_storage_options=opts,
+        end="2010-12-10",
+        filter={"moon_max_alt": None, "sun_max_alt": -5.0},
+        nightly={"lookback": "3h"},
+    )
     return make_job(f"s3://{bucket}/archive", f"s3://{bucket}/{out}", **{**spec, **kw})
 
 
 def _night(s3, bucket, i, seed=None):
     start, end = NIGHTS[i]
-    return write_archive(f"s3://{bucket}/archive", ["NYA", "LYR"], start, end, cadence="30min", seed=seed or i + 1,
-                         storage_options=s3.storage_options)
+    return write_archive(
+        f"s3://{bucket}/archive",
+        ["NYA", "LYR"],
+        start,
+        end,
+        cadence="30min",
+        seed=seed or i + 1,
+        storage_options=s3.storage_options,
+    )
 
 
 def _count(job, **kw):
@@ -81,8 +97,7 @@ def test_a_reader_never_sees_a_missing_or_mixed_month(s3_server, bucket, dask_cl
     assert all(n == rows == files for _, n, rows, files in seen)  # every variable from one version
 
 
-def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_server, bucket, tmp_path,
-                                                                             dask_client):
+def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_server, bucket, tmp_path, dask_client):
     job = _job(s3_server, bucket)
     _night(s3_server, bucket, 0)
     run_season(job, client=dask_client, progress=False)
@@ -90,13 +105,20 @@ def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_
     season_chunks = set(s3_server.filesystem().find(f"{bucket}/out/2010-12.icechunk/chunks"))
     _night(s3_server, bucket, 1)
     spec = tmp_path / "nightly.yaml"
-    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA, LYR]\n"
-                    "start: 2010-12-01\nend: 2010-12-10\nfilter: {moon_max_alt: null, sun_max_alt: -5.0}\n"
-                    "cluster: {n_workers: 2, processes: false}\nnightly: {lookback: 3h}\n")
+    spec.write_text(
+        f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA, LYR]\n"
+        "start: 2010-12-01\nend: 2010-12-10\nfilter: {moon_max_alt: null, sun_max_alt: -5.0}\n"
+        "cluster: {n_workers: 2, processes: false}\nnightly: {lookback: 3h}\n"
+    )
     marker = tmp_path / "writing"
-    proc = subprocess.Popen([sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
-                            env={**os.environ, **s3_server.env, "AURORA_BATCH_FAILPOINT": f"before-publish:{marker}"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aurora_batch.cli", "nightly", str(spec), "-q"],
+        env={**os.environ, **s3_server.env, "AURORA_BATCH_FAILPOINT": f"before-publish:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -117,8 +139,16 @@ def test_a_killed_nightly_leaves_the_previous_version_and_the_next_completes(s3_
 def test_history_versions_and_retention(s3_server, bucket, tmp_path, dask_client, capsys):
     labels = pd.concat([_night(s3_server, bucket, i) for i in range(2)])
     write_instruments(f"file://{tmp_path}/instruments", labels.assign(time=pd.to_datetime(labels["time"])), seed=2)
-    join = {"magnetometer": [{"url": f"file://{tmp_path}/instruments/magnetometer/*.min", "format": "iaga2002",
-                              "stations": {"NYA": "NAL", "LYR": "LYR"}, "tolerance": "60s"}]}
+    join = {
+        "magnetometer": [
+            {
+                "url": f"file://{tmp_path}/instruments/magnetometer/*.min",
+                "format": "iaga2002",
+                "stations": {"NYA": "NAL", "LYR": "LYR"},
+                "tolerance": "60s",
+            }
+        ]
+    }
     job = _job(s3_server, bucket, end="2010-12-02T12:00", join=join)
     first = run_season(job, client=dask_client, progress=False)
     one = _count(job)
@@ -147,8 +177,10 @@ def test_history_versions_and_retention(s3_server, bucket, tmp_path, dask_client
     with pytest.raises(LookupError, match="no month"):
         _count(job, version="NOSUCHSNAPSHOT00000")
     spec = tmp_path / "job.yaml"
-    spec.write_text(f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA, LYR]\n"
-                    f"start: 2010-12-01\nend: 2010-12-10\noutput_storage_options: {s3_server.storage_options}\n")
+    spec.write_text(
+        f"input: s3://{bucket}/archive\noutput: s3://{bucket}/out\nstations: [NYA, LYR]\n"
+        f"start: 2010-12-01\nend: 2010-12-10\noutput_storage_options: {s3_server.storage_options}\n"
+    )
     assert cli.main(["history", str(spec), "--month", "2010-12"]) == 0
     printed = capsys.readouterr().out
     assert "3 version(s)" in printed and oldest in printed and "join" in printed
@@ -178,13 +210,28 @@ def test_racing_writers_one_commits_the_other_fails_clearly(s3_server, bucket, d
         if won:
             return {}
         won["counts"] = {}
-        won["counts"] = commit_month(job.output, "2010-12", parts[:1], attrs, {}, job.output_storage_options,
-                                     publication=Publication("icechunk", "winner", {"command": "winner"})).counts
+        won["counts"] = commit_month(
+            job.output,
+            "2010-12",
+            parts[:1],
+            attrs,
+            {},
+            job.output_storage_options,
+            publication=Publication("icechunk", "winner", {"command": "winner"}),
+        ).counts
         return {}
 
     with pytest.raises(MonthConflictError, match="another writer committed.*nothing was overwritten"):
-        commit_month(job.output, "2010-12", parts, attrs, {}, job.output_storage_options, finish=second_writer,
-                     publication=publication)
+        commit_month(
+            job.output,
+            "2010-12",
+            parts,
+            attrs,
+            {},
+            job.output_storage_options,
+            finish=second_writer,
+            publication=publication,
+        )
     history = ab.store_history(job.output, "2010-12", job.output_storage_options)
     assert list(history["command"]) == ["winner", "season"]  # the winner's version stands, the loser added none
     assert set(won["counts"]) == {"LYR"}  # the winner built one partition: LYR's first day

@@ -1,5 +1,6 @@
 """The sky classes every stage speaks of: OATH's six (arc 0, diffuse 1, discrete 2, cloudy 3, moon 4, clear 5)
 and its two (aurora 0: arc, diffuse, discrete; no aurora 1), with the colour each has in every figure."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -17,6 +17,7 @@ Against a full topocentric Skyfield ``observe`` per stamp the result differs by 
 Altitudes are geometric apparent altitudes in degrees (no atmospheric refraction), in the
 horizon of the WGS84 geodetic vertical; times are UTC.
 """
+
 from __future__ import annotations
 
 import functools
@@ -110,8 +111,11 @@ def _cached_nodes(nodes: np.ndarray, step_days: float):
         for i, k in enumerate(missing):
             _NODE_CACHE[(step_days, k)] = (sun[:, i], moon[:, i], float(gast[i]))
     values = [_NODE_CACHE[(step_days, k)] for k in requested]
-    return (np.stack([v[0] for v in values], axis=1), np.stack([v[1] for v in values], axis=1),
-            np.array([v[2] for v in values]))
+    return (
+        np.stack([v[0] for v in values], axis=1),
+        np.stack([v[1] for v in values], axis=1),
+        np.array([v[2] for v in values]),
+    )
 
 
 def _sites(sites: dict[str, tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +141,7 @@ def _chunk(tt: np.ndarray, obs: np.ndarray, up: np.ndarray, step_days: float) ->
     """(n, 3) sun_alt, moon_alt, moon_illumination for TT days ``tt`` at sites ``obs``/``up``."""
     k = np.floor(tt / step_days).astype(np.int64)
     nodes, where = np.unique(np.concatenate([k, k + 1]), return_inverse=True)
-    i0, i1 = where[: len(k)], where[len(k):]
+    i0, i1 = where[: len(k)], where[len(k) :]
     sun, moon, gast = _cached_nodes(nodes, step_days)
     w = tt / step_days - k
     out = np.empty((len(tt), 3))
@@ -173,8 +177,9 @@ def sun_moon(
     ``altitude_m`` metres above the ellipsoid.  Returns a frame with columns ``sun_alt``,
     ``moon_alt`` and ``moon_illumination`` in the order of ``times``.
     """
-    return sun_moon_multi(pd.DatetimeIndex(times), {"_": (latitude, longitude, altitude_m)},
-                          np.zeros(len(times), dtype=int), chunk_size)
+    return sun_moon_multi(
+        pd.DatetimeIndex(times), {"_": (latitude, longitude, altitude_m)}, np.zeros(len(times), dtype=int), chunk_size
+    )
 
 
 def sun_moon_multi(
@@ -231,9 +236,14 @@ def annotate_catalog(catalog: pd.DataFrame, chunk_size: int = DEFAULT_CHUNK_SIZE
     return catalog
 
 
-def sun_moon_reasons(sun_alt: np.ndarray, moon_alt: np.ndarray, moon_illumination: np.ndarray,
-                     sun_max_alt: float, moon_max_alt: float | None,
-                     moon_min_illumination: float = 0.0) -> np.ndarray:
+def sun_moon_reasons(
+    sun_alt: np.ndarray,
+    moon_alt: np.ndarray,
+    moon_illumination: np.ndarray,
+    sun_max_alt: float,
+    moon_max_alt: float | None,
+    moon_min_illumination: float = 0.0,
+) -> np.ndarray:
     """Per row: ``"sun"``, ``"moon"`` or ``""`` (kept).
 
     The Sun wins when both are up.  The Moon only counts when it is above ``moon_max_alt``

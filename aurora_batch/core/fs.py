@@ -3,6 +3,7 @@
 Credentials come from ``storage_options`` or the environment (fsspec's ``FSSPEC_S3_*``,
 ``AWS_*``, profiles); they are never logged or written into stores.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,9 +52,12 @@ class StorageError(OSError):
 def endpoint_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """Where ``url`` is served from, for messages: an S3 endpoint, or the protocol's default."""
     options = dict(storage_options or {})
-    return (options.get("endpoint_url") or dict(options.get("client_kwargs") or {}).get("endpoint_url")
-            or (os.environ.get("FSSPEC_S3_ENDPOINT_URL") if url.startswith("s3") else None)
-            or f"the default {url.split('://', 1)[0]} endpoint")
+    return (
+        options.get("endpoint_url")
+        or dict(options.get("client_kwargs") or {}).get("endpoint_url")
+        or (os.environ.get("FSSPEC_S3_ENDPOINT_URL") if url.startswith("s3") else None)
+        or f"the default {url.split('://', 1)[0]} endpoint"
+    )
 
 
 def _storage_cause(err: BaseException, endpoint: str) -> str | None:
@@ -62,14 +66,19 @@ def _storage_cause(err: BaseException, endpoint: str) -> str | None:
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         name, text = type(err).__name__, str(err)
-        if name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError",
-                    "ConnectionRefusedError") or "Could not connect" in text:
+        if (
+            name in ("EndpointConnectionError", "ClientConnectorError", "ConnectTimeoutError", "ConnectionRefusedError")
+            or "Could not connect" in text
+        ):
             return f"cannot reach {endpoint} ({text.splitlines()[0][:160]})"
         if name in ("NoCredentialsError", "PartialCredentialsError"):
-            return ("no credentials (storage_options key and secret, FSSPEC_S3_KEY and FSSPEC_S3_SECRET, "
-                    "or AWS_* variables or a profile)")
-        if isinstance(err, PermissionError) or any(k in text for k in ("AccessDenied", "InvalidAccessKeyId",
-                                                                       "SignatureDoesNotMatch", "Forbidden")):
+            return (
+                "no credentials (storage_options key and secret, FSSPEC_S3_KEY and FSSPEC_S3_SECRET, "
+                "or AWS_* variables or a profile)"
+            )
+        if isinstance(err, PermissionError) or any(
+            k in text for k in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden")
+        ):
             return f"access denied at {endpoint}: check the key, the secret and the bucket's policy ({name})"
         if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
             return f"no such bucket at {endpoint}"
@@ -234,7 +243,7 @@ def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | N
     transfer = fs.put if is_local(src_fs) else fs.copy
     for group in (data, meta, [root] if root in files else []):
         if group:
-            transfer(group, [dst + f[len(src.rstrip("/")):] for f in group])
+            transfer(group, [dst + f[len(src.rstrip("/")) :] for f in group])
     if is_local(src_fs):
         shutil.rmtree(src, ignore_errors=True)
     else:

@@ -1,4 +1,5 @@
 """TODO docstring (catalog)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,12 +23,26 @@ class Status:
     DUPLICATE = "duplicate"
 
 
-CATALOG_COLUMNS = ["url", "station", "time", "wavelength", "format", "status", "detail",
-                   "sun_alt", "moon_alt", "moon_illumination"]
+CATALOG_COLUMNS = [
+    "url",
+    "station",
+    "time",
+    "wavelength",
+    "format",
+    "status",
+    "detail",
+    "sun_alt",
+    "moon_alt",
+    "moon_illumination",
+]
 WHOLE_FILE = -1  #: the ``frame`` of a staged row that stands for a whole file whose frames were not read
 #: per-file counts of frames, by what became of them, in the month catalogs
-FRAME_COUNT_COLUMNS = {"frames": Status.KEPT, "frames_sun": Status.SUN, "frames_moon": Status.MOON,
-                       "frames_not_sky": Status.NOT_SKY}
+FRAME_COUNT_COLUMNS = {
+    "frames": Status.KEPT,
+    "frames_sun": Status.SUN,
+    "frames_moon": Status.MOON,
+    "frames_not_sky": Status.NOT_SKY,
+}
 
 
 def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
@@ -53,8 +68,9 @@ def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
         worst = files.loc[dropped, frame_reasons].idxmax(axis=1)
         files.loc[dropped, "status"] = worst.map({c: FRAME_COUNT_COLUMNS[c] for c in frame_reasons})
         n = files.loc[dropped, frame_reasons].sum(axis=1)
-        files.loc[dropped, "detail"] = [f"all {k} frame(s) dropped: {d}"
-                                        for k, d in zip(n, files.loc[dropped, "detail"])]
+        files.loc[dropped, "detail"] = [
+            f"all {k} frame(s) dropped: {d}" for k, d in zip(n, files.loc[dropped, "detail"])
+        ]
     return files.reset_index().reindex(columns=[*CATALOG_COLUMNS, *FRAME_COUNT_COLUMNS])
 
 

@@ -4,6 +4,7 @@ Two jobs on one output cannot interleave: the second is refused with a message n
 holder.  The holder refreshes the expiry from a heartbeat thread; a lock whose expiry has
 passed, or whose holder process is gone from this host, is stale and is taken over.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,9 +54,16 @@ class OutputLock:
         self._thread: threading.Thread | None = None
 
     def _record(self) -> bytes:
-        return json.dumps({"owner": self.owner, "purpose": self.purpose, "host": socket.gethostname(),
-                           "pid": os.getpid(), "acquired": _now().isoformat(),
-                           "expires": (_now() + dt.timedelta(seconds=self.ttl_s)).isoformat()}).encode()
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "purpose": self.purpose,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "acquired": _now().isoformat(),
+                "expires": (_now() + dt.timedelta(seconds=self.ttl_s)).isoformat(),
+            }
+        ).encode()
 
     def holder(self) -> dict | None:
         fs, path = filesystem(self.url, self.storage_options)
@@ -81,9 +89,11 @@ class OutputLock:
             if rec is None:
                 continue  # released between our two calls
             if not self.is_stale(rec):
-                raise LockHeld(f"output {self.output} is locked by another {rec.get('purpose', 'job')} "
-                               f"(host {rec.get('host')}, pid {rec.get('pid')}, since {rec.get('acquired')}, "
-                               f"expires {rec.get('expires')}); try again later")
+                raise LockHeld(
+                    f"output {self.output} is locked by another {rec.get('purpose', 'job')} "
+                    f"(host {rec.get('host')}, pid {rec.get('pid')}, since {rec.get('acquired')}, "
+                    f"expires {rec.get('expires')}); try again later"
+                )
             log.warning("taking over stale lock %s held by %s", self.url, rec)
             fs, path = filesystem(self.url, self.storage_options)
             if self.holder() == rec:  # still the same stale record

@@ -1,4 +1,5 @@
 """The station table: code, name, geodetic latitude/longitude (degrees) and altitude (metres)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,5 +48,11 @@ def get_station(code: str) -> Station:
     if code not in table.index:
         raise KeyError(f"unknown station {code!r}; known: {', '.join(table.index)}")
     row = table.loc[code]
-    return Station(code, str(row["name"]), float(row["latitude"]), float(row["longitude"]),
-                   float(row["altitude_m"]), str(row["network"]))
+    return Station(
+        code,
+        str(row["name"]),
+        float(row["latitude"]),
+        float(row["longitude"]),
+        float(row["altitude_m"]),
+        str(row["network"]),
+    )

@@ -9,6 +9,7 @@ Layout of ``oath_v1.1`` (``classification/`` and ``classification.csv`` are acce
     images/cropped_scaled/NNNNN.png        256×256 RGB
     images/cropped_scaled_rotated/NNNNN_<rotAng>.png   (optional, after rotate.sh)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,7 @@ class OathDataset:
         """(train rows, test rows) of split ``k``."""
         if not 0 <= k < len(self.splits):
             raise IndexError(f"split {k} out of range 0..{len(self.splits) - 1}")
-        return self.splits[k, :self.n_train], self.splits[k, self.n_train:]
+        return self.splits[k, : self.n_train], self.splits[k, self.n_train :]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(self.table[HEADER].to_csv(index=False).encode())
@@ -98,8 +99,7 @@ def _read_splits(path: Path, n: int) -> np.ndarray:
         except ValueError as err:
             raise OathFormatError(f"{path}, line {i + 1}: {err}") from None
         if len(values) != n or not np.array_equal(np.sort(values), np.arange(n)):
-            raise OathFormatError(f"{path}, line {i + 1}: expected a permutation of 0..{n - 1} "
-                                  f"({len(values)} values)")
+            raise OathFormatError(f"{path}, line {i + 1}: expected a permutation of 0..{n - 1} ({len(values)} values)")
         rows.append(values.astype(np.int64))
     if not rows:
         raise OathFormatError(f"{path}: no splits")
@@ -148,12 +148,14 @@ def write_synthetic_oath(root: str | Path, n_per_class: int = 40, seed: int = 0,
         name = "noaurora" if cls == 5 else CLASSES[cls]
         rows.append(f"{int(to_class2([cls])[0])},{cls},{i:05d},{name},{int(rng.integers(0, 360))}")
     dashes = "-" * 78
-    licence = [dashes, "SYNTHETIC stand-in for the OATH data set, written by aurora-batch.",
-               "It is NOT the data of Clausen & Nickisch (2018); frames come from a sky model."]
+    licence = [
+        dashes,
+        "SYNTHETIC stand-in for the OATH data set, written by aurora-batch.",
+        "It is NOT the data of Clausen & Nickisch (2018); frames come from a sky model.",
+    ]
     licence += [f"(licence and header line {i})" for i in range(4, 18)]
     licence[-1] = dashes
-    (root / "classifications" / "classifications.csv").write_text(
-        "\n".join(licence + [",".join(HEADER)] + rows) + "\n")
+    (root / "classifications" / "classifications.csv").write_text("\n".join(licence + [",".join(HEADER)] + rows) + "\n")
     splits = [",".join(f"{v:.18e}" for v in rng.permutation(len(labels))) for _ in range(n_splits)]
     (root / "classifications" / "train_test_split.csv").write_text("\n".join(splits) + "\n")
     (root / "SYNTHETIC").write_text("This OATH-format tree is synthetic (aurora-batch sky model).\n")

@@ -7,6 +7,7 @@ clouds, moonlight, or a clear sky.  Files use the UiO ASIM names and tree
 (``nya4/5577/2010/20101201/nya4_20101201_000000_5577_cal.png``) and are 16-bit grey PNGs.
 The true class of each frame is written to ``labels.csv`` beside them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,13 @@ def _band(dx, dy, rng, width, curl=0.0):
     return np.exp(-0.5 * ((v - bend) / width) ** 2)
 
 
-def render_frame(cls: str, t: pd.Timestamp, rng: np.random.Generator, model: SkyModel = SkyModel(),
-                 star_field: np.ndarray | None = None) -> np.ndarray:
+def render_frame(
+    cls: str,
+    t: pd.Timestamp,
+    rng: np.random.Generator,
+    model: SkyModel = SkyModel(),
+    star_field: np.ndarray | None = None,
+) -> np.ndarray:
     """One uint16 frame of sky state ``cls`` at time ``t``."""
     size = model.size
     dx, dy, r = _grid(size)
@@ -102,12 +108,24 @@ def render_frame(cls: str, t: pd.Timestamp, rng: np.random.Generator, model: Sky
 
 
 #: colour of each sky state's light in a colour camera (R, G, B weights): green aurora, grey cloud
-_TINT = {"arc": (0.35, 1.0, 0.45), "diffuse": (0.35, 1.0, 0.45), "discrete": (0.5, 1.0, 0.5),
-         "cloudy": (0.8, 0.8, 0.85), "moon": (0.9, 0.9, 1.0), "clear": (0.4, 0.5, 0.9)}
+_TINT = {
+    "arc": (0.35, 1.0, 0.45),
+    "diffuse": (0.35, 1.0, 0.45),
+    "discrete": (0.5, 1.0, 0.5),
+    "cloudy": (0.8, 0.8, 0.85),
+    "moon": (0.9, 0.9, 1.0),
+    "clear": (0.4, 0.5, 0.9),
+}
 
 
-def render_colour_frame(cls: str, t: pd.Timestamp, rng: np.random.Generator, size: int = 2832,
-                        star_field: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
+def render_colour_frame(
+    cls: str,
+    t: pd.Timestamp,
+    rng: np.random.Generator,
+    size: int = 2832,
+    star_field: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 frame like a modern colour all-sky camera's (DSLR/mirrorless).
 
     The sky model is drawn at a quarter of the size, upsampled, tinted by the sky state,
@@ -135,8 +153,17 @@ def colour_name(station: str, t: pd.Timestamp) -> str:
     return f"{station.upper()}/{t:%Y}/{t:%Y%m%d}/" + FORMATS["kiruna"].compose(station.upper(), t)
 
 
-def write_colour_archive(url: str, station: str, start, end, cadence: str = "1min", seed: int = 1,
-                         size: int = 2832, quality: int = 90, storage_options: dict | None = None) -> pd.DataFrame:
+def write_colour_archive(
+    url: str,
+    station: str,
+    start,
+    end,
+    cadence: str = "1min",
+    seed: int = 1,
+    size: int = 2832,
+    quality: int = 90,
+    storage_options: dict | None = None,
+) -> pd.DataFrame:
     """Write a SYNTHETIC archive of ``size``² colour JPEGs (``kiruna`` layout); returns its labels."""
     rng = np.random.default_rng(seed)
     fs, root = filesystem(url, storage_options)
@@ -149,7 +176,8 @@ def write_colour_archive(url: str, station: str, start, end, cadence: str = "1mi
             state = int(rng.integers(len(CLASSES)))
         buf = io.BytesIO()
         Image.fromarray(render_colour_frame(CLASSES[state], t, rng, size, star_field, noise)).save(
-            buf, format="JPEG", quality=quality)
+            buf, format="JPEG", quality=quality
+        )
         rel = colour_name(station, t)
         fs.pipe_file(f"{root}/{rel}", buf.getvalue())
         rows.append((rel, station.upper(), t, CLASSES[state], buf.tell()))
@@ -168,9 +196,19 @@ def _png16(img: np.ndarray) -> bytes:
     return bytes(imagecodecs.png_encode(img, level=1))  # 4 ms a 256² frame; Pillow 7 ms
 
 
-def write_archive(url: str, stations: Sequence[str], start, end, cadence: str = "10min", seed: int = 1,
-                  wavelength: int = 5577, corrupt: int = 0, storage_options: dict | None = None,
-                  model: SkyModel = SkyModel(), persistence: float = 0.85) -> pd.DataFrame:
+def write_archive(
+    url: str,
+    stations: Sequence[str],
+    start,
+    end,
+    cadence: str = "10min",
+    seed: int = 1,
+    wavelength: int = 5577,
+    corrupt: int = 0,
+    storage_options: dict | None = None,
+    model: SkyModel = SkyModel(),
+    persistence: float = 0.85,
+) -> pd.DataFrame:
     """Write a SYNTHETIC ASIM archive under ``url``; returns (and writes) its labels table.
 
     Sky states follow a Markov chain per station (stay with probability ``persistence``).
@@ -208,10 +246,15 @@ def write_archive(url: str, stations: Sequence[str], start, end, cadence: str = 
         _write_corrupt(fs, root, labels, corrupt)
     out = labels.assign(time=labels["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     fs.pipe_file(f"{root}/labels.csv", out.to_csv(index=False).encode())
-    fs.pipe_file(f"{root}/README.txt", (
-        "SYNTHETIC all-sky archive written by `aurora-batch synth`. These are not real observations.\n"
-        "labels.csv gives the true sky state of each frame (OATH class6: "
-        + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES)) + ").\n").encode())
+    fs.pipe_file(
+        f"{root}/README.txt",
+        (
+            "SYNTHETIC all-sky archive written by `aurora-batch synth`. These are not real observations.\n"
+            "labels.csv gives the true sky state of each frame (OATH class6: "
+            + ", ".join(f"{i} {c}" for i, c in enumerate(CLASSES))
+            + ").\n"
+        ).encode(),
+    )
     return labels
 
 
@@ -263,9 +306,11 @@ def write_instruments(url: str, labels: pd.DataFrame, seed: int = 1, storage_opt
         cbh = np.where(cloudy, rng.uniform(400, 1800, len(minutes)).round(), 32767).astype(int)
         cbh[rng.random(len(minutes)) < 0.01] = -1
         rows = "\n".join(f"{t:%Y-%m-%dT%H:%M}\t{h}" for t, h in zip(minutes, cbh))
-        text = ("/* DATA DESCRIPTION:\nCitation:\tSYNTHETIC ceilometer written by aurora-batch (not real data)\n"
-                f"Event(s):\t{station}\nParameter(s):\tDATE/TIME (Date/Time)\n\tCloud base height (CBH) [m]\n*/\n"
-                f"Date/Time\tCBH [m]\n{rows}\n")
+        text = (
+            "/* DATA DESCRIPTION:\nCitation:\tSYNTHETIC ceilometer written by aurora-batch (not real data)\n"
+            f"Event(s):\t{station}\nParameter(s):\tDATE/TIME (Date/Time)\n\tCloud base height (CBH) [m]\n*/\n"
+            f"Date/Time\tCBH [m]\n{rows}\n"
+        )
         path = f"{root}/ceilometer/{station.lower()}_cbh.tab"
         fs.pipe_file(path, text.encode())
         written.append(path)
@@ -291,13 +336,24 @@ def _iaga2002(code, site, times, x, y, z, f) -> str:
     def rec(label, value):
         return f" {label:<22} {value:<44}|"
 
-    head = [rec("Format", "IAGA-2002"), rec("Source of Data", "SYNTHETIC (aurora-batch), not real data"),
-            rec("Station Name", site.name), rec("IAGA CODE", code), rec("Geodetic Latitude", f"{site.latitude:.3f}"),
-            rec("Geodetic Longitude", f"{site.longitude % 360:.3f}"), rec("Elevation", f"{site.altitude_m:.0f}"),
-            rec("Reported", "XYZF"), rec("Sensor Orientation", "XYZ"), rec("Digital Sampling", "1 second"),
-            rec("Data Interval Type", "1-minute"), rec("Data Type", "variation"),
-            " # SYNTHETIC magnetometer series following the synthetic sky.".ljust(69) + "|",
-            f"DATE       TIME         DOY     {code}X      {code}Y      {code}Z      {code}F   |"]
-    rows = [f"{t:%Y-%m-%d %H:%M:%S}.000 {t.day_of_year:03d}   {a:10.2f}{b:10.2f}{c:10.2f}{d:10.2f}"
-            for t, a, b, c, d in zip(times, x, y, z, f)]
+    head = [
+        rec("Format", "IAGA-2002"),
+        rec("Source of Data", "SYNTHETIC (aurora-batch), not real data"),
+        rec("Station Name", site.name),
+        rec("IAGA CODE", code),
+        rec("Geodetic Latitude", f"{site.latitude:.3f}"),
+        rec("Geodetic Longitude", f"{site.longitude % 360:.3f}"),
+        rec("Elevation", f"{site.altitude_m:.0f}"),
+        rec("Reported", "XYZF"),
+        rec("Sensor Orientation", "XYZ"),
+        rec("Digital Sampling", "1 second"),
+        rec("Data Interval Type", "1-minute"),
+        rec("Data Type", "variation"),
+        " # SYNTHETIC magnetometer series following the synthetic sky.".ljust(69) + "|",
+        f"DATE       TIME         DOY     {code}X      {code}Y      {code}Z      {code}F   |",
+    ]
+    rows = [
+        f"{t:%Y-%m-%d %H:%M:%S}.000 {t.day_of_year:03d}   {a:10.2f}{b:10.2f}{c:10.2f}{d:10.2f}"
+        for t, a, b, c, d in zip(times, x, y, z, f)
+    ]
     return "\n".join(head + rows) + "\n"

@@ -1,4 +1,5 @@
 """TODO docstring (imaging)."""
+
 from __future__ import annotations
 
 import bz2
@@ -122,8 +123,9 @@ def read_pgm_frames(data: bytes, name: str = "<bytes>") -> list[tuple[dt.datetim
     return read_pgm(decompress(data, name), name)[0]
 
 
-def read_pgm(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
-             ) -> tuple[list[tuple[dt.datetime | None, np.ndarray]], dict[str, str]]:
+def read_pgm(
+    data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+) -> tuple[list[tuple[dt.datetime | None, np.ndarray]], dict[str, str]]:
     """Frames of an uncompressed multi-frame binary PGM (UCalgary stream0), and the first frame's keys.
 
     Each frame is a ``P5`` header (width, height, maxval; ``#`` comment lines anywhere in
@@ -137,27 +139,27 @@ def read_pgm(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
         raise ImageError(f"{name}: empty file")
     frames, keys, pos, n = [], {}, 0, len(data)
     while pos < n:
-        while pos < n and data[pos:pos + 1].isspace():
+        while pos < n and data[pos : pos + 1].isspace():
             pos += 1
         if pos >= n:
             break
-        if data[pos:pos + 2] != b"P5":
+        if data[pos : pos + 2] != b"P5":
             raise ImageError(f"{name}: frame {len(frames)} does not start with the PGM magic 'P5' (byte {pos})")
         pos += 2
         tokens, comments = [], []
         while len(tokens) < 3:
-            while pos < n and data[pos:pos + 1].isspace():
+            while pos < n and data[pos : pos + 1].isspace():
                 pos += 1
             if pos >= n:
                 raise ImageError(f"{name}: frame {len(frames)} header is truncated")
-            if data[pos:pos + 1] == b"#":
+            if data[pos : pos + 1] == b"#":
                 end = data.find(b"\n", pos)
                 end = n if end < 0 else end
-                comments.append(data[pos + 1:end].decode("latin-1").strip())
+                comments.append(data[pos + 1 : end].decode("latin-1").strip())
                 pos = end + 1
                 continue
             start = pos
-            while pos < n and not data[pos:pos + 1].isspace():
+            while pos < n and not data[pos : pos + 1].isspace():
                 pos += 1
             tokens.append(data[start:pos])
         try:
@@ -165,8 +167,10 @@ def read_pgm(data: bytes, name: str = "<bytes>", max_pixels: int | None = None
         except ValueError:
             raise ImageError(f"{name}: frame {len(frames)} has a bad header {tokens}") from None
         if max_pixels and width * height > max_pixels:
-            raise ImageError(f"{name}: frame {len(frames)} has {width}×{height} pixels, more than the limit of "
-                             f"{max_pixels} (features.max_pixels)")
+            raise ImageError(
+                f"{name}: frame {len(frames)} has {width}×{height} pixels, more than the limit of "
+                f"{max_pixels} (features.max_pixels)"
+            )
         pos += 1  # the single whitespace byte after maxval
         size = width * height * (2 if maxval > 255 else 1)
         if pos + size > n:
@@ -196,8 +200,7 @@ def write_pgm_frames(frames: list[tuple[dt.datetime, np.ndarray]], site: str = "
     out = bytearray()
     for t, img in frames:
         h, w = img.shape
-        out += (f"P5\n# site {site}\n# Image request start: {t:%Y-%m-%d %H:%M:%S.%f} UTC\n"
-                f"{w} {h}\n65535\n").encode()
+        out += (f"P5\n# site {site}\n# Image request start: {t:%Y-%m-%d %H:%M:%S.%f} UTC\n{w} {h}\n65535\n").encode()
         out += np.asarray(img, dtype=">u2").tobytes()
     if compress == "gz":
         return gzip.compress(bytes(out))

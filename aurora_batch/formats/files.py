@@ -1,4 +1,5 @@
 """TODO docstring (formats)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +13,7 @@ from aurora_batch.formats.names import FORMATS, Format, parse_name, strip_compre
 
 # --- readers ------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class FileFrames:
     """The frames of one file, in the file's own dtype and orientation."""
@@ -21,8 +23,9 @@ class FileFrames:
     site: tuple[float, float] | None = None  #: (latitude, longitude) in degrees, where the file states them
 
 
-def read_file(data: bytes, name: str, fmt: Format | None = None, min_side: int | None = None,
-              max_pixels: int | None = None) -> FileFrames:
+def read_file(
+    data: bytes, name: str, fmt: Format | None = None, min_side: int | None = None, max_pixels: int | None = None
+) -> FileFrames:
     """Decode one file of ``fmt`` (guessed from the name when None) into frames.
 
     ``min_side``: the smallest side the consumer needs; larger frames come back reduced (see

@@ -10,6 +10,7 @@ Readers return frames in the file's own orientation and bit depth: row 0 is the 
 stored in the file.  (UCalgary's official readers flip stream0 images vertically for display;
 :func:`read_file` does not.)  Times are UTC.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,10 +23,14 @@ import numpy as np
 from aurora_batch.formats.decode import COMPRESSIONS
 
 #: the readers, and where each takes its frames' times (UTC) from
-FRAME_TIMES = {"image": "the file name", "pgm": "each frame's 'Image request start' comment",
-               "cdf": "the CDF_EPOCH variable <image>_epoch", "trex_h5": "the data/timestamp strings",
-               "png_tar": "each member's name (microseconds)",
-               "unsupported": "none: a product recognised by its name and recorded as unsupported, not read"}
+FRAME_TIMES = {
+    "image": "the file name",
+    "pgm": "each frame's 'Image request start' comment",
+    "cdf": "the CDF_EPOCH variable <image>_epoch",
+    "trex_h5": "the data/timestamp strings",
+    "png_tar": "each member's name (microseconds)",
+    "unsupported": "none: a product recognised by its name and recorded as unsupported, not read",
+}
 READERS = tuple(FRAME_TIMES)
 
 
@@ -98,7 +103,7 @@ class Format:
 
     @property
     def extensions(self) -> tuple[str, ...]:
-        exts = {p[p.rindex("."):].lower() for p in self.patterns if "." in p.rsplit("}", 1)[-1]}
+        exts = {p[p.rindex(".") :].lower() for p in self.patterns if "." in p.rsplit("}", 1)[-1]}
         return tuple(sorted(exts))
 
 
@@ -183,8 +188,11 @@ class NameParser:
         n = len(names)
         out = _Values.empty(n)
         fmt_of = np.full(n, -1, dtype=np.int32)
-        base = pc.extract_regex(pa.array(names, pa.string()), r"(?P<b>[^/]*)$").field("b") if n else pa.array(
-            [], pa.string())
+        base = (
+            pc.extract_regex(pa.array(names, pa.string()), r"(?P<b>[^/]*)$").field("b")
+            if n
+            else pa.array([], pa.string())
+        )
         stem = pc.replace_substring_regex(base, _COMPRESSED, "")
         lower = pc.utf8_lower(stem)
         fast = pc.match_substring_regex(base, r"^[ -~]*$").to_numpy(zero_copy_only=False).astype(bool)
@@ -214,10 +222,15 @@ class NameParser:
         names_of = [f.name for f in self.formats]
         for i in np.flatnonzero(fmt_of < 0):
             detail[i] = f"{base[i].as_py()!r} matches none of the formats {names_of}"
-        return pd.DataFrame({"station": pd.Series(out.station, dtype=object), "time": out.time,
-                             "wavelength": pd.array(out.wavelength, dtype="Int64"),
-                             "format": pd.Series(np.array(names_of + [None], dtype=object)[fmt_of], dtype=object),
-                             "detail": pd.Series(detail, dtype=object)})
+        return pd.DataFrame(
+            {
+                "station": pd.Series(out.station, dtype=object),
+                "time": out.time,
+                "wavelength": pd.array(out.wavelength, dtype="Int64"),
+                "format": pd.Series(np.array(names_of + [None], dtype=object)[fmt_of], dtype=object),
+                "detail": pd.Series(detail, dtype=object),
+            }
+        )
 
 
 _COMPRESSED = "(?i)(" + "|".join(re.escape(c) for c in COMPRESSIONS) + ")$"
@@ -236,8 +249,12 @@ class _Values:
 
     @classmethod
     def empty(cls, n: int) -> _Values:
-        return cls(np.zeros(n, bool), np.full(n, None, dtype=object),
-                   np.full(n, np.datetime64("NaT"), "datetime64[us]"), np.full(n, np.nan))
+        return cls(
+            np.zeros(n, bool),
+            np.full(n, None, dtype=object),
+            np.full(n, np.datetime64("NaT"), "datetime64[us]"),
+            np.full(n, np.nan),
+        )
 
     def set(self, i: int, station: str, time: dt.datetime, wavelength: int | None) -> None:
         self.ok[i], self.station[i], self.time[i] = True, station, np.datetime64(time, "us")
@@ -321,7 +338,8 @@ class _Compiled:
                 micro = _integers(numbers.get("microsecond", columns["microsecond"]), ok)
                 ok &= (micro >= 0) & (micro <= 999_999)
                 time = time.astype("datetime64[s]").astype("datetime64[us]") + np.where(ok, micro, 0).astype(
-                    "timedelta64[us]")
+                    "timedelta64[us]"
+                )
             values.time[ok] = time[ok]
         if fmt.default_wavelength is not None:
             values.wavelength[:] = fmt.default_wavelength
@@ -339,8 +357,9 @@ class _Compiled:
         values.ok = ok
         return self._one_by_one(form, fmt, slow, hit, values)
 
-    def _one_by_one(self, form, fmt: Format, which: np.ndarray, hit: np.ndarray,
-                    values: _Values) -> tuple[np.ndarray, _Values]:
+    def _one_by_one(
+        self, form, fmt: Format, which: np.ndarray, hit: np.ndarray, values: _Values
+    ) -> tuple[np.ndarray, _Values]:
         """trollsift and :func:`_parsed` for the stems in ``which``."""
         import trollsift
 
@@ -399,46 +418,140 @@ _UCALGARY = "{time:%Y%m%d_%H%M}_{station:4s}"
 #: UCalgary's stream0 tree (data.phys.ucalgary.ca/sort_by_project/<project>/<instrument>/stream0/), as asilib and
 #: UCalgary's own download code walk it: 2014/03/10/gill_themis19/ut06/20140310_0601_gill_themis19_full.pgm.gz
 _UCALGARY_FOLDERS = "{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}/ut{time:%H}"
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("asim", ("{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}_cal.png",
-                    "{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}.png"),
-           network="ASIM", example="nya4_20101207_233450_5577_cal.png",
-           folders="{station}{camera:1d}/{wavelength:4d}/{time:%Y}/{time:%Y%m%d}"),
-    Format("themis", f"{_UCALGARY}_themis{{camera:2d}}_full.pgm", "pgm", "THEMIS", span_s=60,
-           example="20140310_0601_gill_themis19_full.pgm.gz", folders=_UCALGARY_FOLDERS),
-    Format("rego", f"{_UCALGARY}_rego-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "REGO", 6300, span_s=60,
-           example="20141216_0600_gill_rego-652_6300.pgm.gz", folders=_UCALGARY_FOLDERS),
-    Format("trex_nir", f"{_UCALGARY}_nir-{{camera:3d}}_{{wavelength:4d}}.pgm", "pgm", "TREx", 8446, span_s=60,
-           example="20220307_0601_gill_nir-216_8446.pgm.gz", folders=_UCALGARY_FOLDERS),
-    Format("trex_blue", f"{_UCALGARY}_blue-{{camera:3d}}_full.pgm", "pgm", "TREx", 4861, span_s=60,
-           example="20220308_0601_gill_blue-814_full.pgm.gz", folders=_UCALGARY_FOLDERS),
-    Format("trex_rgb_h5", f"{_UCALGARY}_rgb-{{camera:2d}}_full.h5", "trex_h5", "TREx", span_s=60,
-           example="20210205_0600_gill_rgb-04_full.h5", folders=_UCALGARY_FOLDERS),
-    Format("trex_rgb_png", "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_full.png",
-           network="TREx", example="20200508_060500_122643_gill_rgb-04_320ms_full.png", folders=_UCALGARY_FOLDERS),
-    # stream0.burst: 3 Hz frames, one PNG each, and whole minutes of them as tar files (read_trex_rgb reads both)
-    Format("trex_rgb_burst",
-           "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_burst.png",
-           network="TREx", example="20211030_060000_333466_gill_rgb-04_320ms_burst.png", folders=_UCALGARY_FOLDERS),
-    Format("trex_rgb_burst_tar", f"{_UCALGARY}_rgb-{{camera:2d}}_burst.png.tar", "png_tar", "TREx", span_s=60,
-           example="20211030_0600_gill_rgb-04_burst.png.tar", folders=_UCALGARY_FOLDERS),
-    Format("trex_rgb_pgm", f"{_UCALGARY}_rgb-{{camera:2d}}_full.pgm", "unsupported", "TREx", span_s=60,
-           example="20191030_0600_gill_rgb-04_full.pgm.gz", folders=_UCALGARY_FOLDERS,
-           note="TREx RGB stream0 PGM (single-channel raw frames, as recorded before 2020) is not supported: "
-                "use the stream0 HDF5 files or the stream0.colour PNGs of the same minutes"),
-    Format("themis_cdf", "thg_l1_asf_{station:4s}_{time:%Y%m%d%H}_v{version:2d}.cdf", "cdf", "THEMIS", span_s=3600,
-           example="thg_l1_asf_gako_2011010617_v01.cdf",  # themis.ssl.berkeley.edu/data/themis/thg/l1/asi/
-           folders="{station}/{time:%Y}/{time:%m}"),
-    Format("themis_ast", "thg_l1_ast_{station:4s}_{time:%Y%m%d}_v{version:2d}.cdf", "unsupported", "THEMIS",
-           span_s=86400, example="thg_l1_ast_gako_20110505_v01.cdf", folders="{station}/{time:%Y}/{time:%m}",
-           note="THEMIS ASI thumbnails (thg_ast_<site>: 32x32 pixels, one file a day) are not supported: the "
-                "full-resolution images are the hourly thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf files"),
-    Format("nascam", "{time:%Y%m%d_%H%M%S}_{station}_{imager}_{wavelength:d}_{exposure:d}ms.png",
-           example="20101205_221500_nya_nascam_5577_2000ms.png"),
-    Format("kiruna", ("{station:3s}_{time:%Y%m%d_%H%M%S}.jpg", "{station:3s}_{time:%Y%m%d_%H%M%S}.jpeg",
-                      "{station:3s}_{time:%Y%m%d_%H%M%S}_{tag}.jpg", "{station:3s}{time:%Y%m%d%H%M%S}.jpg"),
-           network="IRF", example="KIR_20101201_221500.jpg"),
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format(
+            "asim",
+            (
+                "{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}_cal.png",
+                "{station}{camera:1d}_{time:%Y%m%d_%H%M%S}_{wavelength:4d}.png",
+            ),
+            network="ASIM",
+            example="nya4_20101207_233450_5577_cal.png",
+            folders="{station}{camera:1d}/{wavelength:4d}/{time:%Y}/{time:%Y%m%d}",
+        ),
+        Format(
+            "themis",
+            f"{_UCALGARY}_themis{{camera:2d}}_full.pgm",
+            "pgm",
+            "THEMIS",
+            span_s=60,
+            example="20140310_0601_gill_themis19_full.pgm.gz",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "rego",
+            f"{_UCALGARY}_rego-{{camera:3d}}_{{wavelength:4d}}.pgm",
+            "pgm",
+            "REGO",
+            6300,
+            span_s=60,
+            example="20141216_0600_gill_rego-652_6300.pgm.gz",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_nir",
+            f"{_UCALGARY}_nir-{{camera:3d}}_{{wavelength:4d}}.pgm",
+            "pgm",
+            "TREx",
+            8446,
+            span_s=60,
+            example="20220307_0601_gill_nir-216_8446.pgm.gz",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_blue",
+            f"{_UCALGARY}_blue-{{camera:3d}}_full.pgm",
+            "pgm",
+            "TREx",
+            4861,
+            span_s=60,
+            example="20220308_0601_gill_blue-814_full.pgm.gz",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_rgb_h5",
+            f"{_UCALGARY}_rgb-{{camera:2d}}_full.h5",
+            "trex_h5",
+            "TREx",
+            span_s=60,
+            example="20210205_0600_gill_rgb-04_full.h5",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_rgb_png",
+            "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_full.png",
+            network="TREx",
+            example="20200508_060500_122643_gill_rgb-04_320ms_full.png",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        # stream0.burst: 3 Hz frames, one PNG each, and whole minutes of them as tar files (read_trex_rgb reads both)
+        Format(
+            "trex_rgb_burst",
+            "{time:%Y%m%d_%H%M%S}_{microsecond:6d}_{station:4s}_rgb-{camera:2d}_{exposure:d}ms_burst.png",
+            network="TREx",
+            example="20211030_060000_333466_gill_rgb-04_320ms_burst.png",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_rgb_burst_tar",
+            f"{_UCALGARY}_rgb-{{camera:2d}}_burst.png.tar",
+            "png_tar",
+            "TREx",
+            span_s=60,
+            example="20211030_0600_gill_rgb-04_burst.png.tar",
+            folders=_UCALGARY_FOLDERS,
+        ),
+        Format(
+            "trex_rgb_pgm",
+            f"{_UCALGARY}_rgb-{{camera:2d}}_full.pgm",
+            "unsupported",
+            "TREx",
+            span_s=60,
+            example="20191030_0600_gill_rgb-04_full.pgm.gz",
+            folders=_UCALGARY_FOLDERS,
+            note="TREx RGB stream0 PGM (single-channel raw frames, as recorded before 2020) is not supported: "
+            "use the stream0 HDF5 files or the stream0.colour PNGs of the same minutes",
+        ),
+        Format(
+            "themis_cdf",
+            "thg_l1_asf_{station:4s}_{time:%Y%m%d%H}_v{version:2d}.cdf",
+            "cdf",
+            "THEMIS",
+            span_s=3600,
+            example="thg_l1_asf_gako_2011010617_v01.cdf",  # themis.ssl.berkeley.edu/data/themis/thg/l1/asi/
+            folders="{station}/{time:%Y}/{time:%m}",
+        ),
+        Format(
+            "themis_ast",
+            "thg_l1_ast_{station:4s}_{time:%Y%m%d}_v{version:2d}.cdf",
+            "unsupported",
+            "THEMIS",
+            span_s=86400,
+            example="thg_l1_ast_gako_20110505_v01.cdf",
+            folders="{station}/{time:%Y}/{time:%m}",
+            note="THEMIS ASI thumbnails (thg_ast_<site>: 32x32 pixels, one file a day) are not supported: the "
+            "full-resolution images are the hourly thg_l1_asf_<site>_<YYYYMMDDHH>_v01.cdf files",
+        ),
+        Format(
+            "nascam",
+            "{time:%Y%m%d_%H%M%S}_{station}_{imager}_{wavelength:d}_{exposure:d}ms.png",
+            example="20101205_221500_nya_nascam_5577_2000ms.png",
+        ),
+        Format(
+            "kiruna",
+            (
+                "{station:3s}_{time:%Y%m%d_%H%M%S}.jpg",
+                "{station:3s}_{time:%Y%m%d_%H%M%S}.jpeg",
+                "{station:3s}_{time:%Y%m%d_%H%M%S}_{tag}.jpg",
+                "{station:3s}{time:%Y%m%d%H%M%S}.jpg",
+            ),
+            network="IRF",
+            example="KIR_20101201_221500.jpg",
+        ),
+    )
+}
 
 
 def get_formats(names: Sequence[str]) -> list[Format]:

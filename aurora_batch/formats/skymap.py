@@ -10,6 +10,7 @@ skymaps alike, north-south, for display (REGO's east-west too), so un-flipped fr
 un-flipped skymaps align as theirs do (tested).  Against THEMIS L1 CDF frames the orientation is
 not verified on a matched pair (docs/design.md, Formats).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,8 +87,9 @@ def _cached(url: str, options_json: str) -> Skymap:
     return read_skymap(url, json.loads(options_json))
 
 
-def find_skymaps(spec: str | Mapping[str, str], station: str,
-                 storage_options: Mapping[str, Any] | None = None) -> list[Skymap]:
+def find_skymaps(
+    spec: str | Mapping[str, str], station: str, storage_options: Mapping[str, Any] | None = None
+) -> list[Skymap]:
     """The skymaps of ``station``: from a folder (searched for ``*_skymap_<site>_*.sav[.gz]``), a file, or a
     mapping of stations to either.
 

@@ -14,6 +14,7 @@ right's sorted time index), so a row near a partition border still sees every ca
 and the result is the same row for row.  (TAME split by calendar day instead and missed
 partners across midnight.)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,15 @@ import numpy as np
 import pandas as pd
 
 
-def _nearest_pandas(left: pd.DataFrame, right: pd.DataFrame, on: str, by: str | None, tolerance: pd.Timedelta,
-                    direction: str, suffix: str) -> pd.DataFrame:
+def _nearest_pandas(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    on: str,
+    by: str | None,
+    tolerance: pd.Timedelta,
+    direction: str,
+    suffix: str,
+) -> pd.DataFrame:
     values = [c for c in right.columns if c not in (on, by)]
     r = right[[on] + ([by] if by else []) + values].rename(columns={c: c + suffix for c in values})
     r = r.assign(**{f"_{on}_right": r[on]}).sort_values(on, kind="stable")
@@ -31,8 +39,9 @@ def _nearest_pandas(left: pd.DataFrame, right: pd.DataFrame, on: str, by: str | 
     lft = left.assign(_order=np.arange(len(left)))
     has_time = lft[on].notna()
     key = lft.loc[has_time].sort_values(on, kind="stable")
-    merged = pd.merge_asof(key[[on, "_order"] + ([by] if by else [])], r, on=on, by=by, tolerance=tolerance,
-                           direction=direction)
+    merged = pd.merge_asof(
+        key[[on, "_order"] + ([by] if by else [])], r, on=on, by=by, tolerance=tolerance, direction=direction
+    )
     merged = merged.set_index("_order").reindex(lft["_order"])
     out = left.copy()
     for c in values:
@@ -48,8 +57,16 @@ def prepare_right(right, on: str = "time"):
     return right.set_index(on, sorted=False, drop=False, shuffle_method="tasks")  # any scheduler
 
 
-def nearest(left, right, *, on: str = "time", by: str | None = "station", tolerance: Any,
-            direction: str = "nearest", suffix: str = ""):
+def nearest(
+    left,
+    right,
+    *,
+    on: str = "time",
+    by: str | None = "station",
+    tolerance: Any,
+    direction: str = "nearest",
+    suffix: str = "",
+):
     """Attach the nearest ``right`` sample (same ``by``, within ``tolerance``) to every ``left`` row.
 
     ``left`` and ``right`` are pandas or Dask DataFrames.  Returns the same kind as ``left``:
@@ -68,8 +85,13 @@ def nearest(left, right, *, on: str = "time", by: str | None = "station", tolera
 
     import dask
 
-    if (left.index.name == on and left.known_divisions and isinstance(right, dd.DataFrame)
-            and right.index.name == on and right.known_divisions):
+    if (
+        left.index.name == on
+        and left.known_divisions
+        and isinstance(right, dd.DataFrame)
+        and right.index.name == on
+        and right.known_divisions
+    ):
         return _nearest_indexed(left, right, on, by, tolerance, direction, suffix)
     right = prepare_right(right if isinstance(right, dd.DataFrame) else dd.from_pandas(right, npartitions=1), on)
     bounds = dask.compute(*[dask.delayed(lambda d: (d[on].min(), d[on].max()))(p) for p in left.to_delayed()])
@@ -80,7 +102,8 @@ def nearest(left, right, *, on: str = "time", by: str | None = "station", tolera
             window = right._meta.reset_index(drop=True)
         else:
             window = dask.delayed(lambda d: d.reset_index(drop=True))(
-                dask.delayed(pd.concat)(right.loc[lo - tolerance: hi + tolerance].to_delayed()))
+                dask.delayed(pd.concat)(right.loc[lo - tolerance : hi + tolerance].to_delayed())
+            )
         parts.append(dask.delayed(_nearest_pandas)(part, window, on, by, tolerance, direction, suffix))
     return dd.from_delayed(parts, meta=meta, divisions=left.divisions if left.known_divisions else None)
 

@@ -21,6 +21,7 @@ Formats:
   ``detection_status`` (0 no significant backscatter, 1–3 that many cloud bases, 4 full
   obscuration, 5 some obscuration).
 """
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,9 @@ def expand_urls(url: str, storage_options: Mapping[str, Any] | None) -> list[str
     return [fs.unstrip_protocol(p) for p in paths]
 
 
-def read_many(reader: Callable[..., pd.DataFrame], url: str, storage_options: Mapping[str, Any] | None = None,
-              **kw) -> pd.DataFrame:
+def read_many(
+    reader: Callable[..., pd.DataFrame], url: str, storage_options: Mapping[str, Any] | None = None, **kw
+) -> pd.DataFrame:
     """Apply ``reader`` to every file of ``url`` (a URL or glob); one sorted frame, duplicates removed."""
     frames = [reader(u, storage_options=storage_options, **kw) for u in expand_urls(url, storage_options)]
     out = pd.concat(frames, ignore_index=True)
@@ -71,6 +73,7 @@ def _finish(frame: pd.DataFrame, units: dict[str, str]) -> pd.DataFrame:
 
 
 # --- magnetometers ------------------------------------------------------------------------------------------
+
 
 def read_iaga2002(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One IAGA-2002 file: columns ``time``, ``station`` and one per reported element (lower case, nT;
@@ -97,9 +100,9 @@ def read_iaga2002(url: str, storage_options: Mapping[str, Any] | None = None) ->
     names = lines[start].rstrip().rstrip("|").split()
     if names[:3] != ["DATE", "TIME", "DOY"] or len(names) < 4:
         raise ReaderError(f"{url}, line {start + 1}: bad column header {lines[start]!r}")
-    elements = [n[len(code):].lower() if n.upper().startswith(code.upper()) else n.lower() for n in names[3:]]
+    elements = [n[len(code) :].lower() if n.upper().startswith(code.upper()) else n.lower() for n in names[3:]]
     rows = []
-    for i, line in enumerate(lines[start + 1:], start=start + 2):
+    for i, line in enumerate(lines[start + 1 :], start=start + 2):
         if not line.strip():
             continue
         parts = line.split()
@@ -134,7 +137,7 @@ def read_image_column(url: str, storage_options: Mapping[str, Any] | None = None
         raise ReaderError(f"{url}: no 'YYYY MM DD HH MM SS' column header (is this IMAGE column text?)")
     offset = sum(_IMAGE_WIDTHS)
     labels = lines[head][offset:]
-    cols = [labels[k:k + 8].strip() for k in range(0, len(labels.rstrip()), 8)]
+    cols = [labels[k : k + 8].strip() for k in range(0, len(labels.rstrip()), 8)]
     parsed = []
     for c in cols:
         m = re.fullmatch(r"([A-Z0-9]{3})\s+([XYZ])", c)
@@ -142,15 +145,15 @@ def read_image_column(url: str, storage_options: Mapping[str, Any] | None = None
             raise ReaderError(f"{url}, line {head + 1}: column label {c!r} is not like 'NAL X'")
         parsed.append((m.group(1), m.group(2).lower()))
     rows, times = [], []
-    for i, line in enumerate(lines[head + 1:], start=head + 2):
+    for i, line in enumerate(lines[head + 1 :], start=head + 2):
         if not line.strip() or line.startswith("----"):
             continue
         try:
             pos, stamp = 0, []
             for w in _IMAGE_WIDTHS[:6]:
-                stamp.append(int(line[pos:pos + w]))
+                stamp.append(int(line[pos : pos + w]))
                 pos += w
-            values = [float(line[offset + 8 * k: offset + 8 * k + 8]) for k in range(len(cols))]
+            values = [float(line[offset + 8 * k : offset + 8 * k + 8]) for k in range(len(cols))]
         except ValueError:
             raise ReaderError(f"{url}, line {i}: cannot read {line[:60]!r}") from None
         times.append(pd.Timestamp(*stamp))
@@ -172,8 +175,14 @@ def read_image_column(url: str, storage_options: Mapping[str, Any] | None = None
 
 # --- ceilometers --------------------------------------------------------------------------------------------
 
-def read_pangaea_ceilometer(url: str, station: str, storage_options: Mapping[str, Any] | None = None,
-                            no_cloud: float = 32767, missing: float = -1) -> pd.DataFrame:
+
+def read_pangaea_ceilometer(
+    url: str,
+    station: str,
+    storage_options: Mapping[str, Any] | None = None,
+    no_cloud: float = 32767,
+    missing: float = -1,
+) -> pd.DataFrame:
     """A PANGAEA tab export: ``time``, ``station``, ``cbh`` (m, NaN when none), ``cloud_detected``."""
     text = _text(url, storage_options)
     body = text
@@ -181,7 +190,7 @@ def read_pangaea_ceilometer(url: str, station: str, storage_options: Mapping[str
         end = text.find("*/")
         if end < 0:
             raise ReaderError(f"{url}: the '/* ... */' metadata block is not closed")
-        body = text[end + 2:].lstrip("\r\n")
+        body = text[end + 2 :].lstrip("\r\n")
     try:
         table = pd.read_csv(io.StringIO(body), sep="\t")
     except Exception as err:
@@ -200,8 +209,14 @@ def read_pangaea_ceilometer(url: str, station: str, storage_options: Mapping[str
     detected = pd.array(np.where(cbh == no_cloud, False, True), dtype="boolean")
     detected[(cbh == missing) | cbh.isna()] = pd.NA
     cbh[(cbh == no_cloud) | (cbh == missing) | (cbh < 0)] = np.nan
-    frame = pd.DataFrame({"time": time.dt.tz_localize(None).astype("datetime64[ns]"), "station": station.upper(),
-                          "cbh": cbh, "cloud_detected": detected})
+    frame = pd.DataFrame(
+        {
+            "time": time.dt.tz_localize(None).astype("datetime64[ns]"),
+            "station": station.upper(),
+            "cbh": cbh,
+            "cloud_detected": detected,
+        }
+    )
     return _finish(frame, {"cbh": "m"})
 
 
@@ -217,8 +232,10 @@ def read_cl51_netcdf(url: str, station: str, storage_options: Mapping[str, Any] 
             if missing:
                 raise ReaderError(f"{url}: variables {missing} missing (is this a cl2nc CL51 file?)")
             t = ds["time"].to_numpy().astype(float)
-            cbh = {k: ds[k].to_numpy().astype(float) if k in ds else np.full(len(t), np.nan)
-                   for k in ("cbh_1", "cbh_2", "cbh_3")}
+            cbh = {
+                k: ds[k].to_numpy().astype(float) if k in ds else np.full(len(t), np.nan)
+                for k in ("cbh_1", "cbh_2", "cbh_3")
+            }
             status = ds["detection_status"].to_numpy().astype(float)
     except ReaderError:
         raise
@@ -229,10 +246,17 @@ def read_cl51_netcdf(url: str, station: str, storage_options: Mapping[str, Any] 
         v[(v <= 0) | (v >= 99999)] = np.nan  # fill values and negative heights are not heights
     detected = pd.array(np.where(status == 0, False, True), dtype="boolean")
     detected[np.isnan(status)] = pd.NA
-    frame = pd.DataFrame({"time": pd.to_datetime(t, unit="s").astype("datetime64[ns]"), "station": station.upper(),
-                          "cbh": cbh["cbh_1"], "cbh_2": cbh["cbh_2"], "cbh_3": cbh["cbh_3"],
-                          "detection_status": pd.array(status, dtype="Float64").astype("Int64"),
-                          "cloud_detected": detected})
+    frame = pd.DataFrame(
+        {
+            "time": pd.to_datetime(t, unit="s").astype("datetime64[ns]"),
+            "station": station.upper(),
+            "cbh": cbh["cbh_1"],
+            "cbh_2": cbh["cbh_2"],
+            "cbh_3": cbh["cbh_3"],
+            "detection_status": pd.array(status, dtype="Float64").astype("Int64"),
+            "cloud_detected": detected,
+        }
+    )
     return _finish(frame, {"cbh": "m", "cbh_2": "m", "cbh_3": "m"})
 
 

@@ -12,6 +12,7 @@ pass; the file's SHA-256 names it in fingerprints, heads and store attributes
 (:func:`backbone_id`).  Neither loader unpickles arbitrary Python objects, but a model file
 *is* code from whoever made it: run only files you trust.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,12 +109,18 @@ def _lite0_weights() -> str:
 
 
 #: EfficientNet(-Lite) stem, head and MBConv blocks: each convolution is followed by its batch norm
-_EFFICIENTNET_CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"), ("_expand_conv", "_bn0"),
-                         ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+_EFFICIENTNET_CONV_BN = (
+    ("_conv_stem", "_bn0"),
+    ("_conv_head", "_bn1"),
+    ("_expand_conv", "_bn0"),
+    ("_depthwise_conv", "_bn1"),
+    ("_project_conv", "_bn2"),
+)
 
 BACKBONES: dict[str, Backbone] = {
-    "efficientnet-lite0": Backbone("efficientnet-lite0", 1280, _efficientnet_lite("efficientnet-lite0"), _lite0_weights,
-                                   _EFFICIENTNET_CONV_BN),
+    "efficientnet-lite0": Backbone(
+        "efficientnet-lite0", 1280, _efficientnet_lite("efficientnet-lite0"), _lite0_weights, _EFFICIENTNET_CONV_BN
+    ),
 }
 
 
@@ -178,8 +185,10 @@ def feature_dim(backbone: str, size: int, device: str = "cpu") -> int:
         try:
             out = model(torch.zeros(2, 3, size, size, device=device))
         except Exception as err:
-            raise ValueError(f"backbone {backbone} fails on a (2, 3, {size}, {size}) batch (export it with a "
-                             f"dynamic batch size): {type(err).__name__}: {str(err)[:300]}") from None
+            raise ValueError(
+                f"backbone {backbone} fails on a (2, 3, {size}, {size}) batch (export it with a "
+                f"dynamic batch size): {type(err).__name__}: {str(err)[:300]}"
+            ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"backbone {backbone} maps (2, 3, {size}, {size}) to {shape}; expected (2, D) features")
@@ -200,8 +209,9 @@ def compile_cache_dir(path: str | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_backbone(name: str, weights: str | None = None, device: str = "cpu", compile: bool = False,
-                  compile_cache: str | None = None):
+def load_backbone(
+    name: str, weights: str | None = None, device: str = "cpu", compile: bool = False, compile_cache: str | None = None
+):
     """Build ``name``, load pretrained or user weights, fold its batch norms, eval mode on ``device``.
 
     Cached per process, so each Dask worker loads (and compiles) a model once.  With
@@ -233,8 +243,9 @@ def load_backbone(name: str, weights: str | None = None, device: str = "cpu", co
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("_fc.")]
     if missing or result.unexpected_keys:
-        raise ValueError(f"weights {path} do not fit {name!r}: missing {missing[:5]}, "
-                         f"unexpected {list(result.unexpected_keys)[:5]}")
+        raise ValueError(
+            f"weights {path} do not fit {name!r}: missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
+        )
     model.eval()
     fold_batchnorm(model, spec.conv_bn_pairs)
     fold_same_padding(model)
@@ -247,8 +258,7 @@ def load_backbone(name: str, weights: str | None = None, device: str = "cpu", co
 
 
 @functools.lru_cache(maxsize=2)
-def load_int8_backbone(name: str, weights: str | None, recipe: str, batch_size: int,
-                       compile_cache: str | None = None):
+def load_int8_backbone(name: str, weights: str | None, recipe: str, batch_size: int, compile_cache: str | None = None):
     """:func:`load_backbone` on CPU, quantised to int8 and compiled (:func:`aurora_batch.quantize.quantize_int8`),
     once per process; calibrated through ``recipe``; the quantised program is cached beside Inductor's."""
     from aurora_batch.model.quantize import quantize_int8

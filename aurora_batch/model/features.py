@@ -2,6 +2,7 @@
 extractor that feeds a network (torch, or the network exported to ONNX: :mod:`aurora_batch.model.runtimes`).
 Features are float32 whatever the precision the network runs at.
 """
+
 from __future__ import annotations
 
 import functools
@@ -109,10 +110,19 @@ class FeatureExtractor:
     ``onnxruntime`` or ``openvino`` on CPU; ``auto`` picks (:func:`~aurora_batch.runtimes.resolve_runtime`).
     """
 
-    def __init__(self, backbone: str = "efficientnet-lite0", weights: str | None = None, device: str = "auto",
-                 batch_size: int | None = None, precision: str = "float32", compile: bool = False,
-                 input_size: int = 128, compile_cache: str | None = None, recipe: str = "lite128",
-                 runtime: str = "torch"):
+    def __init__(
+        self,
+        backbone: str = "efficientnet-lite0",
+        weights: str | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        precision: str = "float32",
+        compile: bool = False,
+        input_size: int = 128,
+        compile_cache: str | None = None,
+        recipe: str = "lite128",
+        runtime: str = "torch",
+    ):
         import torch
 
         from aurora_batch.model.runtimes import load_runner, resolve_runtime
@@ -123,8 +133,9 @@ class FeatureExtractor:
         self.compile = compile or precision == "int8"
         self.runtime = resolve_runtime(runtime, self.device, precision, compile, backbone in BACKBONES)
         if self.runtime != "torch":
-            self.model = load_runner(backbone, weights, input_size, self.runtime, torch.get_num_threads(),
-                                     compile_cache_dir(compile_cache))
+            self.model = load_runner(
+                backbone, weights, input_size, self.runtime, torch.get_num_threads(), compile_cache_dir(compile_cache)
+            )
         elif precision == "int8":
             if self.cuda:
                 raise ValueError("features.precision: int8 is for CPU workers; on a GPU use float16 or bfloat16")
@@ -142,7 +153,7 @@ class FeatureExtractor:
         """Queue ``(N, 3, S, S)`` float32 images, a numpy array or a tensor already on the device (the
         :mod:`~aurora_batch.torch_recipes` output); any N (split into ``batch_size`` pieces)."""
         for i in range(0, len(batch), self.batch_size):
-            self._run(batch[i:i + self.batch_size])
+            self._run(batch[i : i + self.batch_size])
 
     def result(self) -> np.ndarray:
         """``(N, D)`` float32 features of everything pushed, in order; resets the extractor."""
@@ -178,7 +189,8 @@ class FeatureExtractor:
                     self.push(x[:n])
                 return
             t = (x if on_device else torch.from_numpy(np.ascontiguousarray(x))).contiguous(
-                memory_format=torch.channels_last)
+                memory_format=torch.channels_last
+            )
             self._outputs.append(self.model(t)[:n].float().numpy())
 
     def _to_device(self, x: np.ndarray):
@@ -211,8 +223,13 @@ class FeatureExtractor:
         return torch.autocast("cuda" if self.cuda else "cpu", dtype=self.autocast)
 
 
-def extract_features(batch: np.ndarray, name: str = "efficientnet-lite0", weights: str | None = None,
-                     device: str = "auto", batch_size: int = 64) -> np.ndarray:
+def extract_features(
+    batch: np.ndarray,
+    name: str = "efficientnet-lite0",
+    weights: str | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> np.ndarray:
     """Features ``(N, D)`` float32 for preprocessed images ``batch`` of shape ``(N, 3, S, S)``."""
     extractor = FeatureExtractor(name, weights, device, batch_size, input_size=batch.shape[-1])
     extractor.push(batch)

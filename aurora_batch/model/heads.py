@@ -6,6 +6,7 @@ standardised features) and saved as plain arrays: ``HEAD.npz`` (loaded with
 sidecar naming the backbone, weights, recipe, classes and scores.  Probabilities are the
 softmax of the decision function (for logistic regression this is exactly its model).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,19 +74,33 @@ class LinearHead:
         have = {k: self.meta.get(k) for k in want}
         bad = [f"{k}: head has {have[k]!r}, job has {want[k]!r}" for k in want if have[k] != want[k]]
         if bad:
-            raise HeadMismatch(f"head {self.meta.get('path', '?')} does not fit this job's features ("
-                               + "; ".join(bad) + ")")
+            raise HeadMismatch(
+                f"head {self.meta.get('path', '?')} does not fit this job's features (" + "; ".join(bad) + ")"
+            )
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.npz) and its JSON sidecar; returns the sidecar path."""
         path = Path(path).with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept,
-                 classes=np.array(self.classes))
-        meta = {**self.meta, "format": "aurora-batch linear head", "format_version": FORMAT_VERSION,
-                "kind": self.kind, "classes": list(self.classes), "feature_dim": int(self.coef.shape[1]),
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "aurora_batch_version": __version__,
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        np.savez(
+            path,
+            mean=self.mean,
+            scale=self.scale,
+            coef=self.coef,
+            intercept=self.intercept,
+            classes=np.array(self.classes),
+        )
+        meta = {
+            **self.meta,
+            "format": "aurora-batch linear head",
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "classes": list(self.classes),
+            "feature_dim": int(self.coef.shape[1]),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "aurora_batch_version": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
         meta.pop("path", None)
         sidecar = path.with_suffix(".json")
         sidecar.write_text(json.dumps(meta, indent=2, default=_json_default))
@@ -104,8 +119,15 @@ def _weights_name(weights: str | None) -> str:
     return Path(weights).name if weights else "shipped"
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, kind: str = "ridge", classes: tuple[str, ...] = CLASSES6,
-             alpha: float = 0.03, c: float = 1.0, meta: Mapping[str, Any] | None = None) -> LinearHead:
+def fit_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    kind: str = "ridge",
+    classes: tuple[str, ...] = CLASSES6,
+    alpha: float = 0.03,
+    c: float = 1.0,
+    meta: Mapping[str, Any] | None = None,
+) -> LinearHead:
     """Fit a linear head on standardised features; ``labels`` index into ``classes``.
 
     ``alpha`` is the ridge penalty (OATH used 0.03); ``c`` the SVM/logistic inverse penalty.
@@ -124,16 +146,25 @@ def fit_head(features: np.ndarray, labels: np.ndarray, kind: str = "ridge", clas
     else:
         coef[fitted], intercept[fitted] = est.coef_, est.intercept_
     info = {"alpha": alpha} if kind == "ridge" else {"C": c}
-    return LinearHead(kind, mean.astype(np.float32), scale.astype(np.float32), coef.astype(np.float32),
-                      intercept.astype(np.float32), tuple(classes), {**info, **dict(meta or {})})
+    return LinearHead(
+        kind,
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        coef.astype(np.float32),
+        intercept.astype(np.float32),
+        tuple(classes),
+        {**info, **dict(meta or {})},
+    )
 
 
 def class_outputs(proba: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
     """Per image, from ``(N, K)`` probabilities over ``classes``: ``label`` (the most probable class)
     and ``aurora_proba`` (the summed probability of arc, diffuse and discrete)."""
     aurora = [i for i, c in enumerate(classes) if c in {CLASSES6[k] for k in AURORA_CLASSES}]
-    return {"label": np.asarray(classes, dtype=object)[np.asarray(proba).argmax(axis=1)],
-            "aurora_proba": np.asarray(proba)[:, aurora].sum(axis=1)}
+    return {
+        "label": np.asarray(classes, dtype=object)[np.asarray(proba).argmax(axis=1)],
+        "aurora_proba": np.asarray(proba)[:, aurora].sum(axis=1),
+    }
 
 
 def load_head(path: str | Path) -> LinearHead:
@@ -169,5 +200,12 @@ def _load_head(path_str: str, stamps: tuple[int, ...]) -> LinearHead:
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in ("mean", "scale", "coef", "intercept", "classes")}
     meta["path"] = str(path)
-    return LinearHead(meta["kind"], arrays["mean"], arrays["scale"], arrays["coef"], arrays["intercept"],
-                      tuple(str(c) for c in arrays["classes"]), meta)
+    return LinearHead(
+        meta["kind"],
+        arrays["mean"],
+        arrays["scale"],
+        arrays["coef"],
+        arrays["intercept"],
+        tuple(str(c) for c in arrays["classes"]),
+        meta,
+    )

@@ -16,6 +16,7 @@ speed and keep every label (cosine ≥ 0.998).  Calibration is fixed (same frame
 every worker of every run quantises identically, and the scheme is part of the fingerprint
 (:data:`INT8_SCHEME`): int8 and float32 features are never mixed in a month.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,8 +43,9 @@ def calibration_inputs(recipe: str, n: int = CALIBRATION_FRAMES, seed: int = CAL
     rng = np.random.default_rng(seed)
     prepare = get_recipe(recipe)
     start = pd.Timestamp("2010-12-01T18:00")
-    return np.stack([prepare(render_frame(CLASSES[i % len(CLASSES)], start + pd.Timedelta(minutes=7 * i), rng))
-                     for i in range(n)])
+    return np.stack(
+        [prepare(render_frame(CLASSES[i % len(CLASSES)], start + pd.Timedelta(minutes=7 * i), rng)) for i in range(n)]
+    )
 
 
 def int8_convolutions(model, spare_last_blocks: int = 2) -> list[str]:
@@ -53,8 +55,11 @@ def int8_convolutions(model, spare_last_blocks: int = 2) -> list[str]:
 
     blocks = {name.split(".")[-2] for name, m in model.named_modules() if name.endswith("._expand_conv")}
     last = sorted(int(b) for b in blocks)[-spare_last_blocks:] if spare_last_blocks else []
-    return [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
-            and name.endswith("._expand_conv") and int(name.split(".")[-2]) not in last]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and name.endswith("._expand_conv") and int(name.split(".")[-2]) not in last
+    ]
 
 
 def quantize_int8(model, recipe: str, batch_size: int = 16, cache_dir: str | None = None, key: str = ""):
@@ -101,14 +106,15 @@ def _quantise(model, recipe: str, batch_size: int):
     prepare_pt2e, convert_pt2e, x86 = _torchao()
     calib = torch.from_numpy(calibration_inputs(recipe)).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        exported = torch.export.export(model, (calib[:2],), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                                       strict=True).module()
+        exported = torch.export.export(
+            model, (calib[:2],), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), strict=True
+        ).module()
         quantizer, config = x86.X86InductorQuantizer(), x86.get_default_x86_inductor_quantization_config()
         for name in int8_convolutions(model):
             quantizer.set_module_name_qconfig(name, config)
         prepared = prepare_pt2e(exported, quantizer)
         for i in range(0, len(calib), batch_size):
-            prepared(calib[i:i + batch_size])
+            prepared(calib[i : i + batch_size])
         return convert_pt2e(prepared)
 
 

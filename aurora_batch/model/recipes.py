@@ -4,6 +4,7 @@ Decoders return the image in its native units: ``(H, W)`` for grey, ``(H, W, 3)`
 colour, any integer bit depth, as float32.  A recipe maps such an array to a
 ``(3, S, S)`` float32 tensor for the backbone.  All functions are pure numpy.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,8 +131,11 @@ def oath_stretch(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """OATH on raw frames: each channel stretched 1–99.5 % over the field of view, then as :func:`oath`."""
     x = img.astype(np.float32)
     fov = _field_of_view(x.shape[:2], mask)
-    x = _robust_unit(x, fov, 1.0, 99.5) if x.ndim == 2 else np.stack(
-        [_robust_unit(x[..., c], fov, 1.0, 99.5) for c in range(min(3, x.shape[2]))], axis=2)
+    x = (
+        _robust_unit(x, fov, 1.0, 99.5)
+        if x.ndim == 2
+        else np.stack([_robust_unit(x[..., c], fov, 1.0, 99.5) for c in range(min(3, x.shape[2]))], axis=2)
+    )
     return _oath_tensor(x)
 
 
@@ -175,7 +179,7 @@ def kvammen_steps(img: np.ndarray, crop: int = 128) -> np.ndarray:
     r0, r1 = max(top - 1, 0), min(top + 2 * crop + 1, img.shape[1])
     c0, c1 = max(left - 1, 0), min(left + 2 * crop + 1, img.shape[0])
     window = to_grey(img[c0:c1, r0:r1]).T  # rows of the transposed frame are columns of the original
-    x = median_filter(window, size=3, mode="nearest")[top - r0:top - r0 + 2 * crop, left - c0:left - c0 + 2 * crop]
+    x = median_filter(window, size=3, mode="nearest")[top - r0 : top - r0 + 2 * crop, left - c0 : left - c0 + 2 * crop]
     return np.ascontiguousarray(x.reshape(crop, 2, crop, 2).mean(axis=(1, 3)))
 
 
@@ -215,15 +219,19 @@ class Recipe:
         return self.fn(img, mask)
 
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0], min_side=256),
-    Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512, stretch_variant="oath_stretch"),
-    Recipe("oath_stretch", oath_stretch, 256, oath_stretch.__doc__.splitlines()[0], min_side=512),
-    Recipe("tame", tame, 224, tame.__doc__.splitlines()[0], min_side=448),
-    Recipe("kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0], smallest=256,
-           stretch_variant="kvammen_stretch"),
-    Recipe("kvammen_stretch", kvammen_stretch, 128, kvammen_stretch.__doc__.splitlines()[0], smallest=256),
-)}
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0], min_side=256),
+        Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512, stretch_variant="oath_stretch"),
+        Recipe("oath_stretch", oath_stretch, 256, oath_stretch.__doc__.splitlines()[0], min_side=512),
+        Recipe("tame", tame, 224, tame.__doc__.splitlines()[0], min_side=448),
+        Recipe(
+            "kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0], smallest=256, stretch_variant="kvammen_stretch"
+        ),
+        Recipe("kvammen_stretch", kvammen_stretch, 128, kvammen_stretch.__doc__.splitlines()[0], smallest=256),
+    )
+}
 
 
 def get_recipe(name: str) -> Recipe:

@@ -12,6 +12,7 @@ Runtime (a default dependency, no system library) for float32 on CPU workers, th
 installed, else torch with one log line.  GPU workers, other precisions (float16, bfloat16, int8),
 ``compile`` and model files stay on torch unless a runtime is named.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,9 @@ def runtime_version(runtime: str) -> str:
     return importlib.metadata.version("torch" if runtime == "torch" else runtime)
 
 
-def resolve_runtime(runtime: str, device: str, precision: str = "float32", compile: bool = False,
-                    shipped: bool = True) -> str:
+def resolve_runtime(
+    runtime: str, device: str, precision: str = "float32", compile: bool = False, shipped: bool = True
+) -> str:
     """The runtime a worker with ``device`` (``cpu`` or ``cuda``, resolved) runs the network in.
 
     ``auto``: the first installed of :data:`AUTO_ORDER` for float32 on a CPU with a shipped
@@ -52,15 +54,25 @@ def resolve_runtime(runtime: str, device: str, precision: str = "float32", compi
         raise ValueError(f"unknown runtime {runtime!r}; known: auto, {', '.join(RUNTIMES)}")
     if runtime == "torch":
         return runtime
-    unfit = ("a CUDA device" if device.startswith("cuda") else f"precision {precision}" if precision != "float32"
-             else "compile: true" if compile else "")
+    unfit = (
+        "a CUDA device"
+        if device.startswith("cuda")
+        else f"precision {precision}"
+        if precision != "float32"
+        else "compile: true"
+        if compile
+        else ""
+    )
     if runtime == "auto":
         if unfit or not shipped:
             return "torch"
         found = next((r for r in AUTO_ORDER if available(r)), None)
         if found is None:
-            log.info("features.runtime auto: neither onnxruntime nor openvino is installed; the network runs in "
-                     "torch (%s for about 1.6x on CPU)", INSTALL["onnxruntime"])
+            log.info(
+                "features.runtime auto: neither onnxruntime nor openvino is installed; the network runs in "
+                "torch (%s for about 1.6x on CPU)",
+                INSTALL["onnxruntime"],
+            )
             return "torch"
         return found
     if unfit:
@@ -88,8 +100,15 @@ def export_onnx(model, input_size: int, path: str) -> None:
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's notes on constant folding and its future
-            torch.onnx.export(model, (example,), tmp, input_names=["images"], output_names=["features"],
-                              dynamic_axes={"images": {0: "n"}, "features": {0: "n"}}, dynamo=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                tmp,
+                input_names=["images"],
+                output_names=["features"],
+                dynamic_axes={"images": {0: "n"}, "features": {0: "n"}},
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -112,8 +131,9 @@ class OnnxRunner:
         elif runtime == "openvino":
             import openvino as ov
 
-            compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                                                             "INFERENCE_PRECISION_HINT": "f32"})
+            compiled = ov.Core().compile_model(
+                path, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+            )
             self._request = compiled.create_infer_request()
         else:
             raise ValueError(f"OnnxRunner runs onnxruntime or openvino, not {runtime}")
@@ -126,8 +146,9 @@ class OnnxRunner:
 
 
 @functools.lru_cache(maxsize=4)
-def load_runner(backbone: str, weights: str | None, input_size: int, runtime: str, threads: int,
-                cache_dir: str) -> OnnxRunner:
+def load_runner(
+    backbone: str, weights: str | None, input_size: int, runtime: str, threads: int, cache_dir: str
+) -> OnnxRunner:
     """The network of ``backbone`` (and ``weights``) in ``runtime``, from the export cache (exported on a miss,
     or when the cached file does not load); once per process."""
     from aurora_batch.model.backbones import backbone_id, load_backbone, model_file_sha256

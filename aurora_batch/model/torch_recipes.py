@@ -12,6 +12,7 @@ Frames are ``(B, H, W)`` (grey) or ``(B, H, W, 3)`` (colour) float32 tensors of 
 in the file's own units; masks are ``(H, W)`` booleans on the same device (the field of view
 shared by the batch; None: the inscribed circle).  Results are ``(B, 3, S, S)`` float32.
 """
+
 from __future__ import annotations
 
 import functools
@@ -195,7 +196,7 @@ def kvammen_steps(x, crop: int = 128):
     r0, r1 = max(top - 1, 0), min(top + 2 * crop + 1, cols)
     c0, c1 = max(left - 1, 0), min(left + 2 * crop + 1, rows)
     window = grey(x[:, c0:c1, r0:r1]).transpose(1, 2)
-    med = median3(window)[:, top - r0:top - r0 + 2 * crop, left - c0:left - c0 + 2 * crop]
+    med = median3(window)[:, top - r0 : top - r0 + 2 * crop, left - c0 : left - c0 + 2 * crop]
     return med.reshape(len(x), crop, 2, crop, 2).mean(dim=(2, 4))
 
 
@@ -217,8 +218,9 @@ def kvammen_stretch(x, mask=None):
 
 
 #: recipe name -> its torch twin: ``(B, H, W[, 3])`` frames and an ``(H, W)`` mask -> ``(B, 3, S, S)``
-TORCH_RECIPES: dict[str, Callable] = {f.__name__: f for f in (lite128, oath, oath_stretch, tame, kvammen,
-                                                              kvammen_stretch)}
+TORCH_RECIPES: dict[str, Callable] = {
+    f.__name__: f for f in (lite128, oath, oath_stretch, tame, kvammen, kvammen_stretch)
+}
 
 
 def torch_recipe(recipe: Recipe) -> Callable:
@@ -226,8 +228,7 @@ def torch_recipe(recipe: Recipe) -> Callable:
     try:
         return TORCH_RECIPES[recipe.name]
     except KeyError:
-        raise KeyError(f"recipe {recipe.name!r} has no torch implementation; known: {sorted(TORCH_RECIPES)}") \
-            from None
+        raise KeyError(f"recipe {recipe.name!r} has no torch implementation; known: {sorted(TORCH_RECIPES)}") from None
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -250,8 +251,7 @@ class DeviceRecipe:
 
         out, start = [], 0
         for end in range(1, len(frames) + 1):
-            if end < len(frames) and frames[end].shape == frames[start].shape and _same_mask(masks[end],
-                                                                                              masks[start]):
+            if end < len(frames) and frames[end].shape == frames[start].shape and _same_mask(masks[end], masks[start]):
                 continue
             group = np.stack(frames[start:end])
             group = group if group.dtype == np.uint8 else group.astype(np.float32, copy=False)

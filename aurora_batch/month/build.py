@@ -17,6 +17,7 @@ idle nightly or a repeated ``join`` leaves every chunk as it was, and a run kill
 its partitions but before publishing their month is completed by the next run, which finds
 every partition staged and the month behind them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,9 @@ class MonthBuild:
 def _staged(job: JobConfig, month: str, folder: str = "") -> dict[str, dict]:
     """The month's staged parts (or those in ``folder``, ``published``: the compacted ones): URL -> listing details
     (size, modification time or ETag)."""
-    fs, path = filesystem(join_url(job.output, "_staging", month, *([folder] if folder else [])),
-                          job.output_storage_options)
+    fs, path = filesystem(
+        join_url(job.output, "_staging", month, *([folder] if folder else [])), job.output_storage_options
+    )
     return {fs.unstrip_protocol(p): info for p, info in sorted(fs.glob(f"{path}/*.parquet", detail=True).items())}
 
 
@@ -98,7 +100,7 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
 
     published = published_attrs(job, month)
     compacted = {part_name(u) for u in _staged(job, month, "published")}
-    for name in (published[1].get("parts", []) if published else []):
+    for name in published[1].get("parts", []) if published else []:
         url = fs.unstrip_protocol(fs._strip_protocol(join_url(job.output, "_staging", month, name)))
         if url not in staged and name not in compacted:
             with contextlib.suppress(FileNotFoundError):  # deleted since: the month keeps it as it is
@@ -110,8 +112,13 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
         staged[r.url] = head(r.url)
     versions = {u: _version_of(staged[u]) for u in sorted(staged)}
     record = [(part_name(u), v) for u, v in versions.items()]
-    return MonthInputs(month, versions, {part_name(r.url): r.images for r in results},
-                       hashlib.sha256(json.dumps(record).encode()).hexdigest(), published)
+    return MonthInputs(
+        month,
+        versions,
+        {part_name(r.url): r.images for r in results},
+        hashlib.sha256(json.dumps(record).encode()).hexdigest(),
+        published,
+    )
 
 
 def join_fingerprint(job: JobConfig) -> str:
@@ -125,8 +132,13 @@ def join_fingerprint(job: JobConfig) -> str:
             files = []
             for url in expand_urls(src.url, src.storage_options):
                 info = fs.info(url)
-                files.append([url, info.get("size"), str(info.get("mtime") or info.get("LastModified")
-                                                         or info.get("ETag") or info.get("created"))])
+                files.append(
+                    [
+                        url,
+                        info.get("size"),
+                        str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")),
+                    ]
+                )
             record["sources"].append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -148,8 +160,13 @@ def common_attrs(job: JobConfig) -> dict:
         "aurora_batch_version": __version__,
         "backbone": os.path.basename(f.backbone),
         "feature_dim": feature_dim(f.backbone, get_recipe(f.recipe).size),
-        "weights": (os.path.basename(f.weights) if f.weights else
-                    "in the backbone file" if is_model_file(f.backbone) else "pretrained (shipped)"),
+        "weights": (
+            os.path.basename(f.weights)
+            if f.weights
+            else "in the backbone file"
+            if is_model_file(f.backbone)
+            else "pretrained (shipped)"
+        ),
         "recipe": f.recipe,
         "precision": f.precision if f.precision != "int8" else INT8_SCHEME,
         "runtime": job.feature_runtime(),
@@ -163,16 +180,30 @@ def common_attrs(job: JobConfig) -> dict:
         attrs["backbone_sha256"] = model_file_sha256(f.backbone)
     if job.classify.head:
         meta = load_head(job.classify.head).meta
-        attrs.update({"head": os.path.basename(job.classify.head), "head_kind": meta["kind"],
-                      "head_sha256": meta["sha256"], "head_trained_on": meta.get("trained_on", "?"),
-                      "head_synthetic": bool(meta.get("synthetic", False))})
+        attrs.update(
+            {
+                "head": os.path.basename(job.classify.head),
+                "head_kind": meta["kind"],
+                "head_sha256": meta["sha256"],
+                "head_trained_on": meta.get("trained_on", "?"),
+                "head_synthetic": bool(meta.get("synthetic", False)),
+            }
+        )
         if meta.get("synthetic"):
             attrs["head_note"] = "SYNTHETIC demo head, trained on sky-model images: not for science"
     return attrs
 
 
-def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, allow_shrink: bool = True,
-                force: bool = False, command: str = "season", map_tasks=None) -> MonthBuild | None:
+def build_month(
+    job: JobConfig,
+    inputs: MonthInputs,
+    attrs: dict,
+    join_fp: str,
+    allow_shrink: bool = True,
+    force: bool = False,
+    command: str = "season",
+    map_tasks=None,
+) -> MonthBuild | None:
     """Build and publish one month from ``inputs`` (see the module docs); None when the published month was
     built from the same parts, join and store format.
 
@@ -183,18 +214,31 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
     published = inputs.published
     previous = MonthState.from_attrs(published[1]) if published is not None else None
     if not inputs.parts and previous is None:
-        raise FileNotFoundError(f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} "
-                                "to build it from")
-    same_parts = (all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items()) if previous else
-                  published is not None and published[1].get("parts_digest") == inputs.digest)
-    if (not force and published is not None and same_parts and published[1].get("join_fingerprint", "") == join_fp
-            and published[0].endswith(f".{job.store_format()}")  # a plain month is converted to a repository
-            and exists(join_url(catalog_url(job.output), f"{inputs.month}.parquet"), job.output_storage_options)):
+        raise FileNotFoundError(
+            f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} to build it from"
+        )
+    same_parts = (
+        all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items())
+        if previous
+        else published is not None and published[1].get("parts_digest") == inputs.digest
+    )
+    if (
+        not force
+        and published is not None
+        and same_parts
+        and published[1].get("join_fingerprint", "") == join_fp
+        and published[0].endswith(f".{job.store_format()}")  # a plain month is converted to a repository
+        and exists(join_url(catalog_url(job.output), f"{inputs.month}.parquet"), job.output_storage_options)
+    ):
         return None  # (a month whose catalog a killed run did not write gets it now)
     if published is not None:
         join = "changed" if published[1].get("join_fingerprint", "") != join_fp else "same"
-        log.info("month %s: written (parts %s; join %s)", inputs.month,
-                 "the same" if same_parts else [part_name(u) for u in inputs.parts], join)
+        log.info(
+            "month %s: written (parts %s; join %s)",
+            inputs.month,
+            "the same" if same_parts else [part_name(u) for u in inputs.parts],
+            join,
+        )
     names = [*(previous.parts if previous else ()), *map(part_name, inputs.parts)]
     group_attrs = {s: get_station(s).attrs() for s in sorted({PartitionKey.parse(n).station for n in names})}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
@@ -206,12 +250,24 @@ def build_month(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, 
         return join_group(store, gpath, inputs.month, mine, job.join.cloud_max_cbh, offset)
 
     fmt, attrs = job.store_format(), {**attrs, "join_fingerprint": join_fp}
-    built = commit_month(job.output, inputs.month, inputs.parts, group_attrs, attrs, job.output_storage_options,
-                         classes, allow_shrink=allow_shrink, kept=inputs.kept,
-                         finish=join_into if instruments else None,
-                         publication=_publication(job, inputs, attrs, join_fp, command),
-                         root_attrs={"parts_digest": inputs.digest}, previous=previous,
-                         layout=layout_key(attrs, join_fp, classes, fmt), whole=force, map_tasks=map_tasks)
+    built = commit_month(
+        job.output,
+        inputs.month,
+        inputs.parts,
+        group_attrs,
+        attrs,
+        job.output_storage_options,
+        classes,
+        allow_shrink=allow_shrink,
+        kept=inputs.kept,
+        finish=join_into if instruments else None,
+        publication=_publication(job, inputs, attrs, join_fp, command),
+        root_attrs={"parts_digest": inputs.digest},
+        previous=previous,
+        layout=layout_key(attrs, join_fp, classes, fmt),
+        whole=force,
+        map_tasks=map_tasks,
+    )
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
     if not job.keep_staging():  # the month holds the parts' arrays now: keep only their ledgers
         compact_parts(inputs.parts, job.output_storage_options)
@@ -225,10 +281,21 @@ def _publication(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str,
     if fmt != "icechunk":
         return Publication(fmt)
     keys = [PartitionKey.parse(u) for u in inputs.parts]
-    metadata = {"command": command, "feature_fingerprint": feature_fingerprint(job), "join_fingerprint": join_fp,
-                "window_start": f"{job.start:%Y-%m-%dT%H:%M:%SZ}", "window_end": f"{job.end:%Y-%m-%dT%H:%M:%SZ}",
-                "partitions": len(keys), "days": sorted({k.day.isoformat() for k in keys})}
-    metadata.update({k: attrs[k] for k in ("aurora_batch_version", "backbone", "backbone_sha256", "weights",
-                                           "recipe", "head", "head_sha256") if k in attrs})
+    metadata = {
+        "command": command,
+        "feature_fingerprint": feature_fingerprint(job),
+        "join_fingerprint": join_fp,
+        "window_start": f"{job.start:%Y-%m-%dT%H:%M:%SZ}",
+        "window_end": f"{job.end:%Y-%m-%dT%H:%M:%SZ}",
+        "partitions": len(keys),
+        "days": sorted({k.day.isoformat() for k in keys}),
+    }
+    metadata.update(
+        {
+            k: attrs[k]
+            for k in ("aurora_batch_version", "backbone", "backbone_sha256", "weights", "recipe", "head", "head_sha256")
+            if k in attrs
+        }
+    )
     message = f"{command} {inputs.month}: {len(keys)} partitions ({', '.join(sorted({k.station for k in keys}))})"
     return Publication(fmt, message, metadata, job.store.keep_versions)

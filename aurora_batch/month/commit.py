@@ -18,6 +18,7 @@ Write path (see docs/design.md):
 Layout: one group per station (``NYA``); a station seen at several wavelengths in a month
 gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,14 +78,24 @@ class MonthCommit:
     matched: dict[str, int] = dataclasses.field(default_factory=dict)  #: from ``finish``, added up
 
 
-def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str, str],
-                 group_attrs: Mapping[str, Mapping[str, Any]], common_attrs: Mapping[str, Any],
-                 storage_options: Mapping[str, Any] | None = None, classes: Sequence[str] = (),
-                 allow_shrink: bool = True, kept: Mapping[str, int] | None = None,
-                 finish: Callable[[Any, str, int], dict[str, int]] | None = None,
-                 publication: Publication = Publication(), root_attrs: Mapping[str, Any] | None = None,
-                 previous: MonthState | None = None, layout: str = "", whole: bool = False,
-                 map_tasks: Callable[[Callable, Sequence], list] | None = None) -> MonthCommit:
+def commit_month(
+    output: str,
+    month: str,
+    part_urls: Sequence[str] | Mapping[str, str],
+    group_attrs: Mapping[str, Mapping[str, Any]],
+    common_attrs: Mapping[str, Any],
+    storage_options: Mapping[str, Any] | None = None,
+    classes: Sequence[str] = (),
+    allow_shrink: bool = True,
+    kept: Mapping[str, int] | None = None,
+    finish: Callable[[Any, str, int], dict[str, int]] | None = None,
+    publication: Publication = Publication(),
+    root_attrs: Mapping[str, Any] | None = None,
+    previous: MonthState | None = None,
+    layout: str = "",
+    whole: bool = False,
+    map_tasks: Callable[[Callable, Sequence], list] | None = None,
+) -> MonthCommit:
     """Write the month store from staged parts; returns counts and the catalog.
 
     ``part_urls``: the staged parts, or a mapping of them to their versions (size and
@@ -120,12 +131,15 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
     for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
         fs.rm(leftover, recursive=True)
     urls = {part_name(u): u for u in part_urls}
-    staged = {part_name(u): v for u, v in part_urls.items()} if isinstance(part_urls, Mapping) else dict.fromkeys(
-        urls, "")
+    staged = (
+        {part_name(u): v for u, v in part_urls.items()} if isinstance(part_urls, Mapping) else dict.fromkeys(urls, "")
+    )
     published = month_url(output, month, options)
     if publication.format == "zarr" and exists(shadow := store_url(output, month, "icechunk"), options):
-        raise ValueError(f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
-                         "keep store.format: icechunk for this output (or move the repository away)")
+        raise ValueError(
+            f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
+            "keep store.format: icechunk for this output (or move the repository away)"
+        )
     counts_of = dict(kept or {})
     if previous is not None and published is not None:  # published parts no longer staged are in the month
         known = {**previous.parts, **staged}
@@ -152,16 +166,33 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
     # the published month as it is now (an Icechunk month at this session's snapshot), which unstaged rows come from
     old = None if published is None else (published, session.snapshot_id if session and published == final else None)
     with _building(final, month, fs, session, link_from=published if incremental and session is None else None) as (
-            store, building):
+        store,
+        building,
+    ):
         by_station: dict[str, list[Tail]] = defaultdict(list)
         for gpath, tail in sorted(tails.items()):
             by_station[gpath.split("/")[0]].append(tail)
-        writes = [StationWrite(station, station_tails, {**dict(common_attrs), **dict(group_attrs.get(station, {}))},
-                               urls, options, classes, old, old_rows, not incremental, finish,
-                               session.fork() if session is not None else building)
-                  for station, station_tails in sorted(by_station.items())]
-        run = map_tasks if (map_tasks is not None and len(writes) > 1 and (session is not None or is_local(fs))) \
-            else _serially  # a scratch folder is on this worker only
+        writes = [
+            StationWrite(
+                station,
+                station_tails,
+                {**dict(common_attrs), **dict(group_attrs.get(station, {}))},
+                urls,
+                options,
+                classes,
+                old,
+                old_rows,
+                not incremental,
+                finish,
+                session.fork() if session is not None else building,
+            )
+            for station, station_tails in sorted(by_station.items())
+        ]
+        run = (
+            map_tasks
+            if (map_tasks is not None and len(writes) > 1 and (session is not None or is_local(fs)))
+            else _serially
+        )  # a scratch folder is on this worker only
         done = run(write_station, writes)
         if session is not None:
             session.merge(*(d.target for d in done))
@@ -174,13 +205,24 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
             for name, _ in list(root.groups()):
                 if name not in by_station:
                     del root[name]
-        root.attrs.put({"title": f"aurora-batch features for {month}", **dict(common_attrs),
-                        **dict(root_attrs or {}), **state.attrs()})
+        root.attrs.put(
+            {
+                "title": f"aurora-batch features for {month}",
+                **dict(common_attrs),
+                **dict(root_attrs or {}),
+                **state.attrs(),
+            }
+        )
         if session is None:  # an Icechunk snapshot holds every node's metadata already
             consolidate(store)
         if not allow_shrink and old is not None:
-            _refuse_shrink(final, zarr_store(old[0], options, version=old[1]), store,
-                           list(tails) if incremental else list_groups(store), not incremental)
+            _refuse_shrink(
+                final,
+                zarr_store(old[0], options, version=old[1]),
+                store,
+                list(tails) if incremental else list_groups(store),
+                not incremental,
+            )
         unread = [n for n in (changed if incremental else urls) if n not in ledgers]
         ledgers.update({n: file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in unread})
         catalog = _month_catalog(output, month, options, ledgers, set(state.parts) - set(ledgers))
@@ -189,9 +231,18 @@ def commit_month(output: str, month: str, part_urls: Sequence[str] | Mapping[str
             publish_tree(building, final, options)
         else:
             images = sum(n for members in state.groups.values() for _, n in members)
-            icechunk_versions.commit(session, f"{publication.message}: {images} images",
-                                     {**publication.metadata, "images": images, "groups": dict(counts),
-                                      "rows_written": written, "incremental": incremental}, final)
+            icechunk_versions.commit(
+                session,
+                f"{publication.message}: {images} images",
+                {
+                    **publication.metadata,
+                    "images": images,
+                    "groups": dict(counts),
+                    "rows_written": written,
+                    "incremental": incremental,
+                },
+                final,
+            )
             if publication.keep_versions:
                 icechunk_versions.expire(final, publication.keep_versions, options)
             plain = store_url(output, month)
@@ -250,8 +301,14 @@ class _PartSource:
     """A group's rows of one part, as a dataset: from the staged part (kept rows, in time order), or, for a
     published part no longer staged, from the published month; the ledgers of the staged parts read."""
 
-    def __init__(self, urls: Mapping[str, str], options: Mapping[str, Any], classes: Sequence[str], old,
-                 old_rows: Mapping[str, tuple[str, int, int]]):
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        options: Mapping[str, Any],
+        classes: Sequence[str],
+        old,
+        old_rows: Mapping[str, tuple[str, int, int]],
+    ):
         self.urls, self.options, self.classes, self.old, self.old_rows = urls, options, classes, old, old_rows
         self.ledgers: dict[str, pd.DataFrame] = {}
 
@@ -266,13 +323,15 @@ class _PartSource:
             return None
         key = PartitionKey.parse(name)
         if {(st, wavelength_key(w)) for st, w in zip(rows["station"], rows["wavelength"])} != {
-                (key.station, key.wavelength)}:
+            (key.station, key.wavelength)
+        }:
             raise ValueError(f"{self.urls[name]}: images of other stations or wavelengths than its name says")
         return month_dataset(rows, {k: v[rows.index.to_numpy()] for k, v in arrays.items()}, self.classes)
 
 
-def _write_tail(store, gpath: str, tail: Tail, source: Callable[[str], xr.Dataset | None],
-                attrs: Mapping[str, Any]) -> int:
+def _write_tail(
+    store, gpath: str, tail: Tail, source: Callable[[str], xr.Dataset | None], attrs: Mapping[str, Any]
+) -> int:
     """Write group ``gpath`` from ``tail.offset`` on, part after part; returns the group's rows.
 
     Rows after the offset are cut first; each part is then written as a region of the arrays,
@@ -295,7 +354,8 @@ def _write_tail(store, gpath: str, tail: Tail, source: Callable[[str], xr.Datase
             _resize_time(zarr.open_group(store=store, path=gpath, mode="r+"), row + n)
             # without its index, the time coordinate is written with the region (xarray skips index coordinates)
             ds.drop_vars([v for v in ds.variables if "time" not in ds[v].dims]).drop_indexes("time").to_zarr(
-                store, group=gpath, region={"time": slice(row, row + n)}, mode="r+", zarr_format=3, consolidated=False)
+                store, group=gpath, region={"time": slice(row, row + n)}, mode="r+", zarr_format=3, consolidated=False
+            )
         row += n
     group = zarr.open_group(store=store, path=gpath, mode="r+")
     group.attrs.put({**dict(group.attrs), **dict(attrs)})
@@ -309,8 +369,9 @@ def _resize_time(group, rows: int) -> None:
             arr.resize((rows, *arr.shape[1:]))
 
 
-def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers: Mapping[str, pd.DataFrame],
-                   keep: set[str]) -> pd.DataFrame:
+def _month_catalog(
+    output: str, month: str, options: Mapping[str, Any], ledgers: Mapping[str, pd.DataFrame], keep: set[str]
+) -> pd.DataFrame:
     """The month's catalog: the ledgers of the parts read, and the published catalog's rows of the parts in
     ``keep`` (in the month, not read by this commit)."""
     frames = [f for f in ledgers.values() if len(f)]
@@ -318,12 +379,20 @@ def _month_catalog(output: str, month: str, options: Mapping[str, Any], ledgers:
         try:
             before = read_month_catalog(output, month, options)
         except FileNotFoundError:  # none yet (a run killed after publishing): the kept parts' own ledgers
-            frames += [file_ledger(rows) for rows in (_staged_rows(output, month, n, options) for n in sorted(keep))
-                       if rows is not None]
+            frames += [
+                file_ledger(rows)
+                for rows in (_staged_rows(output, month, n, options) for n in sorted(keep))
+                if rows is not None
+            ]
         else:
-            names = (before["station"].astype(str) + "_" + before["wavelength"].map(
-                lambda w: "all" if pd.isna(w) else str(int(w))) + "_" + before["time"].dt.strftime("%Y%m%d")
-                + ".parquet")
+            names = (
+                before["station"].astype(str)
+                + "_"
+                + before["wavelength"].map(lambda w: "all" if pd.isna(w) else str(int(w)))
+                + "_"
+                + before["time"].dt.strftime("%Y%m%d")
+                + ".parquet"
+            )
             frames.insert(0, before[names.isin(keep)])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -383,5 +452,7 @@ def _refuse_shrink(final: str, old_store, new_store, new_groups: Sequence[str], 
                 new_t = new["time"].to_numpy()
         lost = np.setdiff1d(old_t, new_t)
         if len(lost):
-            raise StoreShrinkError(f"refusing to shrink {final} group {gpath}: {len(lost)} published time stamp(s) "
-                                   f"would disappear (first {pd.Timestamp(lost[0])})")
+            raise StoreShrinkError(
+                f"refusing to shrink {final} group {gpath}: {len(lost)} published time stamp(s) "
+                f"would disappear (first {pd.Timestamp(lost[0])})"
+            )

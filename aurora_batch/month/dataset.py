@@ -1,4 +1,5 @@
 """TODO docstring (store)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -13,8 +14,7 @@ from aurora_batch.month.increment import (
 )
 from aurora_batch.partition.sky import KEOGRAM_CONVENTION
 
-TIME_ENCODING = {"units": "microseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian",
-                 "dtype": "int64"}
+TIME_ENCODING = {"units": "microseconds since 1970-01-01T00:00:00", "calendar": "proleptic_gregorian", "dtype": "int64"}
 
 VARIABLE_ATTRS = {
     "features": {"long_name": "CNN feature vector", "units": "1"},
@@ -23,16 +23,24 @@ VARIABLE_ATTRS = {
     "moon_illumination": {"long_name": "illuminated fraction of the Moon's disc", "units": "1"},
     "url": {"long_name": "source file URL"},
     "frame": {"long_name": "frame index within the source file (multi-frame formats)"},
-    "saturated_fraction": {"long_name": "fraction of pixels at the integer container's maximum, as decoded",
-                           "units": "1"},
+    "saturated_fraction": {
+        "long_name": "fraction of pixels at the integer container's maximum, as decoded",
+        "units": "1",
+    },
     "wavelength": {"long_name": "filter wavelength (0: unfiltered)", "units": "angstrom"},
     "proba": {"long_name": "class probability from the linear head", "units": "1"},
     "label": {"long_name": "most probable class"},
     "aurora_proba": {"long_name": "probability of aurora (arc, diffuse or discrete)", "units": "1"},
-    "keogram_ns": {"long_name": "north-south line of pixels through zenith", "units": "counts",
-                   "comment": KEOGRAM_CONVENTION},
-    "keogram_ew": {"long_name": "east-west line of pixels through zenith", "units": "counts",
-                   "comment": KEOGRAM_CONVENTION},
+    "keogram_ns": {
+        "long_name": "north-south line of pixels through zenith",
+        "units": "counts",
+        "comment": KEOGRAM_CONVENTION,
+    },
+    "keogram_ew": {
+        "long_name": "east-west line of pixels through zenith",
+        "units": "counts",
+        "comment": KEOGRAM_CONVENTION,
+    },
 }
 
 
@@ -52,8 +60,10 @@ def month_dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes:
         "saturated_fraction": ("time", rows["saturated"].to_numpy(np.float32)),
         "wavelength": ("time", rows["wavelength"].fillna(0).to_numpy(np.int32)),
     }
-    coords = {"time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
-              "feature": np.arange(feats.shape[1], dtype=np.int32)}
+    coords = {
+        "time": ("time", rows["time"].to_numpy("datetime64[ns]"), {"timezone": "UTC"}),
+        "feature": np.arange(feats.shape[1], dtype=np.int32),
+    }
     for name, dim in (("keogram_ns", "ns"), ("keogram_ew", "ew")):
         if name in arrays:
             data[name] = (("time", dim), arrays[name])

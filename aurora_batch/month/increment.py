@@ -12,6 +12,7 @@ or a group path would change (a second wavelength appears) or a group would be e
 
 Pure functions of names and counts: no I/O here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,14 @@ def chunk_rows(row_bytes: int, ndim: int) -> int:
 def layout_key(attrs: Mapping[str, Any], join_fingerprint: str, classes: Iterable[str], fmt: str) -> str:
     """What a month's existing chunks depend on: the group attributes but the package version, the join, the
     classes, the publication format and the chunking.  A commit may append to a month only with the same key."""
-    record = {"attrs": {k: v for k, v in attrs.items() if k != "aurora_batch_version"}, "join": join_fingerprint,
-              "classes": list(classes), "format": fmt, "chunking": CHUNKING, "chunk_bytes": CHUNK_BYTES}
+    record = {
+        "attrs": {k: v for k, v in attrs.items() if k != "aurora_batch_version"},
+        "join": join_fingerprint,
+        "classes": list(classes),
+        "format": fmt,
+        "chunking": CHUNKING,
+        "chunk_bytes": CHUNK_BYTES,
+    }
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -51,8 +58,11 @@ def group_paths(pairs: Iterable[tuple[str, int | None]]) -> dict[tuple[str, int 
     by_station: dict[str, set] = {}
     for station, wl in pairs:
         by_station.setdefault(station, set()).add(wl)
-    return {(station, wl): station if len(wls) == 1 else f"{station}/{wl}"
-            for station, wls in by_station.items() for wl in wls}
+    return {
+        (station, wl): station if len(wls) == 1 else f"{station}/{wl}"
+        for station, wls in by_station.items()
+        for wl in wls
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +79,9 @@ def _group_key(name: str) -> tuple[str, int | None]:
     return key.station, key.wavelength
 
 
-def plan_tails(old: MonthState, versions: Mapping[str, str], kept: Mapping[str, int],
-               layout: str) -> tuple[dict[str, Tail], MonthState] | None:
+def plan_tails(
+    old: MonthState, versions: Mapping[str, str], kept: Mapping[str, int], layout: str
+) -> tuple[dict[str, Tail], MonthState] | None:
     """The tails to write and the month's new state, or None when the month must be rebuilt whole.
 
     ``versions``: part name → version of every part the month is built from (published parts no
@@ -81,9 +92,10 @@ def plan_tails(old: MonthState, versions: Mapping[str, str], kept: Mapping[str, 
     if layout != old.layout:
         return None
     changed = {n for n, v in versions.items() if old.parts.get(n) != v}
-    paths = group_paths({_group_key(n) for n in changed if kept[n]}
-                        | {_group_key(n) for members in old.groups.values() for n, c in members
-                           if c and n not in changed})
+    paths = group_paths(
+        {_group_key(n) for n in changed if kept[n]}
+        | {_group_key(n) for members in old.groups.values() for n, c in members if c and n not in changed}
+    )
     for gpath, members in old.groups.items():  # a group must keep its path (a new wavelength splits a station)
         if any(paths.get(_group_key(n)) != gpath for n, _ in members):
             return None
@@ -107,8 +119,7 @@ def plan_tails(old: MonthState, versions: Mapping[str, str], kept: Mapping[str, 
     return tails, state
 
 
-def full_plan(versions: Mapping[str, str], kept: Mapping[str, int],
-              layout: str) -> tuple[dict[str, Tail], MonthState]:
+def full_plan(versions: Mapping[str, str], kept: Mapping[str, int], layout: str) -> tuple[dict[str, Tail], MonthState]:
     """Every group written from its first row: a month built whole."""
     plan = plan_tails(MonthState({}, {}, layout), versions, kept, layout)
     assert plan is not None  # nothing published: nothing to keep apart

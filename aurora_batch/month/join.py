@@ -1,4 +1,5 @@
 """TODO docstring (month)."""
+
 from __future__ import annotations
 
 import logging
@@ -18,6 +19,7 @@ INSTRUMENT_KINDS = ("ceilometer", "magnetometer")
 
 # --- instruments --------------------------------------------------------------------------------------------
 
+
 def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[InstrumentSource, pd.DataFrame]]:
     """Read every source, rename instrument stations to image stations (keeping the readers' units)."""
     readers = CEILOMETER_READERS if kind == "ceilometer" else MAGNETOMETER_READERS
@@ -34,12 +36,16 @@ def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[I
 
 
 def load_all_instruments(job: JobConfig) -> list[tuple[str, InstrumentSource, pd.DataFrame]]:
-    return [(kind, src, frame) for kind in INSTRUMENT_KINDS
-            for src, frame in load_instruments(getattr(job.join, kind), kind)]
+    return [
+        (kind, src, frame)
+        for kind in INSTRUMENT_KINDS
+        for src, frame in load_instruments(getattr(job.join, kind), kind)
+    ]
 
 
-def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float,
-               units: dict[str, str]) -> dict[str, tuple]:
+def _variables(
+    joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cbh: float, units: dict[str, str]
+) -> dict[str, tuple]:
     """The store variables of one joined instrument kind; magnetometer units are the readers' (nT, arcmin)."""
     dt_s = joined["dt"].dt.total_seconds().to_numpy(np.float32)
     if kind == "ceilometer":
@@ -49,19 +55,30 @@ def _variables(joined: pd.DataFrame, kind: str, columns: list[str], cloud_max_cb
         return {
             "cbh": (cbh, {"long_name": "ceilometer cloud base height (lowest)", "units": "m"}),
             "cloud_detected": (det, {"long_name": "ceilometer detected a cloud base (1), none (0), unknown (NaN)"}),
-            "ceilometer_cloudy": (cloudy.astype(np.float32), {"long_name": f"cloud base below {cloud_max_cbh} m",
-                                                              "units": "1"}),
+            "ceilometer_cloudy": (
+                cloudy.astype(np.float32),
+                {"long_name": f"cloud base below {cloud_max_cbh} m", "units": "1"},
+            ),
             "cbh_dt": (dt_s, {"long_name": "ceilometer time - image time", "units": "s"}),
         }
-    out = {f"mag_{c}": (joined[c].to_numpy(np.float32),
-                        {"long_name": f"magnetometer {c.upper()}", **({"units": units[c]} if c in units else {})})
-           for c in columns}
+    out = {
+        f"mag_{c}": (
+            joined[c].to_numpy(np.float32),
+            {"long_name": f"magnetometer {c.upper()}", **({"units": units[c]} if c in units else {})},
+        )
+        for c in columns
+    }
     out["mag_dt"] = (dt_s, {"long_name": "magnetometer time - image time", "units": "s"})
     return out
 
 
-def _join_kind(left: pd.DataFrame, sources: list[tuple[InstrumentSource, pd.DataFrame]], station: str,
-               m0: pd.Timestamp, m1: pd.Timestamp) -> pd.DataFrame | None:
+def _join_kind(
+    left: pd.DataFrame,
+    sources: list[tuple[InstrumentSource, pd.DataFrame]],
+    station: str,
+    m0: pd.Timestamp,
+    m1: pd.Timestamp,
+) -> pd.DataFrame | None:
     """Join one instrument kind; with several sources a row takes its partner from whichever has one."""
     combined = None
     for src, frame in sources:
@@ -78,8 +95,14 @@ def _join_kind(left: pd.DataFrame, sources: list[tuple[InstrumentSource, pd.Data
     return combined
 
 
-def join_group(store, gpath: str, month: str, instruments: list[tuple[str, InstrumentSource, pd.DataFrame]],
-               cloud_max_cbh: float, offset: int = 0) -> dict[str, int]:
+def join_group(
+    store,
+    gpath: str,
+    month: str,
+    instruments: list[tuple[str, InstrumentSource, pd.DataFrame]],
+    cloud_max_cbh: float,
+    offset: int = 0,
+) -> dict[str, int]:
     """Write the joined variables of every instrument kind into group ``gpath`` of a month being written, for
     its images from row ``offset`` on (the rows a commit wrote; the joined arrays already hold the rows before).
 
@@ -106,12 +129,20 @@ def join_group(store, gpath: str, month: str, instruments: list[tuple[str, Instr
         return matched
     out = xr.Dataset({k: ("time", v, a) for k, (v, a) in new.items()})
     if offset and set(new) <= existing:  # the arrays were cut at the offset and grown with the images
-        out.to_zarr(store, group=gpath, region={"time": slice(offset, offset + len(times))}, mode="r+",
-                    zarr_format=3, consolidated=False)
+        out.to_zarr(
+            store,
+            group=gpath,
+            region={"time": slice(offset, offset + len(times))},
+            mode="r+",
+            zarr_format=3,
+            consolidated=False,
+        )
     else:
         if offset:
-            raise ValueError(f"group {gpath}: joined variables {sorted(set(new) - existing)} missing from a month "
-                             "being appended to (a join change rebuilds the month)")
+            raise ValueError(
+                f"group {gpath}: joined variables {sorted(set(new) - existing)} missing from a month "
+                "being appended to (a join change rebuilds the month)"
+            )
         out.attrs = group_attrs  # to_zarr(mode="a") rewrites the group's attributes with the dataset's
         out.to_zarr(store, group=gpath, mode="a", zarr_format=3, consolidated=False, encoding=chunk_encoding(out))
     return matched

@@ -1,4 +1,5 @@
 """TODO docstring (partition)."""
+
 from __future__ import annotations
 
 import collections

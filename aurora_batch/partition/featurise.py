@@ -1,4 +1,5 @@
 """TODO docstring (partition)."""
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,9 @@ from aurora_batch.partition.stream import StreamSettings, stream_files
 log = logging.getLogger(__name__)
 
 
-def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None,
-               clock: Callable = untimed) -> tuple[dict[str, np.ndarray], list[str]]:
+def featurise(
+    job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None, clock: Callable = untimed
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
 
     Appends their rows to ``out``.  Returns the arrays of the kept frames, in the order of
@@ -39,9 +41,18 @@ def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[
     site = (station.latitude, station.longitude, station.altitude_m) if station else None
     skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
     with clock("model"):  # loaded once per worker process: later partitions find it built
-        extractor = FeatureExtractor(f.backbone, f.weights, f.device, f.batch_size, f.precision, f.compile,
-                                     input_size=recipe.size, compile_cache=f.compile_cache, recipe=recipe.name,
-                                     runtime=f.runtime)
+        extractor = FeatureExtractor(
+            f.backbone,
+            f.weights,
+            f.device,
+            f.batch_size,
+            f.precision,
+            f.compile,
+            input_size=recipe.size,
+            compile_cache=f.compile_cache,
+            recipe=recipe.name,
+            runtime=f.runtime,
+        )
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     on_device = f.recipe_device == "torch" or (f.recipe_device == "auto" and extractor.cuda)
     device_recipe = DeviceRecipe(recipe, extractor.device) if on_device else None
@@ -71,13 +82,19 @@ def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[
     keograms: list[np.ndarray] = []
     off_site: list[tuple[str, float]] = []
     low_range: list[str] = []
-    for row, judged in stream_files(todo, fetch, load,
-                                    size=lambda r: r.get("size"), settings=settings):
+    for row, judged in stream_files(todo, fetch, load, size=lambda r: r.get("size"), settings=settings):
         if tick is not None:
             tick()
         if isinstance(judged, Exception):
-            out.append({**row, "status": Status.UNREADABLE, "detail": str(judged) or type(judged).__name__,
-                        "frame": WHOLE_FILE, "saturated": np.nan})
+            out.append(
+                {
+                    **row,
+                    "status": Status.UNREADABLE,
+                    "detail": str(judged) or type(judged).__name__,
+                    "frame": WHOLE_FILE,
+                    "saturated": np.nan,
+                }
+            )
             continue
         out += judged.rows
         batch += judged.inputs
@@ -88,8 +105,8 @@ def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[
         if judged.low_range:
             low_range.append(row["url"])
         while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
-            push(batch[:extractor.batch_size], masks[:extractor.batch_size])
-            del batch[:extractor.batch_size], masks[:extractor.batch_size]
+            push(batch[: extractor.batch_size], masks[: extractor.batch_size])
+            del batch[: extractor.batch_size], masks[: extractor.batch_size]
     if batch:
         push(batch, masks)
     notes = []
@@ -99,12 +116,16 @@ def featurise(job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[
             off_site.append((m.url, offset))
     if off_site:
         url, worst = max(off_site, key=lambda x: x[1])
-        notes.append(f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "
-                     f"{worst:.3f} deg from the station table ({station.latitude}, {station.longitude}), e.g. {url}")
+        notes.append(
+            f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "
+            f"{worst:.3f} deg from the station table ({station.latitude}, {station.longitude}), e.g. {url}"
+        )
     if low_range:
-        notes.append(f"recipe {recipe.name!r} scales by the container's full range, but the frames of "
-                     f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "
-                     f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}")
+        notes.append(
+            f"recipe {recipe.name!r} scales by the container's full range, but the frames of "
+            f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "
+            f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}"
+        )
     for note in notes:
         log.warning(note)
     with clock("network"):

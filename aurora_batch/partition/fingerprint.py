@@ -3,6 +3,7 @@
 A part staged under another fingerprint is recomputed; the fingerprint also goes into each month
 store's attributes and version metadata, so features of different settings never mix in a month.
 """
+
 from __future__ import annotations
 
 from aurora_batch.config import JobConfig
@@ -23,6 +24,8 @@ def feature_fingerprint(job: JobConfig) -> str:
     runtime = job.feature_runtime()
     precision += "" if runtime == "torch" else f"|rt:{runtime}"
     skymaps = f"|skymaps:{job.skymaps}>={f.min_elevation}" if job.skymaps else ""
-    return (f"{backbone_id(f.backbone)}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
-            f"|keogram{KEOGRAM_PIXELS}"
-            f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}")
+    return (
+        f"{backbone_id(f.backbone)}|{f.weights or 'shipped'}|{f.recipe}{precision}{head}{skymaps}"
+        f"|keogram{KEOGRAM_PIXELS}"
+        f"|sun<{flt.sun_max_alt}|moon<{flt.moon_max_alt}@{flt.moon_min_illumination}|px<{f.max_pixels}"
+    )

@@ -1,4 +1,5 @@
 """TODO docstring (partition)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,17 @@ def site_distance(a: tuple[float, float], b: tuple[float, float]) -> float:
     return max(abs(a[0] - b[0]), abs((a[1] - b[1] + 180) % 360 - 180))
 
 
-def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[float, float, float] | None,
-                 flt: FilterConfig, skymaps: list[Skymap] = (), min_elevation: float = 10.0,
-                 clock: Callable = untimed, defer_recipe: bool = False) -> Judged:
+def judge_frames(
+    frames: FileFrames,
+    row: dict,
+    recipe: Recipe,
+    site: tuple[float, float, float] | None,
+    flt: FilterConfig,
+    skymaps: list[Skymap] = (),
+    min_elevation: float = 10.0,
+    clock: Callable = untimed,
+    defer_recipe: bool = False,
+) -> Judged:
     """Per frame: Sun and Moon at the frame's own time, the filter's verdict, the not-sky checks and the input.
 
     ``row`` is the file's catalog row (its ``time`` stands in for frames without a stamp);
@@ -94,9 +103,19 @@ def judge_frames(frames: FileFrames, row: dict, recipe: Recipe, site: tuple[floa
                 with clock("keogram"):
                     judged.keograms.append(keogram_lines(img, _zenith(skymap, img.shape[:2])))
                 judged.low_range |= bool(recipe.stretch_variant) and range_fraction(img) < LOW_RANGE
-        judged.rows.append({**row, "time": t, "status": status, "detail": detail, "frame": i,
-                            "sun_alt": sun[i], "moon_alt": moon[i], "moon_illumination": illumination[i],
-                            "saturated": saturated})
+        judged.rows.append(
+            {
+                **row,
+                "time": t,
+                "status": status,
+                "detail": detail,
+                "frame": i,
+                "sun_alt": sun[i],
+                "moon_alt": moon[i],
+                "moon_illumination": illumination[i],
+                "saturated": saturated,
+            }
+        )
     if frames.site is not None and site is not None:
         judged.site_offset = site_distance(frames.site, site[:2])
     return judged

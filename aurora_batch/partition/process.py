@@ -11,6 +11,7 @@ be decoded becomes one row ``unreadable_image`` with the reason, and the partiti
 any other error (a storage outage) fails the task, which Dask retries, so no good image is
 ever rejected for it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,16 +57,36 @@ def _frames(rows: pd.DataFrame) -> int:
     return int((rows["frame"] != WHOLE_FILE).sum()) if len(rows) else 0
 
 
-def _result(key: PartitionKey, url: str, fingerprint: str, rows: pd.DataFrame, resumed: bool,
-            warnings: list[str] | None = None, clock: StageClock | None = None, wall_s: float = 0.0,
-            reused: int | None = None, published: bool = False) -> PartitionResult:
+def _result(
+    key: PartitionKey,
+    url: str,
+    fingerprint: str,
+    rows: pd.DataFrame,
+    resumed: bool,
+    warnings: list[str] | None = None,
+    clock: StageClock | None = None,
+    wall_s: float = 0.0,
+    reused: int | None = None,
+    published: bool = False,
+) -> PartitionResult:
     files = file_ledger(rows)
     frames = _frames(rows)
     reused = frames if resumed else (reused or 0)
-    return PartitionResult(key, url, fingerprint, files["status"].value_counts().to_dict(),
-                           int((rows["status"] == Status.KEPT).sum()), pd.Timestamp(files["time"].max()), resumed,
-                           warnings or [], dict(clock.cpu) if clock else {}, wall_s, frames - reused, reused,
-                           published)
+    return PartitionResult(
+        key,
+        url,
+        fingerprint,
+        files["status"].value_counts().to_dict(),
+        int((rows["status"] == Status.KEPT).sum()),
+        pd.Timestamp(files["time"].max()),
+        resumed,
+        warnings or [],
+        dict(clock.cpu) if clock else {},
+        wall_s,
+        frames - reused,
+        reused,
+        published,
+    )
 
 
 @dataclasses.dataclass
@@ -83,7 +104,7 @@ def _already_staged(url: str, rows: pd.DataFrame, job: JobConfig) -> _Staged:
     part compacted after its month was published (``store.keep_staging: false``) is read from its ledger."""
     columns = ["url", "status", "detail", "time", "frame"]
     staged, published = None, False
-    for where, published in ((url, False), (ledger_url(job.output, PartitionKey.parse(url)), True)):
+    for where, published in ((url, False), (ledger_url(job.output, PartitionKey.parse(url)), True)):  # noqa: B007  (read after the break)
         try:
             staged = read_staged_if(where, feature_fingerprint(job), job.output_storage_options, [*columns, "size"])
             break
@@ -133,8 +154,9 @@ class Chunk:
     reuse_published: bool = False  #: that part is compacted: read from its ledger and its month
 
 
-def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: int, count: int,
-                  force: bool = False) -> Chunk:
+def process_chunk(
+    job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: int, count: int, force: bool = False
+) -> Chunk:
     """Share ``index`` of ``count`` of the partition's pending files, in time order (the first share also
     carries the rows decided as whole files); the partition's :func:`stage_chunks` stages the shares
     together, so a partition uses several workers when a run has fewer partitions than threads.
@@ -145,25 +167,40 @@ def process_chunk(job: JobConfig, key: PartitionKey, rows: pd.DataFrame, index: 
     url, fingerprint = staging_url(job.output, key), feature_fingerprint(job)
     staged = _Staged(None) if force else _already_staged(url, rows, job)
     if staged.whole is not None:
-        return Chunk([], {}, [], {}, 0.0, _result(key, url, fingerprint, staged.whole, resumed=True,
-                                                  published=staged.published))
+        return Chunk(
+            [], {}, [], {}, 0.0, _result(key, url, fingerprint, staged.whole, resumed=True, published=staged.published)
+        )
     clock = StageClock()
-    out: list[dict] = [] if index else [{**row, "frame": WHOLE_FILE, "saturated": np.nan}
-                                        for row in rows[rows["status"] != Status.PENDING].to_dict("records")]
+    out: list[dict] = (
+        []
+        if index
+        else [
+            {**row, "frame": WHOLE_FILE, "saturated": np.nan}
+            for row in rows[rows["status"] != Status.PENDING].to_dict("records")
+        ]
+    )
     todo = rows[(rows["status"] == Status.PENDING) & ~rows["url"].isin(staged.files)]
     todo = todo.sort_values("time", kind="stable").to_dict("records")
-    todo = todo[len(todo) * index // count: len(todo) * (index + 1) // count]
+    todo = todo[len(todo) * index // count : len(todo) * (index + 1) // count]
     arrays, notes = featurise(job, todo, out, clock=clock) if todo else ({}, [])
-    return Chunk(out, arrays, notes, dict(clock.cpu), time.perf_counter() - t0,
-                 reuse=staged.files if index == 0 else frozenset(), reuse_published=staged.published)
+    return Chunk(
+        out,
+        arrays,
+        notes,
+        dict(clock.cpu),
+        time.perf_counter() - t0,
+        reuse=staged.files if index == 0 else frozenset(),
+        reuse_published=staged.published,
+    )
 
 
 def _reused(url: str, files: frozenset[str], job: JobConfig, published: bool) -> Chunk:
     """The rows and arrays of ``files`` in the part staged at ``url``, or in its ledger and its published month
     (the classes are computed again)."""
     if published:
-        rows, arrays = read_published_part(job.output, PartitionKey.parse(url), feature_fingerprint(job),
-                                           job.output_storage_options)
+        rows, arrays = read_published_part(
+            job.output, PartitionKey.parse(url), feature_fingerprint(job), job.output_storage_options
+        )
     else:
         rows, arrays = read_part(url, job.output_storage_options)
     mine = rows["url"].isin(files).to_numpy()
@@ -188,12 +225,23 @@ def stage_chunks(job: JobConfig, key: PartitionKey, chunks: list[Chunk]) -> Part
     staged["time"] = pd.to_datetime(staged["time"]).astype("datetime64[ns]")
     staged["frame"] = staged["frame"].astype("int32")
     staged["saturated"] = staged["saturated"].astype("float32")
-    arrays = {name: np.concatenate([c.arrays[name] for c in chunks if name in c.arrays])
-              for name in dict.fromkeys(n for c in chunks for n in c.arrays)}
+    arrays = {
+        name: np.concatenate([c.arrays[name] for c in chunks if name in c.arrays])
+        for name in dict.fromkeys(n for c in chunks for n in c.arrays)
+    }
     if job.classify.head and len(arrays.get("features", ())):
         arrays["proba"] = load_head(job.classify.head).predict_proba(arrays["features"])
     with clock("staging"):
         write_part(url, staged, arrays, job.output_storage_options, fingerprint)
     notes = list(dict.fromkeys(n for c in chunks for n in c.notes))
-    return _result(key, url, fingerprint, staged, resumed=False, warnings=notes, clock=clock,
-                   wall_s=sum(c.wall_s for c in chunks), reused=_frames(pd.DataFrame(chunks[0].rows)) if reuse else 0)
+    return _result(
+        key,
+        url,
+        fingerprint,
+        staged,
+        resumed=False,
+        warnings=notes,
+        clock=clock,
+        wall_s=sum(c.wall_s for c in chunks),
+        reused=_frames(pd.DataFrame(chunks[0].rows)) if reuse else 0,
+    )

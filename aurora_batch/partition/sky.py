@@ -1,4 +1,5 @@
 """TODO docstring (imaging)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +7,15 @@ import numpy as np
 from aurora_batch.model.recipes import Recipe, full_scale
 
 KEOGRAM_PIXELS = 256  #: samples of each keogram line through zenith (north–south and east–west)
-KEOGRAM_CONVENTION = ("image column (keogram_ns) and row (keogram_ew) through the zenith pixel, in native counts "
-                      "(colour frames: mean of the channels), from the first image row (column) to the last, "
-                      "resampled linearly to a fixed length; geographic north and east follow the instrument's image "
-                      "orientation as decoded")
+KEOGRAM_CONVENTION = (
+    "image column (keogram_ns) and row (keogram_ew) through the zenith pixel, in native counts "
+    "(colour frames: mean of the channels), from the first image row (column) to the last, "
+    "resampled linearly to a fixed length; geographic north and east follow the instrument's image "
+    "orientation as decoded"
+)
 
 
-def keogram_lines(img: np.ndarray, zenith: tuple[float, float] | None = None,
-                  n: int = KEOGRAM_PIXELS) -> np.ndarray:
+def keogram_lines(img: np.ndarray, zenith: tuple[float, float] | None = None, n: int = KEOGRAM_PIXELS) -> np.ndarray:
     """``(2, n)`` float32: the column (north–south) and the row (east–west) of ``img`` through zenith.
 
     ``zenith`` is the (row, column) pixel, default the image centre ``(H // 2, W // 2)``.  Each

@@ -22,6 +22,7 @@ rejection.  Any other error (a storage outage, credentials) is raised when the c
 reaches that file, and the remaining work is cancelled, so the task fails and Dask retries
 it: no good image is rejected for a network error.
 """
+
 from __future__ import annotations
 
 import collections
@@ -77,9 +78,13 @@ def _bytes(size) -> int:
     return int(size) if size is not None and size == size else 0
 
 
-def stream_files(items: Sequence[I], fetch: Callable[[I], bytes], decode: Callable[[bytes, I], T],
-                 size: Callable[[I], int | None] = lambda item: None,
-                 settings: StreamSettings = StreamSettings()) -> Iterator[tuple[I, T | Exception]]:
+def stream_files(
+    items: Sequence[I],
+    fetch: Callable[[I], bytes],
+    decode: Callable[[bytes, I], T],
+    size: Callable[[I], int | None] = lambda item: None,
+    settings: StreamSettings = StreamSettings(),
+) -> Iterator[tuple[I, T | Exception]]:
     """``(item, decode(fetch(item), item))`` for each item, in order, computed ahead in threads.
 
     The result is the exception instead when it is one of :data:`FILE_FAULTS`; other
@@ -91,8 +96,11 @@ def stream_files(items: Sequence[I], fetch: Callable[[I], bytes], decode: Callab
     waiting = list(items)[::-1]  # next item last
     in_flight = 0
     fetchers = ThreadPoolExecutor(settings.fetch_concurrency, thread_name_prefix="aurora-fetch")
-    decoders = (ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="aurora-decode")
-                if settings.decode_threads else None)
+    decoders = (
+        ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="aurora-decode")
+        if settings.decode_threads
+        else None
+    )
     try:
         while True:
             while waiting and len(pending) < ahead_max:

@@ -5,6 +5,7 @@ patterns to readers.  The status column is the job's ledger: ``kept``, or the re
 was dropped.  A multi-frame file keeps one row; its frames dropped by the Sun, the Moon or as
 not sky are counted in ``frames_sun``, ``frames_moon`` and ``frames_not_sky``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,8 +23,12 @@ from aurora_batch.formats.names import FORMATS, Format, extensions, match_name
 IMAGE_EXTENSIONS = extensions(list(FORMATS.values()))
 
 
-def list_images(url: str, storage_options: dict[str, Any] | None = None,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS, max_workers: int = 16) -> pd.DataFrame:
+def list_images(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    max_workers: int = 16,
+) -> pd.DataFrame:
     """Every image under ``url`` (recursively), as a frame of ``url`` and ``size`` (bytes).
 
     Uses the filesystem's bulk listing (``find(detail=True)``: one paginated request per
@@ -50,13 +55,15 @@ def list_images(url: str, storage_options: dict[str, Any] | None = None,
         for part in pool.map(lambda p: fs.find(p, detail=True), prefixes):
             found.update(part)
     exts = tuple(e.lower() for e in extensions)
-    rows = sorted((fs.unstrip_protocol(p), int(info.get("size") or 0))
-                  for p, info in found.items() if p.lower().endswith(exts))
+    rows = sorted(
+        (fs.unstrip_protocol(p), int(info.get("size") or 0)) for p, info in found.items() if p.lower().endswith(exts)
+    )
     return pd.DataFrame(rows, columns=["url", "size"])
 
 
-def build_catalog(urls: Iterable[str], formats: Sequence[Format], stations: Sequence[str],
-                  start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+def build_catalog(
+    urls: Iterable[str], formats: Sequence[Format], stations: Sequence[str], start: dt.datetime, end: dt.datetime
+) -> pd.DataFrame:
     """Parse ``urls`` with the first of ``formats`` that fits into a catalog of ``stations`` in [start, end).
 
     Files whose names do not parse are kept as rows with status ``unparseable_name``; files
@@ -74,9 +81,13 @@ def build_catalog(urls: Iterable[str], formats: Sequence[Format], stations: Sequ
             continue
         if p.station in wanted and start <= p.time < end:
             dated.append((url, p.station, p.time, p.wavelength, p.format))
-    cat = pd.concat([catalog_frame(*(list(c) for c in zip(*dated))) if dated else catalog_frame([]),
-                     catalog_frame([u for u, _ in bad], status=Status.UNPARSEABLE, detail=[d for _, d in bad])],
-                    ignore_index=True)
+    cat = pd.concat(
+        [
+            catalog_frame(*(list(c) for c in zip(*dated))) if dated else catalog_frame([]),
+            catalog_frame([u for u, _ in bad], status=Status.UNPARSEABLE, detail=[d for _, d in bad]),
+        ],
+        ignore_index=True,
+    )
     return mark_duplicates(mark_unsupported(cat, formats)).reset_index(drop=True)[CATALOG_COLUMNS]
 
 
@@ -91,22 +102,32 @@ def mark_unsupported(rows: pd.DataFrame, formats: Sequence[Format]) -> pd.DataFr
     return rows
 
 
-def catalog_frame(urls: Sequence[str], stations: Sequence | None = None, times=None, wavelengths=None,
-                  formats: Sequence | None = None, status: str = Status.PENDING,
-                  detail: str | Sequence[str] = "") -> pd.DataFrame:
+def catalog_frame(
+    urls: Sequence[str],
+    stations: Sequence | None = None,
+    times=None,
+    wavelengths=None,
+    formats: Sequence | None = None,
+    status: str = Status.PENDING,
+    detail: str | Sequence[str] = "",
+) -> pd.DataFrame:
     """Catalog rows with the catalog's column types (times UTC, wavelengths Å); Sun and Moon not yet known."""
     n = len(urls)
     missing = [None] * n
-    return pd.DataFrame({
-        "url": pd.Series(list(urls), dtype="str"),
-        "station": pd.Series(missing if stations is None else list(stations), dtype=object),
-        "time": pd.Series(pd.NaT if times is None else times, index=range(n), dtype="datetime64[ns]"),
-        "wavelength": pd.Series(pd.array([pd.NA] * n if wavelengths is None else wavelengths, dtype="Int64")),
-        "format": pd.Series(missing if formats is None else list(formats), dtype=object),
-        "status": pd.Series([status] * n, dtype="str"),
-        "detail": pd.Series([detail] * n if isinstance(detail, str) else list(detail), dtype="str"),
-        "sun_alt": np.full(n, np.nan), "moon_alt": np.full(n, np.nan), "moon_illumination": np.full(n, np.nan),
-    })
+    return pd.DataFrame(
+        {
+            "url": pd.Series(list(urls), dtype="str"),
+            "station": pd.Series(missing if stations is None else list(stations), dtype=object),
+            "time": pd.Series(pd.NaT if times is None else times, index=range(n), dtype="datetime64[ns]"),
+            "wavelength": pd.Series(pd.array([pd.NA] * n if wavelengths is None else wavelengths, dtype="Int64")),
+            "format": pd.Series(missing if formats is None else list(formats), dtype=object),
+            "status": pd.Series([status] * n, dtype="str"),
+            "detail": pd.Series([detail] * n if isinstance(detail, str) else list(detail), dtype="str"),
+            "sun_alt": np.full(n, np.nan),
+            "moon_alt": np.full(n, np.nan),
+            "moon_illumination": np.full(n, np.nan),
+        }
+    )
 
 
 DUPLICATE_DETAIL = "another file has the same station, wavelength and time"

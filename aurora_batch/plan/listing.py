@@ -21,6 +21,7 @@ objects on S3).  The walk runs breadth-first with many requests in flight, and c
 budget (files, requests) and hand its pending folders on: the planner runs the rest as Dask
 tasks (:mod:`aurora_batch.planning`).
 """
+
 from __future__ import annotations
 
 import calendar
@@ -140,9 +141,18 @@ def _segment(segment: str) -> _Segment:
         if "%" in spec:
             parts = re.split(r"%(.)", spec)  # literal, directive, literal, ...
             numeric = all(d in _DIRECTIVE_DIGITS for d in parts[1::2])
-            times[field] = re.compile("^" + "".join(
-                re.escape(p) if i % 2 == 0 else f"(?P<{p}>\\d{{{_DIRECTIVE_DIGITS[p]}}})"
-                for i, p in enumerate(parts)) + "$") if numeric and len(set(parts[1::2])) == len(parts[1::2]) else None
+            times[field] = (
+                re.compile(
+                    "^"
+                    + "".join(
+                        re.escape(p) if i % 2 == 0 else f"(?P<{p}>\\d{{{_DIRECTIVE_DIGITS[p]}}})"
+                        for i, p in enumerate(parts)
+                    )
+                    + "$"
+                )
+                if numeric and len(set(parts[1::2])) == len(parts[1::2])
+                else None
+            )
         elif tp.fmt_spec_regex.match(spec).group("type") in ("d", "x", "X", "o", "b"):
             ints.add(field)
     return _Segment(re.compile("^" + tp.regex_format(segment) + "$"), times, specs, frozenset(ints))
@@ -242,6 +252,7 @@ def _valid(fields: Mapping[str, int]) -> bool:
 
 # --- the walk -------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Listing:
     """What a walk found, and where it stopped."""
@@ -290,8 +301,11 @@ class _Walker:
         """The folder ``path`` under ``parent``, dated by its name; None when it cannot hold a file of the job."""
         name = path.rstrip("/").rsplit("/", 1)[-1]
         chains = parent.chains if parent.path != self.root else tuple((li, 0) for li in range(len(self.layouts)))
-        matches = [((li, si + 1), fields) for li, si in chains if si < len(self.layouts[li].segments)
-                   and (fields := self.layouts[li].parse(si, name)) is not None]
+        matches = [
+            ((li, si + 1), fields)
+            for li, si in chains
+            if si < len(self.layouts[li].segments) and (fields := self.layouts[li].parse(si, name)) is not None
+        ]
         if matches:
             found, exact = dict(matches[0][1]), True
         else:
@@ -300,9 +314,14 @@ class _Walker:
             found, exact = ({"station": code} if code else found), False
         station = found.pop("station", parent.station)
         time = found if "Y" in found else {**parent.fields(), **found}
-        folder = Folder(path.rstrip("/"), tuple(time.get(k) for k in _FIELDS), station, tuple(c for c, _ in matches),
-                        exact if found else parent.exact,
-                        0 if (found or matches or station != parent.station) else parent.unknown + 1)
+        folder = Folder(
+            path.rstrip("/"),
+            tuple(time.get(k) for k in _FIELDS),
+            station,
+            tuple(c for c, _ in matches),
+            exact if found else parent.exact,
+            0 if (found or matches or station != parent.station) else parent.unknown + 1,
+        )
         return folder if not self.prune or self.wanted(folder) else None
 
     def wanted(self, folder: Folder) -> bool:
@@ -357,8 +376,11 @@ class _Walker:
                 level, first = deeper, False
             for node in done:
                 known = out.get(node.path)
-                out[node.path] = node if known is None else dataclasses.replace(
-                    known, chains=tuple(dict.fromkeys(known.chains + node.chains)))
+                out[node.path] = (
+                    node
+                    if known is None
+                    else dataclasses.replace(known, chains=tuple(dict.fromkeys(known.chains + node.chains)))
+                )
         return list(out.values())
 
     def _names(self, layout: FolderLayout, index: int, node: Folder) -> list[str]:
@@ -425,10 +447,20 @@ def _scan(path: str, recursive: bool, extensions: tuple[str, ...]) -> tuple[list
     return files, folders, True
 
 
-def walk(fs, root: str, window: Window, layouts: Sequence[FolderLayout] = (), extensions: Sequence[str] = (),
-         prune: bool = True, compose: bool = False, concurrency: int = 32, ops: Iterable[tuple[str, Folder]] = (),
-         max_files: float = float("inf"), max_calls: float = float("inf"),
-         max_pending: float = float("inf")) -> Listing:
+def walk(
+    fs,
+    root: str,
+    window: Window,
+    layouts: Sequence[FolderLayout] = (),
+    extensions: Sequence[str] = (),
+    prune: bool = True,
+    compose: bool = False,
+    concurrency: int = 32,
+    ops: Iterable[tuple[str, Folder]] = (),
+    max_files: float = float("inf"),
+    max_calls: float = float("inf"),
+    max_pending: float = float("inf"),
+) -> Listing:
     """List the files under ``root`` (an fsspec path of ``fs``) that the window can use; or continue ``ops``.
 
     ``compose``: every format of the job declares a folder layout, so levels of only time fields

@@ -15,6 +15,7 @@ in one partition, which marks them as it merges its rows (:func:`merge_partition
 Unparseable names are kept in ``catalog/undated.parquet``: each run replaces the rows of the
 folders it listed and keeps the others, so a nightly run does not forget a season's.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,10 @@ class _Settings:
 
 # --- the plan of some files (pure) ------------------------------------------------------------------
 
-def plan_files(listing: Listing, job: JobConfig, window: Window,
-               parser: NameParser | None = None) -> tuple[PartitionedRows, pd.DataFrame, list[str]]:
+
+def plan_files(
+    listing: Listing, job: JobConfig, window: Window, parser: NameParser | None = None
+) -> tuple[PartitionedRows, pd.DataFrame, list[str]]:
     """Catalog rows of a listing's files (:func:`~aurora_batch.listing.walk`), by partition.
 
     Returns (rows by partition, unparseable rows, misdated files): the rows of the window's
@@ -90,23 +93,33 @@ def plan_files(listing: Listing, job: JobConfig, window: Window,
     sizes = np.fromiter((s for _, s in files), dtype=np.int64, count=len(files))
     bad = parsed["format"].isna().to_numpy()
     misdated = _misdated([p for p, _ in files], parsed["time"].to_numpy(), bad, listing, window.margin)
-    undated = catalog_frame([u for u, b in zip(urls, bad) if b], status=Status.UNPARSEABLE,
-                            detail=parsed.loc[bad, "detail"].tolist())
+    undated = catalog_frame(
+        [u for u, b in zip(urls, bad) if b], status=Status.UNPARSEABLE, detail=parsed.loc[bad, "detail"].tolist()
+    )
     starts = parsed["station"].map(window.starts)
     keep = ~bad & starts.notna().to_numpy()
     keep[keep] = (parsed.loc[keep, "time"] >= pd.to_datetime(starts[keep])).to_numpy() & (
-        parsed.loc[keep, "time"] < pd.Timestamp(window.end)).to_numpy()
+        parsed.loc[keep, "time"] < pd.Timestamp(window.end)
+    ).to_numpy()
     mine = parsed[keep]
-    rows = mark_unsupported(catalog_frame([u for u, k in zip(urls, keep) if k], mine["station"].tolist(),
-                                          mine["time"].to_numpy(), mine["wavelength"].array, mine["format"].tolist()),
-                            formats)
+    rows = mark_unsupported(
+        catalog_frame(
+            [u for u, k in zip(urls, keep) if k],
+            mine["station"].tolist(),
+            mine["time"].to_numpy(),
+            mine["wavelength"].array,
+            mine["format"].tolist(),
+        ),
+        formats,
+    )
     rows = drop_whole_files(annotate_catalog(rows), job, {f.name: f.span_s for f in formats})
     rows["size"] = sizes[keep]
     return PartitionedRows.of(rows), undated, misdated
 
 
-def _misdated(paths: list[str], times: np.ndarray, unparsed: np.ndarray, listing: Listing,
-              margin: dt.timedelta, examples: int = 3) -> list[str]:
+def _misdated(
+    paths: list[str], times: np.ndarray, unparsed: np.ndarray, listing: Listing, margin: dt.timedelta, examples: int = 3
+) -> list[str]:
     """Up to ``examples`` files whose name's time contradicts the dates of the folder they were listed in."""
     if not listing.dated:
         return []
@@ -149,8 +162,10 @@ class PartitionedRows:
         rows = rows.take(order).reset_index(drop=True)
         day, wl, station = day[order], wl[order], rows["station"].to_numpy()
         edges = np.flatnonzero((day[1:] != day[:-1]) | (wl[1:] != wl[:-1]) | (station[1:] != station[:-1])) + 1
-        bounds = {PartitionKey.of(station[a], None if wl[a] < 0 else wl[a], day[a]): (int(a), int(b))
-                  for a, b in zip(np.r_[0, edges], np.r_[edges, len(rows)])}
+        bounds = {
+            PartitionKey.of(station[a], None if wl[a] < 0 else wl[a], day[a]): (int(a), int(b))
+            for a, b in zip(np.r_[0, edges], np.r_[edges, len(rows)])
+        }
         return cls(rows, bounds)
 
     def __getitem__(self, key: PartitionKey) -> pd.DataFrame:
@@ -194,9 +209,14 @@ def drop_whole_files(catalog: pd.DataFrame, job: JobConfig, spans: dict[str, flo
     moon_max = None if f.moon_max_alt is None else f.moon_max_alt + margin
 
     def reasons(rows: pd.DataFrame) -> np.ndarray:
-        return sun_moon_reasons(rows["sun_alt"].to_numpy(), rows["moon_alt"].to_numpy(),
-                                rows["moon_illumination"].to_numpy(), f.sun_max_alt + margin, moon_max,
-                                f.moon_min_illumination)
+        return sun_moon_reasons(
+            rows["sun_alt"].to_numpy(),
+            rows["moon_alt"].to_numpy(),
+            rows["moon_illumination"].to_numpy(),
+            f.sun_max_alt + margin,
+            moon_max,
+            f.moon_min_illumination,
+        )
 
     first = reasons(sub)
     spanned = span > 0
@@ -225,8 +245,9 @@ def reference_plan(job: JobConfig) -> tuple[pd.DataFrame, dict[PartitionKey, pd.
     return catalog, PartitionedRows.of(dated).split()
 
 
-def merge_undated(old: pd.DataFrame | None, new: Sequence[pd.DataFrame], listings: Sequence[Listing],
-                  fs) -> pd.DataFrame:
+def merge_undated(
+    old: pd.DataFrame | None, new: Sequence[pd.DataFrame], listings: Sequence[Listing], fs
+) -> pd.DataFrame:
     """The unparseable-name ledger after a run: ``old`` rows of folders no listing covered, then ``new``."""
     frames = [n for n in new if len(n)]
     if old is not None and len(old):
@@ -255,13 +276,24 @@ class PlanPart:
         return sizeof(self.partitions.rows) + sizeof(self.undated)
 
     def summary(self) -> dict:
-        return {"counts": self.partitions.counts(), "pending": self.listing.pending,
-                "listed": self.listed, "requests": self.listing.calls, "pruned": self.listing.pruned,
-                "unparseable": len(self.undated), "misdated": self.misdated}
+        return {
+            "counts": self.partitions.counts(),
+            "pending": self.listing.pending,
+            "listed": self.listed,
+            "requests": self.listing.calls,
+            "pruned": self.listing.pruned,
+            "unparseable": len(self.undated),
+            "misdated": self.misdated,
+        }
 
 
-def plan_part(job: JobConfig, window: Window, ops: list[tuple[str, Folder]], preset: Listing | None = None,
-              budget: tuple[float, float, float] | None = None) -> PlanPart:
+def plan_part(
+    job: JobConfig,
+    window: Window,
+    ops: list[tuple[str, Folder]],
+    preset: Listing | None = None,
+    budget: tuple[float, float, float] | None = None,
+) -> PlanPart:
     """A planning task: list ``ops``, or take the driver's ``preset`` listing, and plan what it found.
 
     ``budget``: (files, requests beyond ``ops``, new folders to list beyond ``ops``); a task that
@@ -270,8 +302,13 @@ def plan_part(job: JobConfig, window: Window, ops: list[tuple[str, Folder]], pre
     settings, parser = cached_settings(job)
     p = job.planning
     files, requests, spread = budget or (p.task_max_files, p.task_max_requests, p.task_spread)
-    listing = preset if preset is not None else settings.walk(
-        job, window, ops=ops, max_files=files, max_calls=len(ops) + requests, max_pending=len(ops) + spread)
+    listing = (
+        preset
+        if preset is not None
+        else settings.walk(
+            job, window, ops=ops, max_files=files, max_calls=len(ops) + requests, max_pending=len(ops) + spread
+        )
+    )
     partitions, undated, misdated = plan_files(listing, job, window, parser)
     return PlanPart(partitions, undated, dataclasses.replace(listing, files=[]), len(listing.files), misdated)
 

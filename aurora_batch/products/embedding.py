@@ -4,6 +4,7 @@ TAME inspects its feature spaces this way.  A season holds hundreds of thousands
 so a map is drawn from at most :data:`MAX_POINTS` of them (a seeded random subsample), and
 its cost does not grow with the season: about 5 s for 1,000 points on 2 cores.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -39,8 +40,9 @@ def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
     pcs = PCA(n_components=min(50, n - 1, x.shape[1]), random_state=seed).fit_transform(x)
     if n < 5:
         return np.pad(pcs[:, :2], ((0, 0), (0, max(0, 2 - pcs.shape[1]))))
-    return TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(pcs)
+    return TSNE(
+        n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto", random_state=seed
+    ).fit_transform(pcs)
 
 
 def exemplars(xy: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
@@ -54,8 +56,13 @@ def exemplars(xy: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def plot_embedding(xy: np.ndarray, labels: Sequence[str] | None, path: str | Path, title: str = "",
-                   thumbnails: Mapping[int, np.ndarray] | None = None) -> Path:
+def plot_embedding(
+    xy: np.ndarray,
+    labels: Sequence[str] | None,
+    path: str | Path,
+    title: str = "",
+    thumbnails: Mapping[int, np.ndarray] | None = None,
+) -> Path:
     """A PNG of the map: one dot per frame coloured by class, ``thumbnails`` ({row: 2-D image in
     [0, 1]}) drawn beside their dots."""
     import matplotlib
@@ -73,8 +80,15 @@ def plot_embedding(xy: np.ndarray, labels: Sequence[str] | None, path: str | Pat
         for c, colour in CLASS_COLOURS.items():
             rows = labels == c
             if rows.any():
-                ax.scatter(xy[rows, 0], xy[rows, 1], s=8, color=colour, label=f"{c} ({rows.sum()})", alpha=0.8,
-                           edgecolors="none")
+                ax.scatter(
+                    xy[rows, 0],
+                    xy[rows, 1],
+                    s=8,
+                    color=colour,
+                    label=f"{c} ({rows.sum()})",
+                    alpha=0.8,
+                    edgecolors="none",
+                )
         other = ~np.isin(labels, list(CLASS_COLOURS))  # months classified without a head
         if other.any():
             ax.scatter(xy[other, 0], xy[other, 1], s=6, color="#bbbbbb", label=f"no class ({other.sum()})")
@@ -83,9 +97,16 @@ def plot_embedding(xy: np.ndarray, labels: Sequence[str] | None, path: str | Pat
     for k, (row, img) in enumerate((thumbnails or {}).items()):
         offset = 0.12 * span * np.array([np.cos(k * 1.1), np.sin(k * 1.1)])
         edge = CLASS_COLOURS.get(str(labels[row]), "0.4") if labels is not None else "0.4"
-        box = AnnotationBbox(OffsetImage(img, zoom=0.6, cmap="gray", norm=Normalize(0, 1)), xy[row],
-                             xybox=xy[row] + offset, xycoords="data", boxcoords="data",
-                             arrowprops={"arrowstyle": "-", "color": "0.4"}, pad=0.15, bboxprops={"edgecolor": edge})
+        box = AnnotationBbox(
+            OffsetImage(img, zoom=0.6, cmap="gray", norm=Normalize(0, 1)),
+            xy[row],
+            xybox=xy[row] + offset,
+            xycoords="data",
+            boxcoords="data",
+            arrowprops={"arrowstyle": "-", "color": "0.4"},
+            pad=0.15,
+            bboxprops={"edgecolor": edge},
+        )
         ax.add_artist(box)
     ax.margins(0.15)  # room for the thumbnails at the edges
     ax.set_xticks([])

@@ -8,6 +8,7 @@ recipe, network, head) runs in-process, so the numbers are the ones a season wou
                               storage_options={"anon": True})
     table[["time", "label", "aurora_proba"]]
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,12 @@ from aurora_batch.model.heads import load_head
 from aurora_batch.partition.featurise import featurise
 from aurora_batch.plan.catalog import IMAGE_EXTENSIONS
 
-_ALWAYS = dict(start=dt.datetime(1900, 1, 1), end=dt.datetime(2200, 1, 1), output="memory://aurora-batch-unused",
-               filter={"sun_max_alt": 90.0, "moon_max_alt": None})  # nothing is dropped for Sun or Moon
+_ALWAYS = dict(
+    start=dt.datetime(1900, 1, 1),
+    end=dt.datetime(2200, 1, 1),
+    output="memory://aurora-batch-unused",
+    filter={"sun_max_alt": 90.0, "moon_max_alt": None},
+)  # nothing is dropped for Sun or Moon
 
 
 def expand_inputs(urls: str | Iterable[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -46,10 +51,18 @@ def expand_inputs(urls: str | Iterable[str], storage_options: Mapping[str, Any] 
     return list(dict.fromkeys(out))
 
 
-def classify_files(urls: str | Iterable[str], head: str | None = None, *, recipe: str | None = None,
-                   backbone: str | None = None, device: str = "auto",
-                   storage_options: Mapping[str, Any] | None = None, layout: Any = "auto",
-                   features: bool = False, progress: bool = True) -> pd.DataFrame:
+def classify_files(
+    urls: str | Iterable[str],
+    head: str | None = None,
+    *,
+    recipe: str | None = None,
+    backbone: str | None = None,
+    device: str = "auto",
+    storage_options: Mapping[str, Any] | None = None,
+    layout: Any = "auto",
+    features: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
     """One row per frame of ``urls``: url, frame, station, time (UTC, when the name or file gives it),
     status, detail, Sun and Moon altitudes (degrees; NaN for a station not in the table), and
 
@@ -61,21 +74,32 @@ def classify_files(urls: str | Iterable[str], head: str | None = None, *, recipe
     with other settings is refused (:class:`~aurora_batch.classify.HeadMismatch`).
     """
     meta = load_head(head).meta if head else {}
-    spec = dict(_ALWAYS, input="memory://aurora-batch-unused", layout=layout,
-                storage_options=dict(storage_options or {}),
-                features={"recipe": recipe or meta.get("recipe", "lite128"), "device": device,
-                          "backbone": backbone or _backbone_from(meta)})
+    spec = dict(
+        _ALWAYS,
+        input="memory://aurora-batch-unused",
+        layout=layout,
+        storage_options=dict(storage_options or {}),
+        features={
+            "recipe": recipe or meta.get("recipe", "lite128"),
+            "device": device,
+            "backbone": backbone or _backbone_from(meta),
+        },
+    )
     files = expand_inputs(urls, storage_options)
     rows = _parse(files, JobConfig.from_dict(dict(spec, stations=["NYA"])).formats())
     stations = sorted({r["station"] for r in rows if r["station"]})
-    job = JobConfig.from_dict(dict(spec, stations=stations or ["NYA"], classify={"head": head}),
-                              source="classify_files")
+    job = JobConfig.from_dict(
+        dict(spec, stations=stations or ["NYA"], classify={"head": head}), source="classify_files"
+    )
     job.check_files()  # a head that does not fit the features is refused here
     from tqdm.auto import tqdm
 
     unsupported = {f.name: f.note for f in job.formats() if f.reader == "unsupported"}
-    out: list[dict] = [{**r, "status": Status.UNSUPPORTED, "detail": unsupported[r["format"]], "frame": WHOLE_FILE}
-                       for r in rows if r["format"] in unsupported]
+    out: list[dict] = [
+        {**r, "status": Status.UNSUPPORTED, "detail": unsupported[r["format"]], "frame": WHOLE_FILE}
+        for r in rows
+        if r["format"] in unsupported
+    ]
     rows = [r for r in rows if r["format"] not in unsupported]
     arrays: list[np.ndarray] = []
     with tqdm(total=len(rows), desc="classify", unit="file", disable=not progress) as bar:
@@ -99,8 +123,9 @@ def _parse(files: list[str], formats) -> list[dict]:
     for url in files:
         try:
             p = match_name(url, formats)
-            rows.append({"url": url, "station": p.station, "time": p.time, "format": p.format,
-                         "wavelength": p.wavelength})
+            rows.append(
+                {"url": url, "station": p.station, "time": p.time, "format": p.format, "wavelength": p.wavelength}
+            )
         except ValueError:  # not a known archive name: still an image, of no known station or time
             rows.append({"url": url, "station": None, "time": pd.NaT, "format": None, "wavelength": None})
     return rows
@@ -127,8 +152,9 @@ def _table(out: list[dict], features: np.ndarray, head: str | None, with_feature
         full = np.full((len(table), features.shape[1]), np.nan, np.float32)
         full[kept] = features
         cols.update({f"f{i:04d}": full[:, i] for i in range(features.shape[1])})
-    table = table.assign(frame=table["frame"].fillna(WHOLE_FILE).astype(int),
-                         time=pd.to_datetime(table["time"]).astype("datetime64[ns]"))
+    table = table.assign(
+        frame=table["frame"].fillna(WHOLE_FILE).astype(int), time=pd.to_datetime(table["time"]).astype("datetime64[ns]")
+    )
     base = ["url", "frame", "station", "time", "status", "detail", "sun_alt", "moon_alt", "saturated"]
     return pd.concat([table.reindex(columns=base), pd.DataFrame(cols, index=table.index)], axis=1)
 
@@ -160,20 +186,27 @@ def write_table(table: pd.DataFrame, path: str) -> str:
 
         arrow = pa.Table.from_pandas(light, preserve_index=False)
         if matrix is not None:
-            arrow = arrow.append_column("features", pa.FixedSizeListArray.from_arrays(
-                pa.array(matrix.reshape(-1)), matrix.shape[1]))
+            arrow = arrow.append_column(
+                "features", pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+            )
         pq.write_table(arrow, out)
     else:
-        arrays = {c: light[c].to_numpy() if light[c].dtype.kind in "fiubM" else
-                  np.array(light[c].astype(str).tolist(), dtype=str) for c in light.columns}  # loads without pickle
+        arrays = {
+            c: light[c].to_numpy()
+            if light[c].dtype.kind in "fiubM"
+            else np.array(light[c].astype(str).tolist(), dtype=str)
+            for c in light.columns
+        }  # loads without pickle
         np.savez_compressed(out, **arrays, **({"features": matrix} if matrix is not None else {}))
     return str(out)
 
 
 def describe(table: pd.DataFrame) -> str:
     """A few lines for a terminal: frames by status and, with a head, by label."""
-    lines = [f"{len(table)} frame(s) of {table['url'].nunique()} file(s): "
-             + ", ".join(f"{k} {v}" for k, v in table["status"].value_counts().items())]
+    lines = [
+        f"{len(table)} frame(s) of {table['url'].nunique()} file(s): "
+        + ", ".join(f"{k} {v}" for k, v in table["status"].value_counts().items())
+    ]
     if "label" in table:
         counts = table["label"].dropna().value_counts()
         lines.append("labels: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))

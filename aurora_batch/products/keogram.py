@@ -4,6 +4,7 @@ A season writes ``keogram_ns(time, ns)`` and ``keogram_ew(time, ew)`` for every 
 (:func:`aurora_batch.imaging.keogram_lines`), so a keogram of any station-night is a slice of
 a store, not a second pass over the images.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -32,13 +33,29 @@ def night_of(times: pd.DatetimeIndex | pd.Series, longitude: float | np.ndarray 
     return evening.dt.floor("D") if isinstance(evening, pd.Series) else evening.floor("D")
 
 
-def open_night(output: str, station: str, night: str | dt.date, *, wavelength: int | None = None,
-               version: str | None = None, as_of=None, storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+def open_night(
+    output: str,
+    station: str,
+    night: str | dt.date,
+    *,
+    wavelength: int | None = None,
+    version: str | None = None,
+    as_of=None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
     """The frames of one station-night (:func:`night_window`) from the month stores, across a month border too
     (``version``, ``as_of``: as in :func:`aurora_batch.results.open_station`)."""
     start, end = night_window(night, get_station(station).longitude)
-    return open_station(output, station, start, end, wavelength=wavelength, version=version, as_of=as_of,
-                        storage_options=storage_options)
+    return open_station(
+        output,
+        station,
+        start,
+        end,
+        wavelength=wavelength,
+        version=version,
+        as_of=as_of,
+        storage_options=storage_options,
+    )
 
 
 def _regular(ds: xr.Dataset, var: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -75,22 +92,43 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     grid, lines, labels = _regular(ds, var)
     lo, hi = np.nanpercentile(lines, [1, 99.5]) if np.isfinite(lines).any() else (0, 1)
     rows = 2 if labels is not None else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 if rows == 2 else 3.6), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [6, 1][:rows]})
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(11, 4.2 if rows == 2 else 3.6),
+        sharex=True,
+        squeeze=False,
+        gridspec_kw={"height_ratios": [6, 1][:rows]},
+    )
     t0, t1 = mdates.date2num(grid[0]), mdates.date2num(grid[-1])
     if t1 <= t0:  # one frame: a minute wide, not a singular axis
         t0, t1 = t0 - 0.5 / 1440, t0 + 0.5 / 1440
     ax = axes[0, 0]
-    ax.imshow(lines.T, aspect="auto", origin="upper", cmap="gray", vmin=lo, vmax=hi, extent=(t0, t1, 1, 0),
-              interpolation="nearest")
+    ax.imshow(
+        lines.T,
+        aspect="auto",
+        origin="upper",
+        cmap="gray",
+        vmin=lo,
+        vmax=hi,
+        extent=(t0, t1, 1, 0),
+        interpolation="nearest",
+    )
     ax.set_ylabel("N–S line\n(0 = image top)")
     ax.set_title(title or "keogram")
     if labels is not None:
         codes = np.array([CLASSES6.index(x) if x in CLASSES6 else -1 for x in labels], float)
         codes[codes < 0] = np.nan
         colours = list(CLASS_COLOURS.values())
-        axes[1, 0].imshow(codes[None, :], aspect="auto", cmap=ListedColormap(colours), vmin=-0.5, vmax=5.5,
-                          extent=(t0, t1, 0, 1), interpolation="nearest")
+        axes[1, 0].imshow(
+            codes[None, :],
+            aspect="auto",
+            cmap=ListedColormap(colours),
+            vmin=-0.5,
+            vmax=5.5,
+            extent=(t0, t1, 0, 1),
+            interpolation="nearest",
+        )
         axes[1, 0].set_yticks([])
         axes[1, 0].set_ylabel("class", rotation=0, ha="right", va="center")
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
@@ -99,8 +137,13 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
     axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     axes[-1, 0].set_xlabel(f"UTC from {pd.Timestamp(grid[0]):%Y-%m-%d %H:%M}")
     # Fixed margins (inches: the figure size is fixed too): tight_layout cost a third of the drawing.
-    fig.subplots_adjust(left=0.9 / 11, right=1 - 0.2 / 11, top=1 - 0.35 / fig.get_figheight(),
-                        bottom=(0.95 if labels is not None else 0.6) / fig.get_figheight(), hspace=0.08)
+    fig.subplots_adjust(
+        left=0.9 / 11,
+        right=1 - 0.2 / 11,
+        top=1 - 0.35 / fig.get_figheight(),
+        bottom=(0.95 if labels is not None else 0.6) / fig.get_figheight(),
+        hspace=0.08,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -14,6 +14,7 @@ A night is labelled by the date of its evening: time − 12 h, in local solar ti
 are embedded in ``report.html``; the keograms, one per station-night and so as many as a
 season has nights, are PNG files in ``keograms/`` beside it, loaded as the page scrolls.
 """
+
 from __future__ import annotations
 
 import base64
@@ -96,8 +97,15 @@ def _png(fig, path: Path) -> Path:
     return path
 
 
-def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_POINTS,
-                progress: bool = False, version: str | None = None, as_of=None) -> ReportResult:
+def make_report(
+    job: JobConfig,
+    out_dir: str | Path,
+    *,
+    max_points: int = MAX_POINTS,
+    progress: bool = False,
+    version: str | None = None,
+    as_of=None,
+) -> ReportResult:
     """Write the figures, the embedding maps (``max_points`` frames each), the keograms and
     ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms.  ``version`` or
     ``as_of``: the versioned months as they were (:func:`~aurora_batch.results.open_station`)."""
@@ -119,8 +127,9 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
     fig, ax = plt.subplots(figsize=(8, 4))
     if has_cloud and has_class:
         for station, g in table.groupby("station"):
-            nightly = g.groupby("night").agg(predicted=("label", lambda s: (s == "cloudy").mean()),
-                                             ceilometer=("ceilometer_cloudy", "mean"))
+            nightly = g.groupby("night").agg(
+                predicted=("label", lambda s: (s == "cloudy").mean()), ceilometer=("ceilometer_cloudy", "mean")
+            )
             ax.plot(nightly.index, nightly["predicted"], "o-", label=f"{station} images classified cloudy")
             ax.plot(nightly.index, nightly["ceilometer"], "s--", label=f"{station} ceilometer cloudy")
         ax.set_ylabel("fraction of images")
@@ -162,8 +171,11 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
         ax.scatter(y, pred, s=6, alpha=0.5)
         lim = [0, max(float(y.max()), float(pred.max()), 1.0)]
         ax.plot(lim, lim, ":", color="grey")
-        ax.set_title(f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights "
-                     f"({(fold >= 0).sum():,} images, {len(rows):,} drawn)", fontsize=10)
+        ax.set_title(
+            f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights "
+            f"({(fold >= 0).sum():,} images, {len(rows):,} drawn)",
+            fontsize=10,
+        )
     ax.set_xlabel("observed |ΔH| (nT)")
     ax.set_ylabel("predicted |ΔH| (nT)")
     figs["magnetometer_ridge"] = _png(fig, out / "magnetometer_ridge.png")
@@ -175,14 +187,20 @@ def make_report(job: JobConfig, out_dir: str | Path, *, max_points: int = MAX_PO
         if "label" in g:
             counts = g.groupby(["local_hour", "label"]).size().unstack(fill_value=0).reindex(range(24), fill_value=0)
             shown = [c for c in classes if c in counts]
-            counts[shown].plot.bar(stacked=True, ax=ax, width=0.9, legend=False,
-                                   color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in shown])
+            counts[shown].plot.bar(
+                stacked=True, ax=ax, width=0.9, legend=False, color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in shown]
+            )
         ax.set_title(f"{station}: classes by local solar hour")
         ax.set_xlabel("local solar hour")
         ax.set_ylabel("images")
     if "label" in table:
-        axes[0][-1].legend(*axes[0][0].get_legend_handles_labels(), title="class", fontsize=8,
-                           bbox_to_anchor=(1.01, 1), loc="upper left")
+        axes[0][-1].legend(
+            *axes[0][0].get_legend_handles_labels(),
+            title="class",
+            fontsize=8,
+            bbox_to_anchor=(1.01, 1),
+            loc="upper left",
+        )
     else:
         notes.append("class occurrence needs a head (classify.head)")
     figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
@@ -214,8 +232,9 @@ def _ridge_folds(table: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, np.
     return dh, fold
 
 
-def _feature_pass(job: JobConfig, months: dict, table: pd.DataFrame, ridge, out: Path, max_points: int,
-                  notes: list[str]):
+def _feature_pass(
+    job: JobConfig, months: dict, table: pd.DataFrame, ridge, out: Path, max_points: int, notes: list[str]
+):
     """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time, so memory does not grow
     with the season: the ridge's per-fold sums (:class:`~aurora_batch.ridge.RidgeStats`), the rows drawn
     for its scatter plot, and one t-SNE map per store group and month (drawn as soon as its rows are read).
@@ -229,23 +248,29 @@ def _feature_pass(job: JobConfig, months: dict, table: pd.DataFrame, ridge, out:
         scored = np.flatnonzero(ridge[1] >= 0)
         drawn[scored[subsample(len(scored), SCATTER_POINTS)]] = True
     stats, sample, maps, failed = None, {}, {}, []
-    for (url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
+    for (_url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
         pick = subsample(len(rows), max_points)  # positions within the group
         picked = []
         with xr.open_zarr(months[month][1], group=group, consolidated=False) as ds:
             for lo in range(0, len(rows), FEATURE_CHUNK):
-                x = ds["features"][lo:lo + FEATURE_CHUNK].to_numpy()
-                r = rows[lo:lo + len(x)]
+                x = ds["features"][lo : lo + FEATURE_CHUNK].to_numpy()
+                r = rows[lo : lo + len(x)]
                 if ridge is not None:
                     if stats is None:
                         stats = RidgeStats(int(ridge[1].max()) + 1, x.shape[1])
                     stats.add(x, ridge[0][r], ridge[1][r])
                     sample.update(zip(r[drawn[r]], x[drawn[r]]))
                 picked.append(x[pick[(pick >= lo) & (pick < lo + len(x))] - lo])
-        maps[f"{group} {month}"] = _embedding_map(job, table, rows[pick], np.concatenate(picked), labels,
-                                                  out / f"{group.replace('/', '-')}_{month}.png",
-                                                  f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
-                                                  failed)
+        maps[f"{group} {month}"] = _embedding_map(
+            job,
+            table,
+            rows[pick],
+            np.concatenate(picked),
+            labels,
+            out / f"{group.replace('/', '-')}_{month}.png",
+            f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
+            failed,
+        )
     if failed:
         notes.append(f"{len(failed)} example frames could not be re-read for the embedding maps, e.g. {failed[0]}")
     fits = []
@@ -256,8 +281,16 @@ def _feature_pass(job: JobConfig, months: dict, table: pd.DataFrame, ridge, out:
     return maps, fits, sample
 
 
-def _embedding_map(job: JobConfig, table: pd.DataFrame, rows: np.ndarray, feats: np.ndarray, labels, path: Path,
-                   title: str, failed: list[str]) -> Path:
+def _embedding_map(
+    job: JobConfig,
+    table: pd.DataFrame,
+    rows: np.ndarray,
+    feats: np.ndarray,
+    labels,
+    path: Path,
+    title: str,
+    failed: list[str],
+) -> Path:
     """The t-SNE map of ``rows``, with the typical frame of each class beside its dots."""
     xy = embed(feats)
     thumbs = {}
@@ -281,8 +314,9 @@ def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str], versi
     """One keogram PNG per store group and night; each night's lines are the only ones read."""
     from tqdm.auto import tqdm
 
-    tree = open_season(job.output, job.start, job.end, version=version, as_of=as_of,
-                       storage_options=job.output_storage_options)
+    tree = open_season(
+        job.output, job.start, job.end, version=version, as_of=as_of, storage_options=job.output_storage_options
+    )
     nights = []
     for node in tree.subtree:
         ds = node.to_dataset()
@@ -301,7 +335,8 @@ def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str], versi
     for group, night, ds in tqdm(nights, desc="keograms", unit="night", disable=not progress):
         sub = ds[[v for v in ("keogram_ns", "label") if v in ds]].load()
         paths[f"{group} {night:%Y-%m-%d}"] = plot_keogram(
-            sub, out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png", title=f"{group}, night of {night:%Y-%m-%d}")
+            sub, out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png", title=f"{group}, night of {night:%Y-%m-%d}"
+        )
     return paths
 
 
@@ -328,29 +363,48 @@ def _synthetic(job: JobConfig) -> bool:
         return False
 
 
-def _html(job: JobConfig, figs: dict[str, Path], numbers: dict[str, float], notes: list[str], synthetic: bool,
-          maps: dict[str, Path], keograms: dict[str, Path], out: Path) -> str:
-    titles = {"cloud_coverage": "Daily cloud coverage", "cloud_roc": "Cloud prediction vs ceilometer (ROC)",
-              "magnetometer_ridge": "Magnetic perturbation from image features (ridge)",
-              "class_by_hour": "Class occurrence by local solar hour"}
+def _html(
+    job: JobConfig,
+    figs: dict[str, Path],
+    numbers: dict[str, float],
+    notes: list[str],
+    synthetic: bool,
+    maps: dict[str, Path],
+    keograms: dict[str, Path],
+    out: Path,
+) -> str:
+    titles = {
+        "cloud_coverage": "Daily cloud coverage",
+        "cloud_roc": "Cloud prediction vs ceilometer (ROC)",
+        "magnetometer_ridge": "Magnetic perturbation from image features (ridge)",
+        "class_by_hour": "Class occurrence by local solar hour",
+    }
 
     def embedded(path: Path, alt: str) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
     parts = [f"<h2>{titles[k]}</h2>{embedded(p, k)}" for k, p in figs.items()]
-    parts.append("<h2 id='embedding'>Feature embedding (t-SNE), per station and month</h2>"
-                 "<p>Each dot a frame, coloured by its predicted class; beside the dots, the frame nearest the middle "
-                 "of each class.</p><div class='maps'>"
-                 + "".join(embedded(p, f"embedding {k}") for k, p in maps.items()) + "</div>")
-    parts.append("<h2 id='keograms'>Keograms, per station-night</h2>"
-                 "<p>Time on x; the north–south line through zenith on y (image top at the top); "
-                 "classes beneath.</p>")
+    parts.append(
+        "<h2 id='embedding'>Feature embedding (t-SNE), per station and month</h2>"
+        "<p>Each dot a frame, coloured by its predicted class; beside the dots, the frame nearest the middle "
+        "of each class.</p><div class='maps'>"
+        + "".join(embedded(p, f"embedding {k}") for k, p in maps.items())
+        + "</div>"
+    )
+    parts.append(
+        "<h2 id='keograms'>Keograms, per station-night</h2>"
+        "<p>Time on x; the north–south line through zenith on y (image top at the top); "
+        "classes beneath.</p>"
+    )
     for group in dict.fromkeys(k.split(" ")[0] for k in keograms):
         parts.append(f"<h3>{html.escape(group)}</h3>")
-        parts += [f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
-                  f"src='{html.escape(p.relative_to(out).as_posix())}'>"
-                  for k, p in keograms.items() if k.split(" ")[0] == group]
+        parts += [
+            f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
+            f"src='{html.escape(p.relative_to(out).as_posix())}'>"
+            for k, p in keograms.items()
+            if k.split(" ")[0] == group
+        ]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     banner = "<p class='warn'>Built from SYNTHETIC demo data.</p>" if synthetic else ""

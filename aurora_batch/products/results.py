@@ -10,6 +10,7 @@ like TAME's ``Provider.get_asim(date_start, date_end, location)`` over its month
     nya["aurora_proba"].resample(time="1h").mean().plot()
     tree = ab.open_season("s3://bucket/season")          # xarray.DataTree: /NYA, /LYR, ...
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,7 @@ from aurora_batch.store.zarrs import list_groups, zarr_store
 _MONTH = re.compile(r"(\d{4}-\d{2})\.(zarr|icechunk)$")
 
 
-def month_stores(output: str, start=None, end=None, storage_options: Mapping[str, Any] | None = None
-                 ) -> dict[str, str]:
+def month_stores(output: str, start=None, end=None, storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
     """``{YYYY-MM: store URL}`` of the published months under ``output`` that overlap [start, end) (UTC):
     a month's Icechunk repository where it has one, else its plain Zarr store."""
     fs, root = filesystem(output, dict(storage_options or {}))
@@ -37,8 +37,11 @@ def month_stores(output: str, start=None, end=None, storage_options: Mapping[str
     months = set()
     for path in fs.ls(root, detail=False):
         m = _MONTH.search(path.rstrip("/"))
-        if m and (lo is None or pd.Period(m.group(1), "M") >= lo) and (
-                hi is None or pd.Period(m.group(1), "M").start_time < hi):
+        if (
+            m
+            and (lo is None or pd.Period(m.group(1), "M") >= lo)
+            and (hi is None or pd.Period(m.group(1), "M").start_time < hi)
+        ):
             months.add(m.group(1))
     found = {m: month_url(output, m, storage_options) for m in sorted(months)}
     return {m: u for m, u in found.items() if u is not None}
@@ -79,13 +82,20 @@ def _pick(found: dict[int, str], station: str, wavelength: int | None, where: st
     if wavelength is not None:
         return found.get(int(wavelength))
     if len(found) > 1:
-        raise ValueError(f"{where}: station {station} has wavelengths {', '.join(map(str, sorted(found)))}; "
-                         "pass wavelength=")
+        raise ValueError(
+            f"{where}: station {station} has wavelengths {', '.join(map(str, sorted(found)))}; pass wavelength="
+        )
     return next(iter(found.values()), None)
 
 
-def open_months(output: str, start=None, end=None, storage_options: Mapping[str, Any] | None = None,
-                version: str | None = None, as_of=None) -> dict[str, tuple[str, Any]]:
+def open_months(
+    output: str,
+    start=None,
+    end=None,
+    storage_options: Mapping[str, Any] | None = None,
+    version: str | None = None,
+    as_of=None,
+) -> dict[str, tuple[str, Any]]:
     """``{YYYY-MM: (store URL, zarr store)}`` of the months overlapping [start, end): the newest version of
     each, or at ``version``/``as_of`` the versioned months where they resolve (``LookupError`` if none)."""
     opts = dict(storage_options or {})
@@ -97,14 +107,25 @@ def open_months(output: str, start=None, end=None, storage_options: Mapping[str,
             if version is None and as_of is None:
                 raise
     if not out and (version is not None or as_of is not None):
-        raise LookupError(f"no month under {output} has version {version!r}" if version is not None else
-                          f"no versioned month under {output} existed at {as_of}")
+        raise LookupError(
+            f"no month under {output} has version {version!r}"
+            if version is not None
+            else f"no versioned month under {output} existed at {as_of}"
+        )
     return out
 
 
-def open_station(output: str, station: str, start=None, end=None, *, wavelength: int | None = None,
-                 version: str | None = None, as_of=None,
-                 storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+def open_station(
+    output: str,
+    station: str,
+    start=None,
+    end=None,
+    *,
+    wavelength: int | None = None,
+    version: str | None = None,
+    as_of=None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
     """One lazy dataset of ``station``'s images in [start, end) (UTC) over every month store under ``output``.
 
     ``wavelength`` (Å; 0 for unfiltered frames) picks one where the station has several, in one
@@ -129,8 +150,19 @@ def open_station(output: str, station: str, start=None, end=None, *, wavelength:
     if not parts:
         what = station if wavelength is None else f"{station} at {wavelength} Å"
         raise FileNotFoundError(f"no month store under {output} holds {what} in [{start}, {end})")
-    ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="time", data_vars="minimal", coords="minimal",
-                                                     compat="override", join="outer", combine_attrs="drop_conflicts")
+    ds = (
+        parts[0]
+        if len(parts) == 1
+        else xr.concat(
+            parts,
+            dim="time",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            join="outer",
+            combine_attrs="drop_conflicts",
+        )
+    )
     times = ds["time"].to_numpy()
     keep = np.ones(len(times), bool)
     if start is not None:
@@ -144,8 +176,15 @@ def open_station(output: str, station: str, start=None, end=None, *, wavelength:
     return ds
 
 
-def open_season(output: str, start=None, end=None, *, version: str | None = None, as_of=None,
-                storage_options: Mapping[str, Any] | None = None) -> xr.DataTree:
+def open_season(
+    output: str,
+    start=None,
+    end=None,
+    *,
+    version: str | None = None,
+    as_of=None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.DataTree:
     """Every station (and wavelength subgroup) under ``output`` as an ``xarray.DataTree`` of
     :func:`open_station` datasets: ``/NYA``, ``/LYR``, or ``/NYA/5577`` and ``/NYA/6300`` for a station
     with several wavelengths over the range (``/GILL/0``: its unfiltered frames), each node holding
@@ -160,8 +199,15 @@ def open_season(output: str, start=None, end=None, *, version: str | None = None
         for wl in sorted(wls):
             several = len(wls) > 1
             nodes[f"/{station}/{wl}" if several else f"/{station}"] = open_station(
-                output, station, start, end, wavelength=wl if several else None, version=version, as_of=as_of,
-                storage_options=opts)
+                output,
+                station,
+                start,
+                end,
+                wavelength=wl if several else None,
+                version=version,
+                as_of=as_of,
+                storage_options=opts,
+            )
     if not nodes:
         raise FileNotFoundError(f"no month store under {output} in [{start}, {end})")
     return xr.DataTree.from_dict(nodes)

@@ -10,6 +10,7 @@ rounding; tested).  One difference: a feature whose variance over the training f
 n·eps of its second moment, which the subtraction of sums cannot tell from zero, counts as
 constant and is left unscaled, as StandardScaler leaves exact constants.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,13 @@ class RidgeStats:
 
     def _train(self, k: int):
         keep = np.arange(len(self.n)) != k
-        return (self.n[keep].sum(), self.sx[keep].sum(0), self.sy[keep].sum(), self.sxx[keep].sum(0),
-                self.sxy[keep].sum(0))
+        return (
+            self.n[keep].sum(),
+            self.sx[keep].sum(0),
+            self.sy[keep].sum(),
+            self.sxx[keep].sum(0),
+            self.sxy[keep].sum(0),
+        )
 
     def fit(self, k: int, alpha: float) -> tuple[float, np.ndarray]:
         """``(intercept, coef)`` of the standardised ridge trained on every fold but ``k``, in the

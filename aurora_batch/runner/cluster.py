@@ -1,4 +1,5 @@
 """Thin Dask wiring: a client for the configured cluster, and where partitions may run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,11 +41,20 @@ def slurm_cluster(cfg: ClusterConfig):
         worker_args += ["--resources", f"GPU={s.gpus}"]
     host = cfg.dashboard_address.split(":")[0] or None
     cluster = SLURMCluster(
-        cores=s.cores, processes=1, memory=s.memory, queue=s.queue, account=s.account, walltime=s.walltime,
-        job_extra_directives=extra, python=s.python or sys.executable, local_directory=s.local_directory,
-        log_directory=s.log_directory, interface=None,
+        cores=s.cores,
+        processes=1,
+        memory=s.memory,
+        queue=s.queue,
+        account=s.account,
+        walltime=s.walltime,
+        job_extra_directives=extra,
+        python=s.python or sys.executable,
+        local_directory=s.local_directory,
+        log_directory=s.log_directory,
+        interface=None,
         scheduler_options={"host": host, "dashboard_address": cfg.dashboard_address} if host else {},
-        worker_extra_args=(["--host", host] if host == "127.0.0.1" else []) + worker_args)
+        worker_extra_args=(["--host", host] if host == "127.0.0.1" else []) + worker_args,
+    )
     cluster.scale(jobs=s.jobs)
     return cluster
 
@@ -53,11 +63,13 @@ def _kubernetes_cluster(cfg: ClusterConfig):
     try:
         from dask_kubernetes.operator import KubeCluster
     except ImportError:
-        raise RuntimeError("cluster.kind 'kubernetes' needs dask-kubernetes: "
-                           "pip install 'aurora-batch[kubernetes]'") from None
+        raise RuntimeError(
+            "cluster.kind 'kubernetes' needs dask-kubernetes: pip install 'aurora-batch[kubernetes]'"
+        ) from None
     k = cfg.kubernetes
-    return KubeCluster(name=k.name, namespace=k.namespace, image=k.image, n_workers=k.n_workers,
-                       resources=k.resources, env=k.env)
+    return KubeCluster(
+        name=k.name, namespace=k.namespace, image=k.image, n_workers=k.n_workers, resources=k.resources, env=k.env
+    )
 
 
 @contextlib.contextmanager
@@ -80,9 +92,15 @@ def dask_client(cfg: ClusterConfig) -> Iterator[distributed.Client]:  # noqa: F8
         cluster = _kubernetes_cluster(cfg)
     else:
         cluster = LocalCluster(
-            n_workers=local_worker_count(cfg), threads_per_worker=cfg.threads_per_worker,
-            processes=cfg.processes is not False, host="127.0.0.1", protocol="tcp://",
-            dashboard_address=cfg.dashboard_address, memory_limit=cfg.memory_limit, silence_logs=logging.WARNING)
+            n_workers=local_worker_count(cfg),
+            threads_per_worker=cfg.threads_per_worker,
+            processes=cfg.processes is not False,
+            host="127.0.0.1",
+            protocol="tcp://",
+            dashboard_address=cfg.dashboard_address,
+            memory_limit=cfg.memory_limit,
+            silence_logs=logging.WARNING,
+        )
     with cluster, Client(cluster) as client:
         if cfg.kind != "local":
             log.info("waiting for the first worker of the %s cluster", cfg.kind)

@@ -1,4 +1,5 @@
 """TODO docstring (month)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 # --- the join command ---------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class JoinSummary:
     stores: list[str]  #: month stores rebuilt
@@ -22,11 +24,15 @@ class JoinSummary:
 
     def format(self) -> str:
         if not self.stores:
-            return (f"aurora-batch join: {len(self.unchanged)} store(s) already joined with these instrument files; "
-                    "nothing rebuilt")
+            return (
+                f"aurora-batch join: {len(self.unchanged)} store(s) already joined with these instrument files; "
+                "nothing rebuilt"
+            )
         parts = ", ".join(f"{k}: {v}/{self.images}" for k, v in sorted(self.matched.items()))
-        return (f"aurora-batch join: {len(self.stores)} store(s) rebuilt, {len(self.unchanged)} unchanged, "
-                f"{self.images} images; matched {parts}")
+        return (
+            f"aurora-batch join: {len(self.stores)} store(s) rebuilt, {len(self.unchanged)} unchanged, "
+            f"{self.images} images; matched {parts}"
+        )
 
 
 def month_stores(job: JobConfig) -> list[tuple[str, str]]:

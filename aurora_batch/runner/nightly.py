@@ -8,6 +8,7 @@ partition whose files did not change, so a run with nothing new writes nothing t
 Month stores are never allowed to shrink.  The output lock stops two runs from overlapping; a
 stale lock (expired, or its process gone) is taken over.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,9 +37,15 @@ class NightlySummary:
         s = self.season
         fields = {"status": self.status, "window_start": f"{self.window_start:%Y-%m-%dT%H:%M:%SZ}"}
         if s is not None:
-            fields.update(new_partitions=s.partitions - s.resumed_partitions, files=s.seen, kept=s.kept,
-                          images=s.images, frames_computed=s.computed, frames_reused=s.reused,
-                          stores_written=len(s.stores))
+            fields.update(
+                new_partitions=s.partitions - s.resumed_partitions,
+                files=s.seen,
+                kept=s.kept,
+                images=s.images,
+                frames_computed=s.computed,
+                frames_reused=s.reused,
+                stores_written=len(s.stores),
+            )
             fields.update({f"dropped_{k}": v for k, v in sorted(s.dropped.items())})
         fields["seconds"] = f"{self.seconds:.1f}"
         if self.error:
@@ -66,19 +73,23 @@ def run_nightly(job: JobConfig, client=None, progress: bool = False, now: dt.dat
     try:
         marks = read_watermarks(job)
     except StorageError as err:  # the output cannot be reached: still one status line for monitoring
-        return NightlySummary("failed", pd.Timestamp(job.start), None, {}, time.perf_counter() - t0,
-                              f"{type(err).__name__}: {err}")
+        return NightlySummary(
+            "failed", pd.Timestamp(job.start), None, {}, time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+        )
     lookback = pd.Timedelta(job.nightly.lookback)
     # Each station from its own watermark, less the look-back; a station without one from job.start.
-    starts = {s: max(pd.Timestamp(job.start), pd.Timestamp(marks[s]) - lookback) if s in marks else
-              pd.Timestamp(job.start) for s in job.stations}
+    starts = {
+        s: max(pd.Timestamp(job.start), pd.Timestamp(marks[s]) - lookback) if s in marks else pd.Timestamp(job.start)
+        for s in job.stations
+    }
     start = min(starts.values())
     end = pd.Timestamp(now) if now is not None else pd.Timestamp(job.end)
     end = min(end, pd.Timestamp(job.end))
     window = job.model_copy(update={"start": start.to_pydatetime(), "end": end.to_pydatetime()})
     try:
-        season = run_season(window, client=client, progress=progress, allow_shrink=False, lock_purpose="nightly",
-                            starts=starts)
+        season = run_season(
+            window, client=client, progress=progress, allow_shrink=False, lock_purpose="nightly", starts=starts
+        )
     except Exception as err:
         return NightlySummary("failed", start, None, marks, time.perf_counter() - t0, f"{type(err).__name__}: {err}")
     new_marks = dict(marks)
@@ -86,7 +97,10 @@ def run_nightly(job: JobConfig, client=None, progress: bool = False, now: dt.dat
         if station not in new_marks or pd.Timestamp(new_marks[station]) < last:
             new_marks[station] = last.isoformat()
     if new_marks != marks:
-        record = {"watermarks": new_marks, "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "lookback": job.nightly.lookback}
+        record = {
+            "watermarks": new_marks,
+            "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "lookback": job.nightly.lookback,
+        }
         write_bytes_atomic(_ledger_url(job), json.dumps(record, indent=2).encode(), job.output_storage_options)
     return NightlySummary("ok", start, season, new_marks, time.perf_counter() - t0)

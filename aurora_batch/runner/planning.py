@@ -1,4 +1,5 @@
 """TODO docstring (planning)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,8 @@ from aurora_batch.runner.cluster import TASK_RETRIES
 log = logging.getLogger(__name__)
 
 
-
 # --- the plan of a run (Dask wiring) ----------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Plan:
@@ -57,9 +58,11 @@ class Plan:
         return sum(self.counts.values())
 
     def line(self) -> str:
-        return (f"plan ({self.where}, {self.tasks} tasks): {self.listed} files listed in {self.requests} requests "
-                f"({self.pruned} folders skipped), {self.files} in the window, {self.unparseable} unparseable, "
-                f"{len(self.counts)} partitions, {self.seconds:.2f} s")
+        return (
+            f"plan ({self.where}, {self.tasks} tasks): {self.listed} files listed in {self.requests} requests "
+            f"({self.pruned} folders skipped), {self.files} in the window, {self.unparseable} unparseable, "
+            f"{len(self.counts)} partitions, {self.seconds:.2f} s"
+        )
 
 
 def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None = None) -> Plan:
@@ -75,12 +78,16 @@ def plan_run(job: JobConfig, client=None, starts: dict[str, pd.Timestamp] | None
     warnings = []
     if job.planning.prune and (reason := _pruning_disabled(job)):
         job = _unpruned(job)
-        warnings.append(f"folders are listed whole: {reason} (delete {_planning_url(job)} once the folders are "
-                        "named by their dates)")
+        warnings.append(
+            f"folders are listed whole: {reason} (delete {_planning_url(job)} once the folders are "
+            "named by their dates)"
+        )
     plan = _plan(job, client, starts)
     if plan.misdated and job.planning.prune:
-        reason = (f"listed folders hold files outside the dates their names claim, e.g. {plan.misdated[0]}: "
-                  "pruning by folder names could skip files")
+        reason = (
+            f"listed folders hold files outside the dates their names claim, e.g. {plan.misdated[0]}: "
+            "pruning by folder names could skip files"
+        )
         log.warning("%s; planning again with everything listed", reason)
         _disable_pruning(job, reason, plan.misdated)
         misdated, plan = plan.misdated, _plan(_unpruned(job), client, starts)
@@ -102,9 +109,17 @@ def _plan(job: JobConfig, client, starts) -> Plan:
     if first.pending or where == "workers":
         return _plan_on_workers(job, client, window, first)
     partitions, undated, misdated = plan_files(first, job, window, parser)
-    return Plan({k: [v] for k, v in partitions.split().items()}, partitions.counts(), "driver", len(undated),
-                len(first.files), first.calls, first.pruned,
-                undated_parts=[(undated, dataclasses.replace(first, files=[], pending=[]))], misdated=misdated)
+    return Plan(
+        {k: [v] for k, v in partitions.split().items()},
+        partitions.counts(),
+        "driver",
+        len(undated),
+        len(first.files),
+        first.calls,
+        first.pruned,
+        undated_parts=[(undated, dataclasses.replace(first, files=[], pending=[]))],
+        misdated=misdated,
+    )
 
 
 def _unpruned(job: JobConfig) -> JobConfig:
@@ -126,8 +141,12 @@ def _pruning_disabled(job: JobConfig) -> str | None:
 
 
 def _disable_pruning(job: JobConfig, reason: str, examples: list[str]) -> None:
-    record = {"prune": False, "reason": reason, "examples": examples,
-              "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    record = {
+        "prune": False,
+        "reason": reason,
+        "examples": examples,
+        "written": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
     write_bytes_atomic(_planning_url(job), json.dumps(record, indent=2).encode(), job.output_storage_options)
 
 
@@ -142,8 +161,7 @@ def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> 
     done = as_completed()
 
     def submit(ops, preset=None):
-        done.add(client.submit(plan_part, job, window, ops, preset, budget,
-                               pure=False, retries=TASK_RETRIES))
+        done.add(client.submit(plan_part, job, window, ops, preset, budget, pure=False, retries=TASK_RETRIES))
         plan.tasks += 1
 
     def submit_groups(ops):  # at least two groups a worker, none larger than a task's request budget
@@ -151,7 +169,7 @@ def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> 
         groups = max(math.ceil(len(ops) / budget[1]), 2 * workers)
         size = max(1, math.ceil(len(ops) / groups))
         for i in range(0, len(ops), size):
-            submit(ops[i:i + size])
+            submit(ops[i : i + size])
 
     if first.files or first.direct or first.subtrees:  # what the driver listed is planned by one task
         submit([], dataclasses.replace(first, pending=[]))
@@ -165,8 +183,9 @@ def _plan_on_workers(job: JobConfig, client, window: Window, first: Listing) -> 
         # Tasks that read a part run where it is: an idle worker would otherwise fetch the whole part.
         holder = plan.holders[part.key] = list(client.who_has([part]).get(part.key, ()))
         s = client.submit(part_summary, part, pure=False, workers=holder, allow_other_workers=True).result()
-        plan.undated_parts.append(client.submit(part_undated, part, pure=False, workers=holder,
-                                                allow_other_workers=True))
+        plan.undated_parts.append(
+            client.submit(part_undated, part, pure=False, workers=holder, allow_other_workers=True)
+        )
         for key, n in s["counts"].items():
             plan.rows[key].append(part)
             plan.counts[key] += n

@@ -8,6 +8,7 @@ from *all* its staged partitions (so a nightly run over a few days keeps the res
 by one task that also writes the month's catalog, and a month none of whose partitions changed
 is not rewritten at all.  Driver memory therefore does not grow with the number of images.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,18 +63,24 @@ class SeasonSummary:
     reused: int = 0  #: frames taken unchanged from parts staged before
 
     def format(self) -> str:
-        lines = [f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
-                 f"{sum(self.dropped.values())} dropped in {self.seconds:.1f} s"]
+        lines = [
+            f"aurora-batch season: {self.seen} files seen, {self.kept} kept ({self.images} images), "
+            f"{sum(self.dropped.values())} dropped in {self.seconds:.1f} s"
+        ]
         lines += [f"  dropped ({reason}): {n}" for reason, n in sorted(self.dropped.items())]
-        lines.append(f"  partitions: {self.partitions} ({self.resumed_partitions} already staged); frames: "
-                     f"{self.computed} computed, {self.reused} reused")
+        lines.append(
+            f"  partitions: {self.partitions} ({self.resumed_partitions} already staged); frames: "
+            f"{self.computed} computed, {self.reused} reused"
+        )
         if self.plan is not None:
             lines.append(f"  {self.plan.line()}")
         if self.timings:
             lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
         if self.stage_cpu:
-            lines.append("  partition CPU: " + ", ".join(f"{k} {v:.1f} s" for k, v in
-                                                         sorted(self.stage_cpu.items(), key=lambda kv: -kv[1])))
+            lines.append(
+                "  partition CPU: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(self.stage_cpu.items(), key=lambda kv: -kv[1]))
+            )
         lines.append(f"  catalog: {self.catalog}")
         for month, groups in sorted(self.groups.items()):
             desc = ", ".join(f"{g}: {n}" for g, n in sorted(groups.items()))
@@ -91,13 +98,29 @@ class CommitConflict:
     message: str
 
 
-def _commit(job: JobConfig, month: str, results: list[PartitionResult], attrs: dict, join_fp: str,
-            allow_shrink: bool, command: str, rebuild: bool = False) -> dict | CommitConflict | None:
+def _commit(
+    job: JobConfig,
+    month: str,
+    results: list[PartitionResult],
+    attrs: dict,
+    join_fp: str,
+    allow_shrink: bool,
+    command: str,
+    rebuild: bool = False,
+) -> dict | CommitConflict | None:
     """Build ``month`` (:func:`aurora_batch.month.build_month`) unless it was built from the same parts and join;
     ``rebuild``: whole, regardless."""
     try:
-        build = build_month(job, month_inputs(job, month, results), attrs, join_fp, allow_shrink, force=rebuild,
-                            command=command, map_tasks=map_on_cluster)
+        build = build_month(
+            job,
+            month_inputs(job, month, results),
+            attrs,
+            join_fp,
+            allow_shrink,
+            force=rebuild,
+            command=command,
+            map_tasks=map_on_cluster,
+        )
     except MonthConflictError as err:
         return CommitConflict(str(err))
     return build.counts if build is not None and build.counts else None  # no store: nothing to report
@@ -112,9 +135,15 @@ def map_on_cluster(fn, items: list) -> list:
         return client.gather(client.map(fn, items, pure=False, retries=TASK_RETRIES))
 
 
-def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink: bool = True,
-               lock_purpose: str = "season", starts: dict[str, pd.Timestamp] | None = None,
-               rebuild: bool = False) -> SeasonSummary:
+def run_season(
+    job: JobConfig,
+    client=None,
+    progress: bool = True,
+    allow_shrink: bool = True,
+    lock_purpose: str = "season",
+    starts: dict[str, pd.Timestamp] | None = None,
+    rebuild: bool = False,
+) -> SeasonSummary:
     """Run ``job`` on ``client`` (or on the cluster its config names) and write the catalog.
 
     Holds the output's lock for the whole run: a second job on the same output is refused
@@ -132,13 +161,15 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         if not fs.exists(root):
             bucket = root.split("/", 1)[0]
             if not is_local(fs) and "memory" not in fs.protocol and not fs.exists(bucket):
-                raise StorageError(f"{job.input}: no such bucket {bucket!r} at "
-                                   f"{endpoint_of(job.input, job.storage_options)}")
+                raise StorageError(
+                    f"{job.input}: no such bucket {bucket!r} at {endpoint_of(job.input, job.storage_options)}"
+                )
             raise FileNotFoundError(f"input {job.input} does not exist")
     with storage_errors(job.output, job.output_storage_options):
         check_store_format(job.output, job.store_format(), job.output_storage_options)
-        lock = OutputLock(job.output, job.output_storage_options, purpose=lock_purpose,
-                          ttl_s=job.nightly.lock_ttl_s).acquire()
+        lock = OutputLock(
+            job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s
+        ).acquire()
     timings: dict[str, float] = {}
     try:
         with contextlib.ExitStack() as cluster:
@@ -152,8 +183,9 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
                     client = cluster.enter_context(dask_client(job.cluster))
             with _timed(timings, "worker setup"):
                 register_worker_setup(client, job.features.torch_threads, cores)
-            plan, results, groups = _plan_and_run(job, client, progress, allow_shrink, starts, lock_purpose, timings,
-                                                  rebuild)
+            plan, results, groups = _plan_and_run(
+                job, client, progress, allow_shrink, starts, lock_purpose, timings, rebuild
+            )
             timings["_done"] = time.perf_counter()
     finally:
         lock.release()
@@ -166,12 +198,27 @@ def run_season(job: JobConfig, client=None, progress: bool = True, allow_shrink:
         last[station] = max(last.get(station, r.last_time), r.last_time)
     kept = statuses.pop(Status.KEPT, 0)
     fmt = job.store_format()
-    return SeasonSummary(job.output, catalog_url(job.output), [store_url(job.output, m, fmt) for m in sorted(groups)],
-                         plan.files + plan.unparseable, kept, sum(r.images for r in results), dict(statuses), groups,
-                         len(results), sum(r.resumed for r in results), time.perf_counter() - t0, last,
-                         plan.warnings + [w for r in results for w in r.warnings], plan, fmt, timings,
-                         dict(sum((Counter(r.cpu_s) for r in results), Counter())),
-                         sum(r.computed for r in results), sum(r.reused for r in results))
+    return SeasonSummary(
+        job.output,
+        catalog_url(job.output),
+        [store_url(job.output, m, fmt) for m in sorted(groups)],
+        plan.files + plan.unparseable,
+        kept,
+        sum(r.images for r in results),
+        dict(statuses),
+        groups,
+        len(results),
+        sum(r.resumed for r in results),
+        time.perf_counter() - t0,
+        last,
+        plan.warnings + [w for r in results for w in r.warnings],
+        plan,
+        fmt,
+        timings,
+        dict(sum((Counter(r.cpu_s) for r in results), Counter())),
+        sum(r.computed for r in results),
+        sum(r.reused for r in results),
+    )
 
 
 @contextlib.contextmanager
@@ -183,8 +230,16 @@ def _timed(timings: dict[str, float], phase: str):
         timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def _plan_and_run(job: JobConfig, client, progress: bool, allow_shrink: bool, starts, command: str,
-                  timings: dict[str, float], rebuild: bool = False):
+def _plan_and_run(
+    job: JobConfig,
+    client,
+    progress: bool,
+    allow_shrink: bool,
+    starts,
+    command: str,
+    timings: dict[str, float],
+    rebuild: bool = False,
+):
     with _timed(timings, "plan"):
         plan = plan_run(job, client, starts)
     if progress:
@@ -205,8 +260,16 @@ def chunks_per_partition(partitions: int, files: int, threads: int) -> int:
     return max(1, min(-(-2 * threads // max(1, partitions)), files // MIN_CHUNK_FILES))
 
 
-def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink: bool, command: str,
-               timings: dict[str, float], rebuild: bool = False):
+def _run_graph(
+    job: JobConfig,
+    plan: Plan,
+    client,
+    progress: bool,
+    allow_shrink: bool,
+    command: str,
+    timings: dict[str, float],
+    rebuild: bool = False,
+):
     """Submit the months in time order, each as its partitions and one commit, while at most about
     :data:`PARTITIONS_IN_FLIGHT_PER_THREAD` partitions a worker thread wait: the graph (and what the
     scheduler and driver hold of it) stays the size of a few months, however long the season."""
@@ -231,16 +294,53 @@ def _run_graph(job: JobConfig, plan: Plan, client, progress: bool, allow_shrink:
         for key in by_month.pop(month):
             rows = plan.rows.pop(key)
             if plan.where == "workers":  # the rows stay on the workers: a small task, where they are, takes them
-                rows = [client.submit(part_rows, part, key, pure=False, workers=plan.holders.get(part.key),
-                                      allow_other_workers=True) for part in rows]
+                rows = [
+                    client.submit(
+                        part_rows, part, key, pure=False, workers=plan.holders.get(part.key), allow_other_workers=True
+                    )
+                    for part in rows
+                ]
             count = chunks_per_partition(len(plan.counts), plan.counts[key], threads)
-            chunks = [client.submit(run_chunk, job, key, rows, i, count, resources=resources, pure=False,
-                                    key=f"chunk-{key.name}-{i}-{job.output}", retries=TASK_RETRIES)
-                      for i in range(count)]
-            part_futs.append(client.submit(stage_chunks, job, key, chunks, key=f"partition-{key.name}-{job.output}",
-                                           pure=False, retries=TASK_RETRIES))
-        commit = client.submit(_commit, job, month, part_futs, attrs, join_fp, allow_shrink, command, rebuild,
-                               key=f"commit-{month}-{job.output}", pure=False, retries=TASK_RETRIES)
+            chunks = [
+                client.submit(
+                    run_chunk,
+                    job,
+                    key,
+                    rows,
+                    i,
+                    count,
+                    resources=resources,
+                    pure=False,
+                    key=f"chunk-{key.name}-{i}-{job.output}",
+                    retries=TASK_RETRIES,
+                )
+                for i in range(count)
+            ]
+            part_futs.append(
+                client.submit(
+                    stage_chunks,
+                    job,
+                    key,
+                    chunks,
+                    key=f"partition-{key.name}-{job.output}",
+                    pure=False,
+                    retries=TASK_RETRIES,
+                )
+            )
+        commit = client.submit(
+            _commit,
+            job,
+            month,
+            part_futs,
+            attrs,
+            join_fp,
+            allow_shrink,
+            command,
+            rebuild,
+            key=f"commit-{month}-{job.output}",
+            pure=False,
+            retries=TASK_RETRIES,
+        )
         month_of_commit[commit.key] = month
         running.update(part_futs + [commit])
         waiting += len(part_futs)

@@ -8,6 +8,7 @@ all Dask threads on that host (its own and those of the other workers there), so
 side by side do not oversubscribe the CPU.  The science
 functions (:mod:`aurora_batch.partition`) know nothing of it.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,15 +54,22 @@ class WorkerSetup(WorkerPlugin):
         cores = self.cores or await _host_share(worker)
         threads = self.torch_threads or max(1, cores // max(1, worker.state.nthreads))
         malloc_tuned = tune_process(threads)
-        worker.aurora_setup = {"malloc_tuned": malloc_tuned, "torch_threads": torch.get_num_threads(),
-                               "cores": cores, "nthreads": worker.state.nthreads}
+        worker.aurora_setup = {
+            "malloc_tuned": malloc_tuned,
+            "torch_threads": torch.get_num_threads(),
+            "cores": cores,
+            "nthreads": worker.state.nthreads,
+        }
 
 
 async def _host_share(worker) -> int:
     """This worker's share of its host's cores: :func:`owned_cores` × its threads / all Dask threads there."""
     info = await worker.scheduler.identity()
-    others = sum(w["nthreads"] for addr, w in info.get("workers", {}).items()
-                 if w.get("host") == worker.ip and addr != worker.address)
+    others = sum(
+        w["nthreads"]
+        for addr, w in info.get("workers", {}).items()
+        if w.get("host") == worker.ip and addr != worker.address
+    )
     mine = worker.state.nthreads
     return max(1, owned_cores() * mine // (mine + others))
 

@@ -1,4 +1,5 @@
 """TODO docstring (store)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

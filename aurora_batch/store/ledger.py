@@ -1,4 +1,5 @@
 """TODO docstring (store)."""
+
 from __future__ import annotations
 
 import io
@@ -20,20 +21,32 @@ from aurora_batch.store.parts import write_parquet
 #: one schema for every month's catalog file, so the folder reads as one Parquet dataset even when a month has no
 #: wavelength (THEMIS) or the undated file has no station
 CATALOG_SCHEMA = pa.schema(
-    [("url", pa.string()), ("station", pa.string()), ("time", pa.timestamp("ns", tz="UTC")),
-     ("wavelength", pa.int64()), ("format", pa.string()), ("status", pa.string()), ("detail", pa.string()),
-     ("sun_alt", pa.float64()), ("moon_alt", pa.float64()), ("moon_illumination", pa.float64())]
-    + [(c, pa.int64()) for c in FRAME_COUNT_COLUMNS])
+    [
+        ("url", pa.string()),
+        ("station", pa.string()),
+        ("time", pa.timestamp("ns", tz="UTC")),
+        ("wavelength", pa.int64()),
+        ("format", pa.string()),
+        ("status", pa.string()),
+        ("detail", pa.string()),
+        ("sun_alt", pa.float64()),
+        ("moon_alt", pa.float64()),
+        ("moon_illumination", pa.float64()),
+    ]
+    + [(c, pa.int64()) for c in FRAME_COUNT_COLUMNS]
+)
 
 
-def write_month_catalog(output: str, month: str, rows: pd.DataFrame,
-                        storage_options: Mapping[str, Any] | None = None) -> None:
+def write_month_catalog(
+    output: str, month: str, rows: pd.DataFrame, storage_options: Mapping[str, Any] | None = None
+) -> None:
     """Write the catalog rows of one month (or ``undated``) as ``{output}/catalog/{month}.parquet``.
 
     Frame counts a row lacks are 0 (a file whose name does not parse has no frames read)."""
     rows = rows.sort_values(["station", "wavelength", "time", "url"], na_position="last", kind="stable")
-    rows = rows.assign(time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"),
-                       **{c: 0 for c in FRAME_COUNT_COLUMNS if c not in rows})
+    rows = rows.assign(
+        time=pd.to_datetime(rows["time"]).dt.tz_localize("UTC"), **{c: 0 for c in FRAME_COUNT_COLUMNS if c not in rows}
+    )
     rows = rows.reindex(columns=CATALOG_SCHEMA.names)
     write_parquet(join_url(catalog_url(output), f"{month}.parquet"), rows, storage_options, schema=CATALOG_SCHEMA)
 

@@ -1,4 +1,5 @@
 """TODO docstring (store)."""
+
 from __future__ import annotations
 
 import io
@@ -27,9 +28,14 @@ PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
 _FINGERPRINT_KEY = b"aurora_batch.features"
 
 
-def write_parquet(url: str, frame: pd.DataFrame, storage_options: Mapping[str, Any] | None = None,
-                  metadata: Mapping[bytes, bytes] | None = None, extra: Mapping[str, pa.Array] | None = None,
-                  schema: pa.Schema | None = None) -> None:
+def write_parquet(
+    url: str,
+    frame: pd.DataFrame,
+    storage_options: Mapping[str, Any] | None = None,
+    metadata: Mapping[bytes, bytes] | None = None,
+    extra: Mapping[str, pa.Array] | None = None,
+    schema: pa.Schema | None = None,
+) -> None:
     """Write ``frame`` (plus ``extra`` Arrow columns) as one Parquet object, atomically.
 
     ``schema`` fixes the column types (else inferred: a column of only missing values becomes ``null``).
@@ -44,8 +50,13 @@ def write_parquet(url: str, frame: pd.DataFrame, storage_options: Mapping[str, A
     write_bytes_atomic(url, buf.getvalue(), dict(storage_options or {}))
 
 
-def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | None = None,
-               storage_options: Mapping[str, Any] | None = None, fingerprint: str = "") -> None:
+def write_part(
+    url: str,
+    rows: pd.DataFrame,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    fingerprint: str = "",
+) -> None:
     """Stage one partition: image rows plus per-kept-row arrays (``features``, ``proba``), atomically."""
     kept = (rows["status"] == Status.KEPT).to_numpy()
     extra = {}
@@ -58,8 +69,7 @@ def write_part(url: str, rows: pd.DataFrame, arrays: Mapping[str, np.ndarray] | 
         flat = pa.array(full.reshape(-1), type=pa.float32())
         extra[name] = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~kept))
     columns = PART_COLUMNS + (["size"] if "size" in rows else [])  # a file's bytes: per-file resume compares them
-    write_parquet(url, rows.reindex(columns=columns), storage_options, {_FINGERPRINT_KEY: fingerprint.encode()},
-                  extra)
+    write_parquet(url, rows.reindex(columns=columns), storage_options, {_FINGERPRINT_KEY: fingerprint.encode()}, extra)
 
 
 def _part_file(url: str, storage_options: Mapping[str, Any] | None, columns: Sequence[str] | None):
@@ -72,8 +82,12 @@ def _part_file(url: str, storage_options: Mapping[str, Any] | None, columns: Seq
     return fs.open(path, "rb")
 
 
-def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any] | None = None,
-                   columns: Sequence[str] = ("url", "status")) -> pd.DataFrame | None:
+def read_staged_if(
+    url: str,
+    fingerprint: str,
+    storage_options: Mapping[str, Any] | None = None,
+    columns: Sequence[str] = ("url", "status"),
+) -> pd.DataFrame | None:
     """``columns`` of a staged part (those it has; None: all) if it was computed with ``fingerprint``, else None.
 
     Reads the footer and only those columns (ranged reads through the fsspec file), not the
@@ -91,8 +105,9 @@ def read_staged_if(url: str, fingerprint: str, storage_options: Mapping[str, Any
     return rows
 
 
-def read_part(url: str, storage_options: Mapping[str, Any] | None = None,
-              columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def read_part(
+    url: str, storage_options: Mapping[str, Any] | None = None, columns: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Rows of a staged partition and its per-kept-row arrays (those asked for and present)."""
     with _part_file(url, storage_options, columns) as f:
         table = pq.read_table(f, columns=list(columns) if columns else None)
@@ -121,8 +136,11 @@ def compact_parts(urls: Iterable[str], storage_options: Mapping[str, Any] | None
     for url in urls:
         with _part_file(url, options, ()) as f:
             parquet = pq.ParquetFile(f)
-            light = [c for c in parquet.schema_arrow.names
-                     if not pa.types.is_fixed_size_list(parquet.schema_arrow.field(c).type)]
+            light = [
+                c
+                for c in parquet.schema_arrow.names
+                if not pa.types.is_fixed_size_list(parquet.schema_arrow.field(c).type)
+            ]
             table = parquet.read(columns=light)
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
@@ -134,8 +152,9 @@ def compact_parts(urls: Iterable[str], storage_options: Mapping[str, Any] | None
     return n
 
 
-def read_published_part(output: str, key: PartitionKey, fingerprint: str,
-                        storage_options: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def read_published_part(
+    output: str, key: PartitionKey, fingerprint: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """A compacted part as :func:`read_part` gives a staged one: its ledger rows, and the arrays of its kept rows
     (features, keogram lines) from the published month.  ``LookupError`` when there is no such part with these
     settings."""
@@ -153,8 +172,11 @@ def read_published_part(output: str, key: PartitionKey, fingerprint: str,
     state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
     name = f"{key.name}.parquet"
     kept = (rows["status"] == Status.KEPT).to_numpy()
-    where = next(((g, *state.offsets(g)[name]) for g, members in state.groups.items() if name in dict(members)),
-                 None) if state is not None else None
+    where = (
+        next(((g, *state.offsets(g)[name]) for g, members in state.groups.items() if name in dict(members)), None)
+        if state is not None
+        else None
+    )
     if where is None or where[2] != kept.sum():
         if kept.any():
             raise LookupError(f"{url} does not hold the {int(kept.sum())} images of {name}")

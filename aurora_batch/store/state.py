@@ -1,6 +1,7 @@
 """What a published month records of what it was built from (in its root attributes): each staged part's
 version, and per group its parts in order with their image counts.  Read by incremental commits
 (:mod:`aurora_batch.month.increment`) and by per-file resume of a compacted part."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,14 +29,18 @@ class MonthState:
         parts, groups = attrs.get("parts"), attrs.get("group_parts")
         if not isinstance(parts, dict) or not isinstance(groups, dict):
             return None
-        return cls({str(k): str(v) for k, v in parts.items()},
-                   {g: [(str(n), int(c)) for n, c in members] for g, members in groups.items()},
-                   str(attrs.get("layout", "")))
+        return cls(
+            {str(k): str(v) for k, v in parts.items()},
+            {g: [(str(n), int(c)) for n, c in members] for g, members in groups.items()},
+            str(attrs.get("layout", "")),
+        )
 
     def attrs(self) -> dict[str, Any]:
-        return {"parts": dict(sorted(self.parts.items())),
-                "group_parts": {g: [[n, c] for n, c in members] for g, members in sorted(self.groups.items())},
-                "layout": self.layout}
+        return {
+            "parts": dict(sorted(self.parts.items())),
+            "group_parts": {g: [[n, c] for n, c in members] for g, members in sorted(self.groups.items())},
+            "layout": self.layout,
+        }
 
     def offsets(self, group: str) -> dict[str, tuple[int, int]]:
         """Part name → (first row, rows) in ``group``."""

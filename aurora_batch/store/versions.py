@@ -13,6 +13,7 @@ Writers are kept apart by the output lock; a commit that still meets another wri
 fails (:class:`MonthConflictError`) and never overwrites it.  ``store.keep_versions`` expires
 older snapshots after each commit and garbage-collects their chunks.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,15 +51,31 @@ def storage(url: str, storage_options: Mapping[str, Any] | None = None):
         key = opts.get("key") or os.environ.get("FSSPEC_S3_KEY")
         secret = opts.get("secret") or os.environ.get("FSSPEC_S3_SECRET")
         region = client.get("region_name") or os.environ.get("AWS_REGION") or ("us-east-1" if endpoint else None)
-        credentials = ({"access_key_id": key, "secret_access_key": secret, "session_token": opts.get("token")}
-                       if key and secret else {"anonymous": True} if opts.get("anon") else {"from_env": True})
-        return icechunk.s3_storage(bucket=bucket, prefix=prefix or None, region=region, endpoint_url=endpoint,
-                                   allow_http=bool(endpoint and endpoint.startswith("http://")),
-                                   force_path_style=bool(endpoint), **credentials)
+        credentials = (
+            {"access_key_id": key, "secret_access_key": secret, "session_token": opts.get("token")}
+            if key and secret
+            else {"anonymous": True}
+            if opts.get("anon")
+            else {"from_env": True}
+        )
+        return icechunk.s3_storage(
+            bucket=bucket,
+            prefix=prefix or None,
+            region=region,
+            endpoint_url=endpoint,
+            allow_http=bool(endpoint and endpoint.startswith("http://")),
+            force_path_style=bool(endpoint),
+            **credentials,
+        )
     if protocol in ("gs", "gcs"):
         token = opts.get("token")
-        kwargs = {"service_account_file": token} if isinstance(token, str) and os.path.exists(token) else \
-            {"anonymous": True} if token == "anon" else {"from_env": True}
+        kwargs = (
+            {"service_account_file": token}
+            if isinstance(token, str) and os.path.exists(token)
+            else {"anonymous": True}
+            if token == "anon"
+            else {"from_env": True}
+        )
         return icechunk.gcs_storage(bucket=bucket, prefix=prefix or None, **kwargs)
     raise ValueError(f"store.format icechunk: {url} is not on S3, GCS or a local disk; use store.format: zarr")
 
@@ -79,8 +96,9 @@ def repository(url: str, storage_options: Mapping[str, Any] | None = None, creat
     return icechunk.Repository.open(where)
 
 
-def open_store(url: str, storage_options: Mapping[str, Any] | None = None, version: str | None = None,
-               as_of: Any = None):
+def open_store(
+    url: str, storage_options: Mapping[str, Any] | None = None, version: str | None = None, as_of: Any = None
+):
     """A read-only Zarr store of the month: the newest version, ``version`` (a tag or snapshot id), or the
     version current at ``as_of`` (UTC).  ``LookupError`` when ``version`` is not in this month."""
     repo = repository(url, storage_options)
@@ -118,18 +136,29 @@ def commit(session, message: str, metadata: Mapping[str, Any], url: str = "") ->
     try:
         return session.commit(message, metadata=dict(metadata))
     except icechunk.ConflictError as err:
-        raise MonthConflictError(f"{url or 'month'}: another writer committed a new version while this one was "
-                                 f"built ({err}); nothing was overwritten: run the job again") from None
+        raise MonthConflictError(
+            f"{url or 'month'}: another writer committed a new version while this one was "
+            f"built ({err}); nothing was overwritten: run the job again"
+        ) from None
 
 
 def history(url: str, storage_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """The month's commits, newest first: ``id``, ``time`` (UTC), ``message``, ``command``, ``images``,
     ``fingerprint`` and the whole commit ``metadata``."""
     repo = repository(url, storage_options)
-    rows = [{"id": s.id, "time": pd.Timestamp(s.written_at), "message": s.message,
-             "command": s.metadata.get("command"), "images": s.metadata.get("images"),
-             "fingerprint": s.metadata.get("feature_fingerprint"), "metadata": dict(s.metadata)}
-            for s in repo.ancestry(branch="main") if not s.metadata.get("__root")]
+    rows = [
+        {
+            "id": s.id,
+            "time": pd.Timestamp(s.written_at),
+            "message": s.message,
+            "command": s.metadata.get("command"),
+            "images": s.metadata.get("images"),
+            "fingerprint": s.metadata.get("feature_fingerprint"),
+            "metadata": dict(s.metadata),
+        }
+        for s in repo.ancestry(branch="main")
+        if not s.metadata.get("__root")
+    ]
     return pd.DataFrame(rows, columns=["id", "time", "message", "command", "images", "fingerprint", "metadata"])
 
 

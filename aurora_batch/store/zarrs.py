@@ -1,4 +1,5 @@
 """TODO docstring (store)."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,8 +12,9 @@ from aurora_batch.core.fs import (
 )
 
 
-def zarr_store(url: str, storage_options: Mapping[str, Any] | None = None, version: str | None = None,
-               as_of: Any = None):
+def zarr_store(
+    url: str, storage_options: Mapping[str, Any] | None = None, version: str | None = None, as_of: Any = None
+):
     """A zarr v3 store object for any fsspec URL; a month's Icechunk repository (``*.icechunk``) opens read-only
     at its newest version, or at ``version`` (tag or snapshot id) or ``as_of`` (UTC)."""
     from zarr.storage import FsspecStore, LocalStore
@@ -36,13 +38,16 @@ def check_store_format(output: str, fmt: str, storage_options: Mapping[str, Any]
         return
     fs, root = filesystem(output, dict(storage_options or {}))
     try:
-        found = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)
-                       if p.rstrip("/").endswith(".icechunk"))
+        found = sorted(
+            p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False) if p.rstrip("/").endswith(".icechunk")
+        )
     except FileNotFoundError:
         return
     if found:
-        raise ValueError(f"store.format is zarr, but {output} holds Icechunk repositories ({', '.join(found[:3])}), "
-                         "which readers open before plain months: keep store.format: icechunk for this output")
+        raise ValueError(
+            f"store.format is zarr, but {output} holds Icechunk repositories ({', '.join(found[:3])}), "
+            "which readers open before plain months: keep store.format: icechunk for this output"
+        )
 
 
 def consolidate(store) -> None:
