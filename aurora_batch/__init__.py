@@ -1,5 +1,6 @@
 """aurora-batch: turn seasons of auroral all-sky images into analysis-ready Zarr stores."""
 
+from aurora_batch import _compat
 from aurora_batch._version import __version__
 from aurora_batch.config import JobConfig, JobSpecError, load_job
 
@@ -49,3 +50,6 @@ def classify_files(urls, head=None, **kwargs):
     from aurora_batch.products.files import classify_files as _classify
 
     return _classify(urls, head, **kwargs)
+
+
+_compat.install()  # old module paths (aurora_batch.join, aurora_batch.keogram, ...) for one release

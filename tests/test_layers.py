@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aurora_batch"
 
 #: lowest first; a module may import from its own layer and those above it in this list
 LAYERS = [
-    ("_version", "core", "data"),  # storage access, keys, stations, ephemeris: no domain imports
+    ("_version", "_compat", "core", "data"),  # storage access, keys, stations, ephemeris: no domain imports
     ("formats",),  # file names and decoders
     ("datasets",),  # SYNTHETIC archives and the OATH tree, written and read
     ("instruments",),  # ceilometer and magnetometer readers, the nearest-time join
@@ -22,7 +22,7 @@ LAYERS = [
     ("month",),  # building, joining and publishing a month store
     ("products",),  # what users read: results, keograms, embeddings, ridge, report, OATH evaluation
     ("runner",),  # Dask wiring: season, nightly, joins, planning tasks, cluster, worker plugin
-    ("cli", "__init__", "_compat"),  # the command line and the public facade
+    ("cli", "__init__"),  # the command line and the public facade
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -94,3 +94,26 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+@pytest.mark.parametrize(
+    "old,name,new",
+    [
+        ("aurora_batch.join", "nearest", "aurora_batch.instruments.join"),
+        ("aurora_batch.keogram", "open_night", "aurora_batch.products.keogram"),
+        ("aurora_batch.imaging", "get_recipe", "aurora_batch.model.recipes"),
+        ("aurora_batch.imaging", "decode", "aurora_batch.formats.decode"),
+        ("aurora_batch.store", "commit_month", "aurora_batch.month.commit"),
+        ("aurora_batch.formats", "read_file", "aurora_batch.formats.files"),
+        ("aurora_batch.month", "run_join", "aurora_batch.runner.joins"),
+    ],
+)
+def test_old_module_paths_forward_with_a_deprecation_warning(old, name, new):
+    import importlib
+
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old}.{name} moved to {new}.{name}"):
+        got = getattr(module, name)
+    assert got is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        getattr(module, "nothing_here")

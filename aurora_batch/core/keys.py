@@ -1,4 +1,9 @@
-"""TODO docstring (catalog)."""
+"""Partition keys and the statuses of the catalog: what names a unit of work, and what became of each file.
+
+The status column is the job's ledger: ``kept``, or the reason a file was dropped.  A multi-frame file keeps
+one row; its frames dropped by the Sun, the Moon or as not sky are counted in ``frames_sun``, ``frames_moon``
+and ``frames_not_sky`` (:func:`file_ledger`).
+"""
 
 from __future__ import annotations
 

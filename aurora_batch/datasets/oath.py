@@ -1,4 +1,4 @@
-"""The OATH data set (Clausen & Nickisch 2018): reader, feature cache, the 5-split protocol.
+"""The OATH data set (Clausen & Nickisch 2018): its tree read, and a SYNTHETIC one written in its layout.
 
 Layout of ``oath_v1.1`` (``classification/`` and ``classification.csv`` are accepted too)::
 

@@ -1,4 +1,9 @@
-"""TODO docstring (imaging)."""
+"""Decoding single all-sky images: PNG, JPEG and TIFF (imagecodecs, Pillow), PGM (stream0, many frames), and
+their gzip or bzip2 compression.
+
+Decoders return the image in its native units: ``(H, W)`` for grey, ``(H, W, 3)`` for colour, any integer bit
+depth, as float32.  All functions are pure numpy.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (formats)."""
+"""Reading one input file into its frames, whatever its container: a single image, a PGM stream, a THEMIS CDF,
+a TREx HDF5 file or a tar of PNGs (:func:`read_file`), with each frame's time (UTC) where the file states it.
+"""
 
 from __future__ import annotations
 

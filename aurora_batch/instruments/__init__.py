@@ -1,1 +1,5 @@
-"""TODO stage docstring."""
+"""Instruments: ceilometer and magnetometer readers (:mod:`.readers`) and the chunked nearest-time join
+(:mod:`.join`), exact across chunk borders.
+
+May import: core, formats, datasets.
+"""

@@ -1,8 +1,7 @@
-"""Decoding all-sky images and turning them into network input (preprocessing recipes).
+"""Preprocessing recipes: a decoded frame (native units) → a ``(3, S, S)`` float32 tensor for the backbone.
 
-Decoders return the image in its native units: ``(H, W)`` for grey, ``(H, W, 3)`` for
-colour, any integer bit depth, as float32.  A recipe maps such an array to a
-``(3, S, S)`` float32 tensor for the backbone.  All functions are pure numpy.
+lite128 (the default), OATH's, TAME's and Kvammen et al.'s; each stretches the field of view, resizes and
+normalises.  All functions are pure numpy.
 """
 
 from __future__ import annotations

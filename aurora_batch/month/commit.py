@@ -1,22 +1,14 @@
-"""Staged partitions, the monthly Zarr stores written from them, and the catalog ledger.
+"""Committing a month: staged parts → one published month store.
 
-Write path (see docs/design.md):
+Once every partition of a month is staged, one task commits the month (:func:`commit_month`): only the rows
+of new or changed parts, and the chunks they touch, when the month was published before
+(:mod:`aurora_batch.month.increment`), else all of it.  Its stations are written by separate tasks
+(:func:`write_station`), never two into one group, and the month is published once: a tree built beside the
+store from hard links to the old one and renamed into place, or one Icechunk commit.  Readers never see a
+half-written month.
 
-1. Each unit of work, a (station, wavelength, day) partition, writes **one** Parquet object
-   ``{output}/_staging/{YYYY-MM}/{key}.parquet`` holding one row per image (a THEMIS file
-   gives many) and the feature vectors of the kept ones.  One object is written atomically,
-   so a partition is staged completely or not at all; its presence is the resume marker.
-2. Once every partition of a month is staged, one task commits the month
-   (:func:`commit_month`): only the rows of new or changed parts, and the chunks they touch,
-   when the month was published before (:mod:`aurora_batch.increment`), else all of it; its
-   stations are written by separate tasks (:func:`write_station`), never two into one group,
-   and the month is published once: a tree built beside the store from hard links to the old
-   one, renamed into place, or one Icechunk commit.  Readers never see a half-written month.
-3. Once published, a part may be compacted to its ledger (:func:`compact_parts`): the month
-   holds its arrays (:func:`read_published_part`).
-
-Layout: one group per station (``NYA``); a station seen at several wavelengths in a month
-gets one subgroup per wavelength (``NYA/5577``, ``NYA/6300``).
+Layout: one group per station (``NYA``); a station seen at several wavelengths in a month gets one subgroup
+per wavelength (``NYA/5577``, ``NYA/6300``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""TODO docstring (store)."""
+"""A month group's arrays: staged rows and features → an ``xarray.Dataset`` with units and conventions, and
+the chunking it is written with.
+"""
 
 from __future__ import annotations
 

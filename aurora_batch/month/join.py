@@ -1,4 +1,6 @@
-"""TODO docstring (month)."""
+"""Joining a month's image rows to ceilometer and magnetometer series, nearest in time within each source's
+tolerance; the joined variables are written beside the images.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (partition)."""
+"""Feeding the network: frames judged, decoded and preprocessed in threads while the network runs, giving the
+feature vectors and class probabilities of the kept frames (:func:`featurise`).
+"""
 
 from __future__ import annotations
 

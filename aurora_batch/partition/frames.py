@@ -1,4 +1,6 @@
-"""TODO docstring (partition)."""
+"""Judging one file's frames: the Sun and Moon filter per frame, sky checks, the stated site against the station
+table, and the network input of the frames kept.
+"""
 
 from __future__ import annotations
 

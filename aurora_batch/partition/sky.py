@@ -1,4 +1,6 @@
-"""TODO docstring (imaging)."""
+"""What a partition measures on each decoded frame besides its features: keogram lines through the zenith and
+the checks that tell a sky from a calibration or test frame (aspect, saturation, range).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (oath)."""
+"""The OATH protocol (Clausen & Nickisch 2018): features of the OATH images (cached), linear heads over its
+five fixed splits, and the table and figure of their accuracies.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (month)."""
+"""The join command: join published months to the instruments again, without recomputing any feature."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring (planning)."""
+"""Planning on the cluster: the driver lists what its budget allows and hands the rest to planning tasks on
+the workers, gathering only their summaries (:func:`plan_run`).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring (store)."""
+"""Where things live under an output: staged parts, their ledgers, month stores and the catalog."""
 
 from __future__ import annotations
 

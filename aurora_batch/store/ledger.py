@@ -1,4 +1,6 @@
-"""TODO docstring (store)."""
+"""The catalog ledger: one Parquet table per month (``{output}/catalog/{YYYY-MM}.parquet``) of every input
+file and what became of it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""TODO docstring (store)."""
+"""Staged parts: one Parquet object per partition, ``{output}/_staging/{YYYY-MM}/{key}.parquet``.
+
+It holds one row per image (a THEMIS file gives many) and the feature vectors of the kept ones, and is
+written atomically: a partition is staged completely or not at all, and its presence is the resume marker.
+Once its month is published a part may be compacted to its ledger (:func:`compact_parts`); the month then
+holds its arrays (:func:`read_published_part`).
+"""
 
 from __future__ import annotations
 

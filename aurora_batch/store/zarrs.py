@@ -1,4 +1,6 @@
-"""TODO docstring (store)."""
+"""Month stores as Zarr: opened from a URL (plain Zarr, or an Icechunk repository at a version), their
+groups listed, their metadata consolidated.
+"""
 
 from __future__ import annotations
 
