@@ -11,11 +11,21 @@ required.  Every error names the field that is wrong::
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class JobSpecError(ValueError):
@@ -24,6 +34,46 @@ class JobSpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def seconds(duration: str) -> float:
+    """A duration of the configuration (``"90s"``, ``"5min"``, ``"6h"``, ``"1D"``) in seconds."""
+    import pandas as pd
+
+    return pd.Timedelta(duration).total_seconds()
+
+
+def _duration(value: str, positive: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a time span: write it with its unit, like '60s', '5min' or '6h'")
+    try:
+        span = seconds(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time span like '60s', '5min' or '6h'") from None
+    if span < 0 or (positive and span == 0):
+        raise ValueError(f"{value!r} must be {'positive' if positive else 'zero or more'}")
+    return value
+
+
+#: every duration of the configuration is a pandas-style string with its unit: "30s", "5min", "6h", "1D"
+Duration = Annotated[str, BeforeValidator(lambda v: _duration(v, positive=True))]
+NonNegativeDuration = Annotated[str, BeforeValidator(lambda v: _duration(v, positive=False))]
+
+
+def _renamed(data: Any, section: str, old: str, new: str) -> Any:
+    """Accept an old float-seconds spelling (``timeout_s: 600``) as its duration (``timeout: "600s"``), warning."""
+    if isinstance(data, dict) and old in data:
+        data = dict(data)
+        value = data.pop(old)
+        if new in data:
+            raise ValueError(f"give {new} only (the old {old} is the same setting)")
+        warnings.warn(
+            f"{section}.{old} is deprecated: write {section}.{new}: '{value:g}s' (durations are strings with a unit)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        data[new] = f"{float(value):g}s"
+    return data
 
 
 class FilterConfig(_Strict):
@@ -120,20 +170,8 @@ class InstrumentSource(_Strict):
     url: str = Field(description="fsspec URL or glob of the files")
     format: str = Field(description="iaga2002 | image-column (magnetometer); pangaea | cl51 (ceilometer)")
     stations: dict[str, str] = Field(description="image station -> instrument station code, e.g. {NYA: NAL}")
-    tolerance: str = Field("60s", description="largest time difference accepted (pandas Timedelta)")
+    tolerance: Duration = Field("60s", description="largest time difference accepted, e.g. '60s' or '5min'")
     storage_options: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-    @field_validator("tolerance")
-    @classmethod
-    def _timedelta(cls, value: str) -> str:
-        import pandas as pd
-
-        try:
-            if pd.Timedelta(value) <= pd.Timedelta(0):
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{value!r} is not a positive time span like '60s' or '5min'") from None
-        return value
 
     @field_validator("stations")
     @classmethod
@@ -205,7 +243,12 @@ class ClusterConfig(_Strict):
     )
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
-    timeout_s: float = Field(600, gt=0, description="how long to wait for the first worker")
+    timeout: Duration = Field("10min", description="how long to wait for the first worker")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        return _renamed(data, "cluster", "timeout_s", "timeout")
 
 
 class FormatConfig(_Strict):
@@ -218,13 +261,18 @@ class FormatConfig(_Strict):
     )
     reader: Literal["image", "pgm", "cdf", "trex_h5", "png_tar"] = "image"
     default_wavelength: int | None = None
-    span_s: float = Field(0.0, ge=0, description="how long after its name's time a file's frames run (s)")
+    span: NonNegativeDuration = Field("0s", description="how long after its name's time a file's frames run")
     folders: str | None = Field(
         None,
         description="the folders the files sit in, below input, as a trollsift "
         "pattern, e.g. '{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}': the listing "
         "then lists only the window's folders",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        return _renamed(data, "layout", "span_s", "span")
 
     @field_validator("pattern")
     @classmethod
@@ -251,7 +299,7 @@ class FormatConfig(_Strict):
             patterns,
             self.reader,
             default_wavelength=self.default_wavelength,
-            span_s=self.span_s,
+            span_s=seconds(self.span),
             folders=self.folders,
         )
 
@@ -264,7 +312,7 @@ class PlanningConfig(_Strict):
         description="skip folders whose names (dates, station codes, a format's declared "
         "folders) show they hold no file of the job's stations and window; false: list everything",
     )
-    folder_margin: str = Field(
+    folder_margin: NonNegativeDuration = Field(
         "1D",
         description="a folder dated by its name's shape (not a declared layout) "
         "is listed when within this of the window (archives dated in local time)",
@@ -297,18 +345,6 @@ class PlanningConfig(_Strict):
         "was given, before it hands them on",
     )
 
-    @field_validator("folder_margin")
-    @classmethod
-    def _timedelta(cls, value: str) -> str:
-        import pandas as pd
-
-        try:
-            if pd.Timedelta(value) < pd.Timedelta(0):
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{value!r} is not a time span like '1D' or '12h'") from None
-        return value
-
 
 class StoreConfig(_Strict):
     """How month stores are published."""
@@ -335,8 +371,13 @@ class StoreConfig(_Strict):
 class NightlyConfig(_Strict):
     """Incremental runs (``aurora-batch nightly``)."""
 
-    lookback: str = Field("6h", description="re-list this far behind the watermark, for late files")
-    lock_ttl_s: float = Field(300, gt=0, description="lock expiry, refreshed while the run is alive")
+    lookback: NonNegativeDuration = Field("6h", description="re-list this far behind the watermark, for late files")
+    lock_ttl: Duration = Field("5min", description="lock expiry, refreshed while the run is alive")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        return _renamed(data, "nightly", "lock_ttl_s", "lock_ttl")
 
 
 class JobConfig(_Strict):

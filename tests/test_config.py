@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import pytest
 
@@ -112,3 +113,33 @@ def test_misspelt_fields_get_a_suggestion():
     assert "strat: Extra inputs are not permitted; did you mean `start`?" in text
     assert "join.ceilometer.0.tolerence: Extra inputs are not permitted; did you mean `tolerance`?" in text
     assert "planning.xyzzy: Extra inputs are not permitted; known: prune, folder_margin" in text
+
+
+def test_durations_are_strings_with_units_and_old_spellings_still_load(tmp_path):
+    """Every duration is a pandas-style string; the old float-seconds fields load with a FutureWarning."""
+    from aurora_batch.config import seconds
+
+    job = JobConfig.from_dict(
+        {"input": "file:///a", "output": "file:///b", "stations": ["NYA"], "start": "2010-12-01", "end": "2010-12-02"}
+    )
+    assert (job.cluster.timeout, job.nightly.lock_ttl, job.nightly.lookback) == ("10min", "5min", "6h")
+    assert seconds(job.cluster.timeout) == 600 and seconds(job.nightly.lock_ttl) == 300
+    p = tmp_path / "old.yaml"
+    p.write_text(
+        MINIMAL + "cluster: {timeout_s: 90}\nnightly: {lock_ttl_s: 120.5}\n"
+        "layout: [{name: cam, pattern: 'cam-{station}-{time:%Y%m%dT%H%M%S}.jpg', span_s: 60}]\n"
+    )
+    with pytest.warns(FutureWarning, match=r"cluster.timeout_s is deprecated: write cluster.timeout: '90s'"):
+        old = load_job(p)
+    assert (old.cluster.timeout, old.nightly.lock_ttl, old.layout[0].span) == ("90s", "120.5s", "60s")
+    assert old.formats()[0].span_s == 60.0
+    for bad, message in (
+        ("cluster: {timeout: 90}\n", "cluster.timeout: 90 is not a time span: write it with its unit"),
+        ("nightly: {lookback: soon}\n", "nightly.lookback: 'soon' is not a time span like '60s'"),
+        ("cluster: {timeout: 0s}\n", "cluster.timeout: '0s' must be positive"),
+        ("planning: {folder_margin: -1D}\n", "planning.folder_margin: '-1D' must be zero or more"),
+        ("cluster: {timeout: 5min, timeout_s: 300}\n", "give timeout only"),
+    ):
+        p.write_text(MINIMAL + bad)
+        with pytest.raises(JobSpecError, match=re.escape(message)):
+            load_job(p)

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from aurora_batch.config import ClusterConfig
+from aurora_batch.config import ClusterConfig, seconds
 
 log = logging.getLogger(__name__)
 TASK_RETRIES = 2  #: Dask retries of a failed task (storage outages): planning, partitions and commits are idempotent
@@ -104,5 +104,5 @@ def dask_client(cfg: ClusterConfig) -> Iterator[distributed.Client]:  # noqa: F8
     with cluster, Client(cluster) as client:
         if cfg.kind != "local":
             log.info("waiting for the first worker of the %s cluster", cfg.kind)
-            client.wait_for_workers(1, timeout=cfg.timeout_s)
+            client.wait_for_workers(1, timeout=seconds(cfg.timeout))
         yield client

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 
 import pandas as pd
 
-from aurora_batch.config import JobConfig
+from aurora_batch.config import JobConfig, seconds
 from aurora_batch.core.fs import StorageError, endpoint_of, filesystem, is_local, storage_errors
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.core.lock import OutputLock
@@ -168,7 +168,7 @@ def run_season(
     with storage_errors(job.output, job.output_storage_options):
         check_store_format(job.output, job.store_format(), job.output_storage_options)
         lock = OutputLock(
-            job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=job.nightly.lock_ttl_s
+            job.output, job.output_storage_options, purpose=lock_purpose, ttl_s=seconds(job.nightly.lock_ttl)
         ).acquire()
     timings: dict[str, float] = {}
     try:
