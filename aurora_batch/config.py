@@ -13,9 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
+
+if TYPE_CHECKING:
+    from aurora_batch.formats.names import Format
+
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -157,6 +161,52 @@ class FeatureConfig(_Strict):
         "least this high (deg); without one, the inscribed circle",
     )
 
+    @model_validator(mode="after")
+    def _known_model(self) -> FeatureConfig:
+        from aurora_batch.model.backbones import BACKBONES, MODEL_FILE_SUFFIXES, is_model_file
+        from aurora_batch.model.recipes import RECIPES
+
+        if self.backbone not in BACKBONES and not is_model_file(self.backbone):
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
+                f"({', '.join(MODEL_FILE_SUFFIXES)})"
+            )
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; known: {sorted(RECIPES)}")
+        if self.precision == "int8" and self.device == "cuda":
+            raise ValueError("precision int8 is for CPU workers; with device cuda use float16 or bfloat16")
+        if self.precision == "int8" and self.backbone not in BACKBONES:
+            raise ValueError(
+                f"precision int8 is for the shipped backbones ({sorted(BACKBONES)}), whose layers it "
+                f"knows; {self.backbone} runs in float32, float16 or bfloat16"
+            )
+        return self
+
+    def check_files(self, head: str | None = None) -> None:
+        """The checks that need files, run when a job starts (validation only checks shapes and values).
+
+        Raises :class:`JobSpecError` naming the field: a head that is missing, unreadable, or
+        trained on other features; a weights file that does not exist.
+        """
+        from aurora_batch.model.backbones import backbone_id, is_model_file
+
+        problems = []
+        f = self
+        missing_model = is_model_file(f.backbone) and not Path(f.backbone).exists()
+        if missing_model:
+            problems.append(f"  features.backbone: model file {f.backbone} does not exist")
+        if head and not missing_model:  # a missing model file has no identity to compare
+            from aurora_batch.model.heads import load_head
+
+            try:
+                load_head(head).check_compatible(backbone_id(f.backbone), f.recipe, f.weights)
+            except (OSError, ValueError) as err:
+                problems.append(f"  classify.head: {err}")
+        if f.weights and "://" not in f.weights and not Path(f.weights).exists():
+            problems.append(f"  features.weights: {f.weights} does not exist")
+        if problems:
+            raise JobSpecError("\n".join(["invalid job:", *problems]))
+
 
 class ClassifyConfig(_Strict):
     """An optional linear head (``aurora-batch train``) applied to every kept image."""
@@ -290,7 +340,7 @@ class FormatConfig(_Strict):
         self.to_format()  # raises ValueError naming the problem
         return self
 
-    def to_format(self):
+    def to_format(self) -> Format:
         from aurora_batch.formats.names import Format
 
         patterns = (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
@@ -302,6 +352,23 @@ class FormatConfig(_Strict):
             span_s=seconds(self.span),
             folders=self.folders,
         )
+
+
+#: an archive's format: auto, a built-in name, a user format, or a list of those, tried in order
+Layout = str | FormatConfig | list[str | FormatConfig]
+
+
+def layout_formats(layout: Layout) -> list[Format]:
+    """The :class:`~aurora_batch.formats.names.Format` list of a ``layout``, in order; ``ValueError`` naming an
+    unknown built-in format."""
+    from aurora_batch.formats.names import FORMATS, get_formats
+
+    out = []
+    for item in layout if isinstance(layout, list) else [layout]:
+        if isinstance(item, str) and item != "auto" and item not in FORMATS:
+            raise ValueError(f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, or a mapping with a pattern")
+        out += get_formats([item]) if isinstance(item, str) else [item.to_format()]
+    return list({f.name: f for f in out}.values())
 
 
 class PlanningConfig(_Strict):
@@ -388,7 +455,7 @@ class JobConfig(_Strict):
     stations: list[str] = Field(min_length=1)
     start: dt.datetime = Field(description="first time included, UTC (rounded down to midnight: whole days)")
     end: dt.datetime = Field(description="first time excluded, UTC (rounded up to midnight: whole days)")
-    layout: str | FormatConfig | list[str | FormatConfig] = Field(
+    layout: Layout = Field(
         "auto",
         description="the archive's format: auto (every built-in one), a built-in name, a user format "
         "(mapping with a pattern), or a list of those, tried in order",
@@ -485,14 +552,8 @@ class JobConfig(_Strict):
 
     @field_validator("layout")
     @classmethod
-    def _known_layout(cls, value):
-        from aurora_batch.formats.names import FORMATS
-
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and item != "auto" and item not in FORMATS:
-                raise ValueError(
-                    f"unknown format {item!r}; known: auto, {', '.join(FORMATS)}, or a mapping with a pattern"
-                )
+    def _known_layout(cls, value: Layout) -> Layout:
+        layout_formats(value)  # raises ValueError naming an unknown format
         return value
 
     def store_format(self) -> str:
@@ -509,14 +570,9 @@ class JobConfig(_Strict):
         protocol = self.output.split("://", 1)[0] if "://" in self.output else "file"
         return protocol in ("file", "local", "memory")
 
-    def formats(self):
-        """The :class:`~aurora_batch.formats.Format` list this job parses names with, in order."""
-        from aurora_batch.formats.names import get_formats
-
-        out = []
-        for item in self.layout if isinstance(self.layout, list) else [self.layout]:
-            out += get_formats([item]) if isinstance(item, str) else [item.to_format()]
-        return list({f.name: f for f in out}.values())
+    def formats(self) -> list[Format]:
+        """The :class:`~aurora_batch.formats.names.Format` list this job parses names with, in order."""
+        return layout_formats(self.layout)
 
     def feature_runtime(self) -> str:
         """``features.runtime`` as this process's workers run it (``auto`` resolved:
@@ -530,51 +586,8 @@ class JobConfig(_Strict):
         return resolve_runtime(f.runtime, device, f.precision, f.compile, f.backbone in BACKBONES)
 
     def check_files(self) -> None:
-        """The checks that need files, run when a job starts (validation only checks shapes and values).
-
-        Raises :class:`JobSpecError` naming the field: a head that is missing, unreadable, or
-        trained on other features; a weights file that does not exist.
-        """
-        from aurora_batch.model.backbones import backbone_id, is_model_file
-
-        problems = []
-        f = self.features
-        missing_model = is_model_file(f.backbone) and not Path(f.backbone).exists()
-        if missing_model:
-            problems.append(f"  features.backbone: model file {f.backbone} does not exist")
-        if self.classify.head and not missing_model:  # a missing model file has no identity to compare
-            from aurora_batch.model.heads import load_head
-
-            try:
-                load_head(self.classify.head).check_compatible(backbone_id(f.backbone), f.recipe, f.weights)
-            except (OSError, ValueError) as err:
-                problems.append(f"  classify.head: {err}")
-        if f.weights and "://" not in f.weights and not Path(f.weights).exists():
-            problems.append(f"  features.weights: {f.weights} does not exist")
-        if problems:
-            raise JobSpecError("\n".join(["invalid job:", *problems]))
-
-    @field_validator("features")
-    @classmethod
-    def _known_model(cls, value: FeatureConfig) -> FeatureConfig:
-        from aurora_batch.model.backbones import BACKBONES, MODEL_FILE_SUFFIXES, is_model_file
-        from aurora_batch.model.recipes import RECIPES
-
-        if value.backbone not in BACKBONES and not is_model_file(value.backbone):
-            raise ValueError(
-                f"unknown backbone {value.backbone!r}; known: {sorted(BACKBONES)}, or a model file "
-                f"({', '.join(MODEL_FILE_SUFFIXES)})"
-            )
-        if value.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {value.recipe!r}; known: {sorted(RECIPES)}")
-        if value.precision == "int8" and value.device == "cuda":
-            raise ValueError("precision int8 is for CPU workers; with device cuda use float16 or bfloat16")
-        if value.precision == "int8" and value.backbone not in BACKBONES:
-            raise ValueError(
-                f"precision int8 is for the shipped backbones ({sorted(BACKBONES)}), whose layers it "
-                f"knows; {value.backbone} runs in float32, float16 or bfloat16"
-            )
-        return value
+        """The checks that need files, run when a job starts (:meth:`FeatureConfig.check_files`)."""
+        self.features.check_files(self.classify.head)
 
     @field_validator("end")
     @classmethod

@@ -4,16 +4,19 @@ feature vectors and class probabilities of the kept frames (:func:`featurise`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from aurora_batch.config import JobConfig
+from aurora_batch.config import FeatureConfig, FilterConfig, JobConfig
 from aurora_batch.core.fs import read_bytes
 from aurora_batch.core.keys import WHOLE_FILE, Status
 from aurora_batch.core.stations import get_station
 from aurora_batch.formats.files import read_file
+from aurora_batch.formats.names import Format
 from aurora_batch.formats.skymap import find_skymaps
 from aurora_batch.model.features import FeatureExtractor, default_decode_threads, freeze_long_lived_objects
 from aurora_batch.model.recipes import get_recipe
@@ -25,8 +28,28 @@ from aurora_batch.partition.stream import StreamSettings, stream_files
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeaturiseSettings:
+    """What featurising files needs: the network and its recipe, the Sun and Moon filter, and how files are
+    named, read and where their skymaps are (a job gives them all: :meth:`of`)."""
+
+    features: FeatureConfig
+    filter: FilterConfig
+    formats: Sequence[Format]
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    skymaps: str | dict[str, str] | None = None  #: as ``JobConfig.skymaps``
+
+    @classmethod
+    def of(cls, job: JobConfig) -> FeaturiseSettings:
+        return cls(job.features, job.filter, job.formats(), job.storage_options, job.skymaps)
+
+
 def featurise(
-    job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None, clock: Callable = untimed
+    settings: FeaturiseSettings,
+    todo: list[dict],
+    out: list[dict],
+    tick: Callable[[], None] | None = None,
+    clock: Callable = untimed,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
 
@@ -36,38 +59,29 @@ def featurise(
     Files of no known station (``station`` None) get no Sun, Moon or skymap.  ``tick`` is
     called once per file (progress bars).
     """
-    f = job.features
+    f = settings.features
     recipe = get_recipe(f.recipe)
-    formats = {fmt.name: fmt for fmt in job.formats()}
+    formats = {fmt.name: fmt for fmt in settings.formats}
     station = get_station(todo[0]["station"]) if todo[0].get("station") else None
     site = (station.latitude, station.longitude, station.altitude_m) if station else None
-    skymaps = find_skymaps(job.skymaps, station.code, job.storage_options) if job.skymaps and station else []
+    skymaps = (
+        find_skymaps(settings.skymaps, station.code, settings.storage_options) if settings.skymaps and station else []
+    )
     with clock("model"):  # loaded once per worker process: later partitions find it built
-        extractor = FeatureExtractor(
-            f.backbone,
-            f.weights,
-            f.device,
-            f.batch_size,
-            f.precision,
-            f.compile,
-            input_size=recipe.size,
-            compile_cache=f.compile_cache,
-            recipe=recipe.name,
-            runtime=f.runtime,
-        )
+        extractor = extractor_for(f)
     decode_threads = default_decode_threads(extractor.device) if f.decode_threads is None else f.decode_threads
     on_device = f.recipe_device == "torch" or (f.recipe_device == "auto" and extractor.cuda)
     device_recipe = DeviceRecipe(recipe, extractor.device) if on_device else None
-    settings = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
+    streaming = StreamSettings(f.fetch_concurrency, int(f.prefetch_mb * 2**20), decode_threads)
 
     def fetch(row: dict) -> bytes:
         with clock("fetch"):
-            return read_bytes(row["url"], job.storage_options)
+            return read_bytes(row["url"], settings.storage_options)
 
     def load(data: bytes, row: dict) -> Judged:
         with clock("decode"):
             frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
-        return judge_frames(frames, row, recipe, site, job.filter, skymaps, f.min_elevation, clock, on_device)
+        return judge_frames(frames, row, recipe, site, settings.filter, skymaps, f.min_elevation, clock, on_device)
 
     def push(images: list[np.ndarray], masks: list[np.ndarray | None]) -> None:
         if device_recipe is not None:
@@ -84,7 +98,7 @@ def featurise(
     keograms: list[np.ndarray] = []
     off_site: list[tuple[str, float]] = []
     low_range: list[str] = []
-    for row, judged in stream_files(todo, fetch, load, size=lambda r: r.get("size"), settings=settings):
+    for row, judged in stream_files(todo, fetch, load, size=lambda r: r.get("size"), settings=streaming):
         if tick is not None:
             tick()
         if isinstance(judged, Exception):
@@ -111,6 +125,36 @@ def featurise(
             del batch[: extractor.batch_size], masks[: extractor.batch_size]
     if batch:
         push(batch, masks)
+    notes = _notes(station, site, skymaps, off_site, low_range, recipe)
+    for note in notes:
+        log.warning(note)
+    with clock("network"):
+        arrays = {"features": extractor.result()}
+    if keograms:
+        lines = np.stack(keograms)
+        arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])
+    return arrays, notes
+
+
+def extractor_for(f: FeatureConfig) -> FeatureExtractor:
+    """The network of ``features`` settings, on this worker's device (built once per process)."""
+    recipe = get_recipe(f.recipe)
+    return FeatureExtractor(
+        f.backbone,
+        f.weights,
+        f.device,
+        f.batch_size,
+        f.precision,
+        f.compile,
+        input_size=recipe.size,
+        compile_cache=f.compile_cache,
+        recipe=recipe.name,
+        runtime=f.runtime,
+    )
+
+
+def _notes(station, site, skymaps, off_site: list[tuple[str, float]], low_range: list[str], recipe) -> list[str]:
+    """Warnings for the user: stated site positions off the station table, inputs using little of their range."""
     notes = []
     for m in skymaps:
         offset = site_distance((m.latitude, m.longitude), site[:2])
@@ -128,11 +172,4 @@ def featurise(
             f"{len(low_range)} file(s) span less than {LOW_RANGE:.0%} of it (raw counts?), e.g. "
             f"{low_range[0]}: use features.recipe: {recipe.stretch_variant}"
         )
-    for note in notes:
-        log.warning(note)
-    with clock("network"):
-        arrays = {"features": extractor.result()}
-    if keograms:
-        lines = np.stack(keograms)
-        arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])
-    return arrays, notes
+    return notes

@@ -25,7 +25,7 @@ from aurora_batch.config import JobConfig
 from aurora_batch.core.keys import WHOLE_FILE, PartitionKey, Status, file_ledger
 from aurora_batch.model.heads import load_head
 from aurora_batch.partition.clock import StageClock
-from aurora_batch.partition.featurise import featurise
+from aurora_batch.partition.featurise import FeaturiseSettings, featurise
 from aurora_batch.partition.fingerprint import feature_fingerprint
 from aurora_batch.store.layout import ledger_url, staging_url
 from aurora_batch.store.parts import read_part, read_published_part, read_staged_if, write_part
@@ -182,7 +182,7 @@ def process_chunk(
     todo = rows[(rows["status"] == Status.PENDING) & ~rows["url"].isin(staged.files)]
     todo = todo.sort_values("time", kind="stable").to_dict("records")
     todo = todo[len(todo) * index // count : len(todo) * (index + 1) // count]
-    arrays, notes = featurise(job, todo, out, clock=clock) if todo else ({}, [])
+    arrays, notes = featurise(FeaturiseSettings.of(job), todo, out, clock=clock) if todo else ({}, [])
     return Chunk(
         out,
         arrays,

@@ -11,27 +11,22 @@ recipe, network, head) runs in-process, so the numbers are the ones a season wou
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from aurora_batch.config import JobConfig
+from aurora_batch.config import FeatureConfig, FilterConfig, JobSpecError, layout_formats
 from aurora_batch.core.fs import filesystem
 from aurora_batch.core.keys import WHOLE_FILE, Status
 from aurora_batch.formats.names import match_name
 from aurora_batch.model.heads import load_head
-from aurora_batch.partition.featurise import featurise
+from aurora_batch.partition.featurise import FeaturiseSettings, featurise
 from aurora_batch.plan.catalog import IMAGE_EXTENSIONS
 
-_ALWAYS = dict(
-    start=dt.datetime(1900, 1, 1),
-    end=dt.datetime(2200, 1, 1),
-    output="memory://aurora-batch-unused",
-    filter={"sun_max_alt": 90.0, "moon_max_alt": None},
-)  # nothing is dropped for Sun or Moon
+KEEP_ALL = FilterConfig(sun_max_alt=90.0, moon_max_alt=None)  #: nothing is dropped for the Sun or the Moon
 
 
 def expand_inputs(urls: str | Iterable[str], storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -74,27 +69,19 @@ def classify_files(
     with other settings is refused (:class:`~aurora_batch.classify.HeadMismatch`).
     """
     meta = load_head(head).meta if head else {}
-    spec = dict(
-        _ALWAYS,
-        input="memory://aurora-batch-unused",
-        layout=layout,
-        storage_options=dict(storage_options or {}),
-        features={
-            "recipe": recipe or meta.get("recipe", "lite128"),
-            "device": device,
-            "backbone": backbone or _backbone_from(meta),
-        },
-    )
-    files = expand_inputs(urls, storage_options)
-    rows = _parse(files, JobConfig.from_dict(dict(spec, stations=["NYA"])).formats())
-    stations = sorted({r["station"] for r in rows if r["station"]})
-    job = JobConfig.from_dict(
-        dict(spec, stations=stations or ["NYA"], classify={"head": head}), source="classify_files"
-    )
-    job.check_files()  # a head that does not fit the features is refused here
+    try:
+        features = FeatureConfig(
+            recipe=recipe or meta.get("recipe", "lite128"), device=device, backbone=backbone or _backbone_from(meta)
+        )
+        formats = layout_formats(layout)
+    except ValidationError as err:
+        raise JobSpecError(f"classify_files: {err}") from None
+    features.check_files(head)  # a head that does not fit the features is refused here
+    settings = FeaturiseSettings(features, KEEP_ALL, formats, dict(storage_options or {}))
+    rows = _parse(expand_inputs(urls, storage_options), formats)
     from tqdm.auto import tqdm
 
-    unsupported = {f.name: f.note for f in job.formats() if f.reader == "unsupported"}
+    unsupported = {f.name: f.note for f in formats if f.reader == "unsupported"}
     out: list[dict] = [
         {**r, "status": Status.UNSUPPORTED, "detail": unsupported[r["format"]], "frame": WHOLE_FILE}
         for r in rows
@@ -105,7 +92,7 @@ def classify_files(
     with tqdm(total=len(rows), desc="classify", unit="file", disable=not progress) as bar:
         for station in sorted({r["station"] or "" for r in rows}):
             todo = [r for r in rows if (r["station"] or "") == station]
-            got, _ = featurise(job, todo, out, tick=lambda: bar.update(1))
+            got, _ = featurise(settings, todo, out, tick=lambda: bar.update(1))
             arrays.append(got["features"])
     return _table(out, np.concatenate(arrays) if arrays else np.empty((0, 0), np.float32), head, features)
 
