@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test lint bench clean system-deps
 SYSTEM_BINS := slurmctld slurmd sbatch munged chromium chromedriver
 
 $(STAMP): pyproject.toml
@@ -39,7 +39,12 @@ system-deps:  ## Debian packages the tests use: a real single-node SLURM (slurmc
 			--no-install-recommends slurmctld slurmd slurm-client munge chromium chromium-driver >/dev/null; \
 	fi
 
-test: $(STAMP) system-deps  ## the whole suite, slow end-to-end tests included (real S3, Dask, SLURM), on 2 processes
+lint: $(STAMP)  ## the house style: ruff (lint and format) over package, tests and benchmarks; mypy on the package
+	$(BIN)/ruff check aurora_batch tests benchmarks
+	$(BIN)/ruff format --check aurora_batch tests benchmarks
+	$(BIN)/mypy
+
+test: $(STAMP) system-deps lint  ## lint, then the whole suite, slow end-to-end tests included (real S3, Dask, SLURM), on 2 processes
 	@# bytecode once: where PYTHONDONTWRITEBYTECODE is set, every worker and CLI process compiled the package again
 	$(BIN)/python -m compileall -q aurora_batch tests >/dev/null
 	$(BIN)/python -m pytest -ra -n 2
