@@ -119,38 +119,15 @@ def commit_month(
 
     options = dict(storage_options or {})
     final = store_url(output, month, publication.format)
-    fs, final_path = filesystem(final, options)
-    for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
-        fs.rm(leftover, recursive=True)
+    fs = _clear_for(final, output, month, publication.format, options)
     urls = {part_name(u): u for u in part_urls}
     staged = (
         {part_name(u): v for u, v in part_urls.items()} if isinstance(part_urls, Mapping) else dict.fromkeys(urls, "")
     )
     published = month_url(output, month, options)
-    if publication.format == "zarr" and exists(shadow := store_url(output, month, "icechunk"), options):
-        raise ValueError(
-            f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
-            "keep store.format: icechunk for this output (or move the repository away)"
-        )
-    counts_of = dict(kept or {})
-    if previous is not None and published is not None:  # published parts no longer staged are in the month
-        known = {**previous.parts, **staged}
-        counts_of.update({n: c for members in previous.groups.values() for n, c in members if n not in urls})
-        counts_of.update({n: 0 for n in previous.parts if n not in urls and n not in counts_of})
-        old_rows = {n: (g, *previous.offsets(g)[n]) for g, members in previous.groups.items() for n, _ in members}
-    else:
-        previous, known, old_rows = None, dict(staged), {}
-    plan = None
-    if previous is not None and not whole and (publication.format == "icechunk" or is_local(fs)):
-        changed = [n for n in urls if previous.parts.get(n) != known[n]]
-        counts_of.update(kept_counts([urls[n] for n in changed if n not in counts_of], options))
-        plan = plan_tails(previous, known, counts_of, layout)
-    incremental = plan is not None
-    if plan is None:  # built whole
-        changed = list(urls)
-        counts_of.update(kept_counts([urls[n] for n in changed if n not in counts_of], options))
-        plan = full_plan(known, counts_of, layout)
-    tails, state = plan
+    appendable = published is not None and not whole and (publication.format == "icechunk" or is_local(fs))
+    p = _plan(urls, staged, dict(kept or {}), previous if published is not None else None, layout, appendable, options)
+    tails, state, incremental = p.tails, p.state, p.incremental
     if not state.groups and published is None:  # every file dropped: a ledger, no store
         ledgers = [file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in sorted(urls)]
         return MonthCommit({}, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
@@ -173,7 +150,7 @@ def commit_month(
                 options,
                 classes,
                 old,
-                old_rows,
+                p.old_rows,
                 not incremental,
                 finish,
                 session.fork() if session is not None else building,
@@ -215,7 +192,7 @@ def commit_month(
                 list(tails) if incremental else list_groups(store),
                 not incremental,
             )
-        unread = [n for n in (changed if incremental else urls) if n not in ledgers]
+        unread = [n for n in (p.changed if incremental else urls) if n not in ledgers]
         ledgers.update({n: file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in unread})
         catalog = _month_catalog(output, month, options, ledgers, set(state.parts) - set(ledgers))
         failpoint("before-publish")
@@ -223,24 +200,75 @@ def commit_month(
             publish_tree(building, final, options)
         else:
             images = sum(n for members in state.groups.values() for _, n in members)
-            icechunk_versions.commit(
-                session,
-                f"{publication.message}: {images} images",
-                {
-                    **publication.metadata,
-                    "images": images,
-                    "groups": dict(counts),
-                    "rows_written": written,
-                    "incremental": incremental,
-                },
-                final,
-            )
-            if publication.keep_versions:
-                icechunk_versions.expire(final, publication.keep_versions, options)
-            plain = store_url(output, month)
-            if exists(join_url(plain, "zarr.json"), options):  # migrated: the repository holds the month now
-                fs.rm(filesystem(plain, options)[1], recursive=True)
+            facts = {"images": images, "groups": dict(counts), "rows_written": written, "incremental": incremental}
+            _commit_version(session, final, publication, facts, store_url(output, month), options)
         return MonthCommit(counts, catalog, written, incremental, dict(matched))
+
+
+def _clear_for(final: str, output: str, month: str, fmt: str, options: Mapping[str, Any]):
+    """The file system of ``final``, with what a killed commit left beside it removed; refuses to write a plain
+    month that an Icechunk repository of the same month would hide from readers."""
+    fs, final_path = filesystem(final, options)
+    for leftover in fs.glob(f"{final_path}.building-*"):  # from a killed commit
+        fs.rm(leftover, recursive=True)
+    if fmt == "zarr" and exists(shadow := store_url(output, month, "icechunk"), options):
+        raise ValueError(
+            f"{shadow} is an Icechunk repository, which readers open before {store_url(output, month)}: "
+            "keep store.format: icechunk for this output (or move the repository away)"
+        )
+    return fs
+
+
+@dataclasses.dataclass
+class _CommitPlan:
+    tails: dict[str, Tail]  #: group path -> the rows this commit writes
+    state: MonthState  #: what the month will have been built from
+    incremental: bool  #: the published month is appended to, not rebuilt whole
+    changed: list[str]  #: staged part names that are new or changed
+    old_rows: dict[str, tuple[str, int, int]]  #: part name -> (group, first row, rows) in the published month
+
+
+def _plan(
+    urls: dict[str, str],
+    staged: dict[str, str],
+    counts: dict[str, int],
+    previous: MonthState | None,
+    layout: str,
+    appendable: bool,
+    options: Mapping[str, Any],
+) -> _CommitPlan:
+    """What a commit writes: the tails of the groups that new or changed parts fall in when the published month
+    (``previous``) can be appended to, else every group whole.  ``counts`` (kept images per part) is completed
+    by reading the status column of the parts it lacks."""
+    old_rows: dict[str, tuple[str, int, int]] = {}
+    known = dict(staged)
+    if previous is not None:  # published parts no longer staged are in the month
+        known = {**previous.parts, **staged}
+        counts.update({n: c for members in previous.groups.values() for n, c in members if n not in urls})
+        counts.update({n: 0 for n in previous.parts if n not in urls and n not in counts})
+        old_rows = {n: (g, *previous.offsets(g)[n]) for g, members in previous.groups.items() for n, _ in members}
+    if previous is not None and appendable:
+        changed = [n for n in urls if previous.parts.get(n) != known[n]]
+        counts.update(kept_counts([urls[n] for n in changed if n not in counts], options))
+        if (planned := plan_tails(previous, known, counts, layout)) is not None:
+            return _CommitPlan(*planned, True, changed, old_rows)
+    changed = list(urls)
+    counts.update(kept_counts([urls[n] for n in changed if n not in counts], options))
+    return _CommitPlan(*full_plan(known, counts, layout), False, changed, old_rows)
+
+
+def _commit_version(session, final: str, publication: Publication, facts: dict, plain: str, options) -> None:
+    """One Icechunk commit of the month, old versions expired as ``publication`` says; a plain month the
+    repository replaces (a migrated output) is removed."""
+    from aurora_batch.store import versions as icechunk_versions
+
+    message = f"{publication.message}: {facts['images']} images"
+    icechunk_versions.commit(session, message, {**publication.metadata, **facts}, final)
+    if publication.keep_versions:
+        icechunk_versions.expire(final, publication.keep_versions, options)
+    if exists(join_url(plain, "zarr.json"), options):  # migrated: the repository holds the month now
+        fs, path = filesystem(plain, options)
+        fs.rm(path, recursive=True)
 
 
 def _serially(fn: Callable, items: Sequence) -> list:
