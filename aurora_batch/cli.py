@@ -233,138 +233,174 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--debug", action="store_true", help="let errors raise, with their tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_synth,
+        _add_season,
+        _add_nightly,
+        _add_join,
+        _add_report,
+        _add_evaluate,
+        _add_train,
+        _add_classify,
+        _add_keogram,
+        _add_history,
+        _add_synth_oath,
+    ):
+        add(sub)
+    return p
 
-    s = sub.add_parser(
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
         "synth",
         help="write a SYNTHETIC all-sky archive (demos, tests)",
         description="Write a SYNTHETIC archive of ASIM-named 16-bit PNG frames with labels.csv.",
     )
-    s.add_argument("output_url", help="fsspec URL to write to, e.g. file:///tmp/archive")
-    s.add_argument("--stations", default="NYA,LYR", help="comma-separated station codes (default NYA,LYR)")
-    s.add_argument("--start", required=True, help="first frame time, UTC (e.g. 2010-12-01)")
-    s.add_argument("--end", required=True, help="end time (exclusive), UTC")
-    s.add_argument("--cadence", default="10min", help="pandas frequency between frames (default 10min)")
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--wavelength", type=int, default=5577, help="filter wavelength, Å (default 5577)")
-    s.add_argument("--corrupt", type=int, default=0, help="extra broken files to exercise rejections")
-    s.add_argument("--instruments", help="also write SYNTHETIC ceilometer and magnetometer files under this URL")
-    s.set_defaults(func=_synth)
+    p.add_argument("output_url", help="fsspec URL to write to, e.g. file:///tmp/archive")
+    p.add_argument("--stations", default="NYA,LYR", help="comma-separated station codes (default NYA,LYR)")
+    p.add_argument("--start", required=True, help="first frame time, UTC (e.g. 2010-12-01)")
+    p.add_argument("--end", required=True, help="end time (exclusive), UTC")
+    p.add_argument("--cadence", default="10min", help="pandas frequency between frames (default 10min)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--wavelength", type=int, default=5577, help="filter wavelength, Å (default 5577)")
+    p.add_argument("--corrupt", type=int, default=0, help="extra broken files to exercise rejections")
+    p.add_argument("--instruments", help="also write SYNTHETIC ceilometer and magnetometer files under this URL")
+    p.set_defaults(func=_synth)
 
-    r = sub.add_parser(
+
+def _add_season(sub) -> None:
+    p = sub.add_parser(
         "season",
         help="run a season job spec (YAML) on Dask",
         description="Sweep an archive into monthly Zarr stores as the job spec says.",
     )
-    r.add_argument("job", help="job spec YAML (keys: input, output, stations, start, end, ...)")
-    r.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler (default: LocalCluster)")
-    r.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
-    r.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], help="cluster kind (default: job spec)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    r.add_argument(
+    p.add_argument("job", help="job spec YAML (keys: input, output, stations, start, end, ...)")
+    p.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler (default: LocalCluster)")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    p.add_argument("--cluster", choices=["local", "slurm", "kubernetes"], help="cluster kind (default: job spec)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
         "--rebuild",
         action="store_true",
         help="rebuild the window's months whole from their staged parts (default: append what changed)",
     )
-    r.set_defaults(func=_season)
+    p.set_defaults(func=_season)
 
-    n = sub.add_parser(
+
+def _add_nightly(sub) -> None:
+    p = sub.add_parser(
         "nightly",
         help="process only files newer than the last run (idempotent, locked)",
         description="Incremental run: files since the watermark minus the look-back. Prints one "
         "key=value summary line; exits 3 when another run holds the lock, 1 on failure.",
     )
-    n.add_argument("job", help="job spec YAML (nightly.lookback sets the look-back, default 6h)")
-    n.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler")
-    n.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default in nightly)")
-    n.set_defaults(func=_nightly)
+    p.add_argument("job", help="job spec YAML (nightly.lookback sets the look-back, default 6h)")
+    p.add_argument("--scheduler", help="tcp://host:port of an existing Dask scheduler")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default in nightly)")
+    p.set_defaults(func=_nightly)
 
-    j = sub.add_parser(
+
+def _add_join(sub) -> None:
+    p = sub.add_parser(
         "join",
         help="join ceilometer and magnetometer series into the month stores",
         description="Attach the nearest instrument samples (job spec 'join:') to every image.",
     )
-    j.add_argument("job", help="job spec YAML with a 'join:' section")
-    j.set_defaults(func=_join)
+    p.add_argument("job", help="job spec YAML with a 'join:' section")
+    p.set_defaults(func=_join)
 
-    rp = sub.add_parser(
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
         "report",
         help="TAME's figures, feature maps and keograms from the stores, as one HTML page",
         description="Cloud coverage, cloud ROC, magnetometer ridge, class occurrence, a t-SNE map "
         "per station and month, and a keogram per station-night.",
     )
-    rp.add_argument("job", help="job spec YAML")
-    rp.add_argument("--out", help="folder for report.html and the PNGs (default ./report)")
-    rp.add_argument("--max-points", type=int, default=1000, help="frames per embedding map (default %(default)s)")
-    rp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    rp.set_defaults(func=_report)
+    p.add_argument("job", help="job spec YAML")
+    p.add_argument("--out", help="folder for report.html and the PNGs (default ./report)")
+    p.add_argument("--max-points", type=int, default=1000, help="frames per embedding map (default %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_report)
 
-    e = sub.add_parser(
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
         "evaluate",
         help="the OATH 5-split protocol: accuracy table, confusion, figure",
         description="Fit a linear head on each of OATH's 5 fixed splits and score it.",
     )
-    _add_oath_args(e)
-    e.add_argument("--out", required=True, help="folder for scores.json and scores.png")
-    e.set_defaults(func=_evaluate)
+    _add_oath_args(p)
+    p.add_argument("--out", required=True, help="folder for scores.json and scores.png")
+    p.set_defaults(func=_evaluate)
 
-    t = sub.add_parser(
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
         "train",
         help="fit a linear head on OATH features and save it",
         description="Fit a head on one OATH split (or all images) and save HEAD.npz + HEAD.json.",
     )
-    _add_oath_args(t)
-    t.add_argument("--out", required=True, help="head file to write (.npz; a .json sidecar goes beside it)")
-    t.add_argument("--split", type=int, default=0, help="split to train on (0-4; -1: all images)")
-    t.set_defaults(func=_train)
+    _add_oath_args(p)
+    p.add_argument("--out", required=True, help="head file to write (.npz; a .json sidecar goes beside it)")
+    p.add_argument("--split", type=int, default=0, help="split to train on (0-4; -1: all images)")
+    p.set_defaults(func=_train)
 
-    c = sub.add_parser(
+
+def _add_classify(sub) -> None:
+    p = sub.add_parser(
         "classify",
         help="classify image files in this process (no job spec, no cluster)",
         description="One row per frame: url, frame, station, time, status, Sun and Moon, class "
         "probabilities, label and aurora probability (features with --features).",
     )
-    c.add_argument("files", nargs="+", help="files, globs or folders (any fsspec URL)")
-    c.add_argument("--head", help="head file (.npz with its .json sidecar) from 'aurora-batch train'")
-    c.add_argument("--recipe", help="preprocessing recipe (default: the head's, else lite128)")
-    c.add_argument("--backbone", help="shipped backbone or model file (default: the head's)")
-    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    c.add_argument("--out", help="table to write: .csv, .parquet or .npz (default: print it)")
-    c.add_argument("--features", action="store_true", help="also the feature vectors (into .parquet or .npz)")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=_classify)
+    p.add_argument("files", nargs="+", help="files, globs or folders (any fsspec URL)")
+    p.add_argument("--head", help="head file (.npz with its .json sidecar) from 'aurora-batch train'")
+    p.add_argument("--recipe", help="preprocessing recipe (default: the head's, else lite128)")
+    p.add_argument("--backbone", help="shipped backbone or model file (default: the head's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", help="table to write: .csv, .parquet or .npz (default: print it)")
+    p.add_argument("--features", action="store_true", help="also the feature vectors (into .parquet or .npz)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_classify)
 
-    k = sub.add_parser(
+
+def _add_keogram(sub) -> None:
+    p = sub.add_parser(
         "keogram",
         help="draw one station-night's keogram from the stores as a PNG",
         description="The north-south line through zenith of every stored frame of a night "
         "(local solar noon to noon), over the class timeline.",
     )
-    k.add_argument("job", help="job spec YAML (its output holds the stores)")
-    k.add_argument("--station", required=True)
-    k.add_argument("--night", required=True, help="date of the evening the night begins, e.g. 2010-12-05")
-    k.add_argument("--wavelength", type=int, help="wavelength subgroup (Å) where a station has several")
-    k.add_argument("--out", help="PNG path (default keogram_<STATION>_<NIGHT>.png)")
-    k.set_defaults(func=_keogram)
+    p.add_argument("job", help="job spec YAML (its output holds the stores)")
+    p.add_argument("--station", required=True)
+    p.add_argument("--night", required=True, help="date of the evening the night begins, e.g. 2010-12-05")
+    p.add_argument("--wavelength", type=int, help="wavelength subgroup (Å) where a station has several")
+    p.add_argument("--out", help="PNG path (default keogram_<STATION>_<NIGHT>.png)")
+    p.set_defaults(func=_keogram)
 
-    h = sub.add_parser(
+
+def _add_history(sub) -> None:
+    p = sub.add_parser(
         "history",
         help="the versions of each month store (store.format: icechunk)",
         description="One row per commit of a month: id (open it with version=), time, command, images, message.",
     )
-    h.add_argument("job", help="job spec YAML (its output holds the stores)")
-    h.add_argument("--month", help="YYYY-MM (default: every month)")
-    h.set_defaults(func=_history)
+    p.add_argument("job", help="job spec YAML (its output holds the stores)")
+    p.add_argument("--month", help="YYYY-MM (default: every month)")
+    p.set_defaults(func=_history)
 
-    o = sub.add_parser(
+
+def _add_synth_oath(sub) -> None:
+    p = sub.add_parser(
         "synth-oath",
         help="write a SYNTHETIC tree in the OATH v1.1 format",
         description="Write a SYNTHETIC OATH-format tree from the sky model (demos, tests).",
     )
-    o.add_argument("output_dir")
-    o.add_argument("--per-class", type=int, default=40)
-    o.add_argument("--seed", type=int, default=0)
-    o.set_defaults(func=_synth_oath)
-    return p
+    p.add_argument("output_dir")
+    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_synth_oath)
 
 
 def main(argv: list[str] | None = None) -> int:

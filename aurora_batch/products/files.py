@@ -70,14 +70,14 @@ def classify_files(
     """
     meta = load_head(head).meta if head else {}
     try:
-        features = FeatureConfig(
+        network = FeatureConfig(
             recipe=recipe or meta.get("recipe", "lite128"), device=device, backbone=backbone or _backbone_from(meta)
         )
         formats = layout_formats(layout)
     except ValidationError as err:
         raise JobSpecError(f"classify_files: {err}") from None
-    features.check_files(head)  # a head that does not fit the features is refused here
-    settings = FeaturiseSettings(features, KEEP_ALL, formats, dict(storage_options or {}))
+    network.check_files(head)  # a head that does not fit the features is refused here
+    settings = FeaturiseSettings(network, KEEP_ALL, formats, dict(storage_options or {}))
     rows = _parse(expand_inputs(urls, storage_options), formats)
     from tqdm.auto import tqdm
 
