@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
+from typing import Any
 
 import pandas as pd
 
@@ -156,15 +157,7 @@ def run_season(
     """
     t0 = time.perf_counter()
     job.check_files()
-    fs, root = filesystem(job.input, job.storage_options)
-    with storage_errors(job.input, job.storage_options):
-        if not fs.exists(root):
-            bucket = root.split("/", 1)[0]
-            if not is_local(fs) and "memory" not in fs.protocol and not fs.exists(bucket):
-                raise StorageError(
-                    f"{job.input}: no such bucket {bucket!r} at {endpoint_of(job.input, job.storage_options)}"
-                )
-            raise FileNotFoundError(f"input {job.input} does not exist")
+    _check_input(job)
     with storage_errors(job.output, job.output_storage_options):
         check_store_format(job.output, job.store_format(), job.output_storage_options)
         lock = OutputLock(
@@ -190,6 +183,30 @@ def run_season(
     finally:
         lock.release()
     timings.pop("_done", None)
+    return _summary(job, plan, results, groups, time.perf_counter() - t0, timings)
+
+
+def _check_input(job: JobConfig) -> None:
+    """``FileNotFoundError`` for an input that does not exist; ``StorageError`` naming a missing bucket."""
+    fs, root = filesystem(job.input, job.storage_options)
+    with storage_errors(job.input, job.storage_options):
+        if not fs.exists(root):
+            bucket = root.split("/", 1)[0]
+            if not is_local(fs) and "memory" not in fs.protocol and not fs.exists(bucket):
+                raise StorageError(
+                    f"{job.input}: no such bucket {bucket!r} at {endpoint_of(job.input, job.storage_options)}"
+                )
+            raise FileNotFoundError(f"input {job.input} does not exist")
+
+
+def _summary(
+    job: JobConfig,
+    plan: Plan,
+    results: list[PartitionResult],
+    groups: dict[str, dict[str, int]],
+    seconds: float,
+    timings: dict[str, float],
+) -> SeasonSummary:
     statuses = Counter({Status.UNPARSEABLE: plan.unparseable} if plan.unparseable else {})
     last: dict[str, pd.Timestamp] = {}
     for r in results:
@@ -209,7 +226,7 @@ def run_season(
         groups,
         len(results),
         sum(r.resumed for r in results),
-        time.perf_counter() - t0,
+        seconds,
         last,
         plan.warnings + [w for r in results for w in r.warnings],
         plan,
@@ -280,67 +297,27 @@ def _run_graph(
     by_month: dict[str, list[PartitionKey]] = defaultdict(list)
     for key in sorted(plan.counts, key=lambda k: k.name):
         by_month[key.month].append(key)
-    attrs, join_fp = common_attrs(job), join_fingerprint(job)
-    resources = partition_resources(client)
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
     months = sorted(by_month)
     running = as_completed()
+    graph = _MonthGraph(
+        job,
+        plan,
+        client,
+        threads,
+        partition_resources(client),
+        common_attrs(job),
+        join_fingerprint(job),
+        allow_shrink,
+        command,
+    )
     month_of_commit: dict[str, str] = {}
     waiting = 0  #: partitions submitted and not finished
 
     def submit(month: str) -> None:
         nonlocal waiting
-        part_futs = []
-        for key in by_month.pop(month):
-            rows = plan.rows.pop(key)
-            if plan.where == "workers":  # the rows stay on the workers: a small task, where they are, takes them
-                rows = [
-                    client.submit(
-                        part_rows, part, key, pure=False, workers=plan.holders.get(part.key), allow_other_workers=True
-                    )
-                    for part in rows
-                ]
-            count = chunks_per_partition(len(plan.counts), plan.counts[key], threads)
-            chunks = [
-                client.submit(
-                    run_chunk,
-                    job,
-                    key,
-                    rows,
-                    i,
-                    count,
-                    resources=resources,
-                    pure=False,
-                    key=f"chunk-{key.name}-{i}-{job.output}",
-                    retries=TASK_RETRIES,
-                )
-                for i in range(count)
-            ]
-            part_futs.append(
-                client.submit(
-                    stage_chunks,
-                    job,
-                    key,
-                    chunks,
-                    key=f"partition-{key.name}-{job.output}",
-                    pure=False,
-                    retries=TASK_RETRIES,
-                )
-            )
-        commit = client.submit(
-            _commit,
-            job,
-            month,
-            part_futs,
-            attrs,
-            join_fp,
-            allow_shrink,
-            command,
-            rebuild,
-            key=f"commit-{month}-{job.output}",
-            pure=False,
-            retries=TASK_RETRIES,
-        )
+        part_futs = [graph.partition(key) for key in by_month.pop(month)]
+        commit = graph.commit(month, part_futs, rebuild)
         month_of_commit[commit.key] = month
         running.update(part_futs + [commit])
         waiting += len(part_futs)
@@ -382,6 +359,68 @@ def _run_graph(
             write_undated(job, plan.undated_parts)
     plan.undated_parts = []
     return results, groups
+
+
+@dataclasses.dataclass
+class _MonthGraph:
+    """Submits a month's tasks: each partition as chunk tasks and one staging task, then the month's commit."""
+
+    job: JobConfig
+    plan: Plan
+    client: Any
+    threads: int  #: worker threads of the cluster
+    resources: dict | None  #: what a chunk task asks of its worker (a GPU, where some worker has one)
+    attrs: dict  #: the stores' common attributes
+    join_fp: str
+    allow_shrink: bool
+    command: str
+
+    def partition(self, key: PartitionKey):
+        """The future of ``key``'s :class:`PartitionResult`: its files shared by chunk tasks, then staged."""
+        job, plan, client = self.job, self.plan, self.client
+        rows = plan.rows.pop(key)
+        if plan.where == "workers":  # the rows stay on the workers: a small task, where they are, takes them
+            holders = plan.holders
+            rows = [
+                client.submit(part_rows, p, key, pure=False, workers=holders.get(p.key), allow_other_workers=True)
+                for p in rows
+            ]
+        count = chunks_per_partition(len(plan.counts), plan.counts[key], self.threads)
+        chunks = [
+            client.submit(
+                run_chunk,
+                job,
+                key,
+                rows,
+                i,
+                count,
+                resources=self.resources,
+                pure=False,
+                key=f"chunk-{key.name}-{i}-{job.output}",
+                retries=TASK_RETRIES,
+            )
+            for i in range(count)
+        ]
+        return client.submit(
+            stage_chunks, job, key, chunks, key=f"partition-{key.name}-{job.output}", pure=False, retries=TASK_RETRIES
+        )
+
+    def commit(self, month: str, partitions: list, rebuild: bool):
+        """The future of ``month``'s commit, once its ``partitions`` are staged."""
+        return self.client.submit(
+            _commit,
+            self.job,
+            month,
+            partitions,
+            self.attrs,
+            self.join_fp,
+            self.allow_shrink,
+            self.command,
+            rebuild,
+            key=f"commit-{month}-{self.job.output}",
+            pure=False,
+            retries=TASK_RETRIES,
+        )
 
 
 def _progress_bar(total: int, enabled: bool):
