@@ -60,7 +60,7 @@ def endpoint_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
     )
 
 
-def _storage_cause(err: BaseException, endpoint: str) -> str | None:
+def _storage_cause(err: BaseException | None, endpoint: str) -> str | None:
     """Why storage failed, in one phrase, when ``err`` (or what caused it) is a storage failure."""
     seen = set()
     while err is not None and id(err) not in seen:

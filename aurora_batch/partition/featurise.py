@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def featurise(
-    job: JobConfig, todo: list[dict], out: list[dict], tick: Callable[[], None] | None = None, clock: Callable = untimed
+    job: JobConfig,
+    todo: list[dict],
+    out: list[dict],
+    tick: Callable[[], object] | None = None,
+    clock: Callable = untimed,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
 
@@ -111,10 +115,12 @@ def featurise(
         push(batch, masks)
     notes = []
     for m in skymaps:
+        assert site is not None  # skymaps are found for a known station only
         offset = site_distance((m.latitude, m.longitude), site[:2])
         if offset > SITE_TOLERANCE_DEG:
             off_site.append((m.url, offset))
     if off_site:
+        assert station is not None  # only a known station's site is compared with the files'
         url, worst = max(off_site, key=lambda x: x[1])
         notes.append(
             f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "
