@@ -4,6 +4,7 @@ and its two (aurora 0: arc, diffuse, discrete; no aurora 1), with the colour eac
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 CLASSES6 = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")  #: OATH class6 codes 0..5
 #: the colour of each class in every figure: aurora in greens, cloud grey, moon amber, clear night blue
@@ -11,6 +12,6 @@ CLASS_COLOURS = dict(zip(CLASSES6, ("#2ca02c", "#98df8a", "#17becf", "#7f7f7f", 
 AURORA_CLASSES = (0, 1, 2)  #: class2 = 0 (aurora) for these class6 codes, 1 (no aurora) otherwise
 
 
-def to_class2(class6: np.ndarray) -> np.ndarray:
+def to_class2(class6: npt.ArrayLike) -> np.ndarray:
     """OATH's 2-class label: 0 aurora (arc, diffuse, discrete), 1 no aurora (cloudy, moon, clear)."""
     return np.where(np.isin(np.asarray(class6), AURORA_CLASSES), 0, 1)

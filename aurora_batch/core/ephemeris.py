@@ -240,8 +240,8 @@ def sun_moon_reasons(
     sun_alt: np.ndarray,
     moon_alt: np.ndarray,
     moon_illumination: np.ndarray,
-    sun_max_alt: float,
-    moon_max_alt: float | None,
+    sun_max_alt: float | np.ndarray,  # one for all rows, or one per row
+    moon_max_alt: float | np.ndarray | None,
     moon_min_illumination: float = 0.0,
 ) -> np.ndarray:
     """Per row: ``"sun"``, ``"moon"`` or ``""`` (kept).

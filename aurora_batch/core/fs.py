@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec
@@ -23,7 +24,7 @@ def _cached(protocol: str, options_json: str):
     return url_to_fs(protocol, **json.loads(options_json))[0]
 
 
-def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The (filesystem, path) pair for ``url``; one filesystem instance per process and options.
 
     An S3 endpoint given in ``storage_options`` (``endpoint_url`` or ``client_kwargs.endpoint_url``)
@@ -49,7 +50,7 @@ class StorageError(OSError):
     """A storage location a job cannot use: its endpoint unreachable, no credentials, access denied, no bucket."""
 
 
-def endpoint_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
+def endpoint_of(url: str, storage_options: Mapping[str, Any] | None = None) -> str:
     """Where ``url`` is served from, for messages: an S3 endpoint, or the protocol's default."""
     options = dict(storage_options or {})
     return (
@@ -60,7 +61,7 @@ def endpoint_of(url: str, storage_options: dict[str, Any] | None = None) -> str:
     )
 
 
-def _storage_cause(err: BaseException, endpoint: str) -> str | None:
+def _storage_cause(err: BaseException | None, endpoint: str) -> str | None:
     """Why storage failed, in one phrase, when ``err`` (or what caused it) is a storage failure."""
     seen = set()
     while err is not None and id(err) not in seen:
@@ -87,7 +88,7 @@ def _storage_cause(err: BaseException, endpoint: str) -> str | None:
 
 
 @contextlib.contextmanager
-def storage_errors(url: str, storage_options: dict[str, Any] | None = None):
+def storage_errors(url: str, storage_options: Mapping[str, Any] | None = None):
     """Turn a storage failure inside the block into one :class:`StorageError` naming ``url``, its endpoint and
     the cause; other errors pass unchanged."""
     try:
@@ -101,7 +102,7 @@ def storage_errors(url: str, storage_options: dict[str, Any] | None = None):
         raise StorageError(f"{url}: {cause}") from err
 
 
-def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+def exists(url: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     fs, path = filesystem(url, storage_options)
     return fs.exists(path)
 
@@ -126,12 +127,12 @@ def join_url(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
-def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+def read_bytes(url: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
     fs, path = filesystem(url, storage_options)
     return fs.cat_file(path)
 
 
-def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+def write_bytes_atomic(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
     """Write ``data`` so that a reader sees the old object or the new one, never a partial one.
 
     Object stores make a single PUT atomic; on local disks we write a temporary file and
@@ -150,7 +151,7 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict[str, Any] | 
     os.replace(tmp, path)
 
 
-def create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> bool:
+def create_exclusive(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Create ``url`` only if it does not exist; True when this call created it.
 
     Local disks use ``O_CREAT|O_EXCL``; object stores a conditional PUT (``If-None-Match: *``),
@@ -212,7 +213,7 @@ def link_tree(src: str, dst: str) -> int:
     return n
 
 
-def publish_tree(src_url: str, dst_url: str, storage_options: dict[str, Any] | None = None) -> None:
+def publish_tree(src_url: str, dst_url: str, storage_options: Mapping[str, Any] | None = None) -> None:
     """Replace the tree ``dst_url`` by ``src_url`` so that readers never see a mixture.
 
     Local disks (``src_url`` on the same disk as ``dst_url``): two renames (the old tree is

@@ -48,7 +48,7 @@ class OutputLock:
     ttl_s: float = 120.0  #: the expiry is refreshed every ttl_s / 4 (seconds)
     owner: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.url = join_url(self.output, "_lock.json")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -142,7 +142,9 @@ def read_pgm(
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    frames, keys, pos, n = [], {}, 0, len(data)
+    frames: list[tuple[dt.datetime | None, np.ndarray]] = []
+    keys: dict[str, str] = {}
+    pos, n = 0, len(data)
     while pos < n:
         while pos < n and data[pos : pos + 1].isspace():
             pos += 1
@@ -151,7 +153,8 @@ def read_pgm(
         if data[pos : pos + 2] != b"P5":
             raise ImageError(f"{name}: frame {len(frames)} does not start with the PGM magic 'P5' (byte {pos})")
         pos += 2
-        tokens, comments = [], []
+        tokens: list[bytes] = []
+        comments: list[str] = []
         while len(tokens) < 3:
             while pos < n and data[pos : pos + 1].isspace():
                 pos += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+from typing import IO, cast
 
 import numpy as np
 
@@ -48,6 +49,7 @@ def read_file(
     if reader == "png_tar":
         return _read_png_tar(data, name, min_side, max_pixels)
     if reader == "unsupported":
+        assert fmt is not None  # only a format names this reader, never a guess from the name
         raise ImageError(f"{name}: {fmt.note}")
     if max_pixels:
         h, w = image_shape(data, name)
@@ -110,7 +112,9 @@ def _read_cdf(data: bytes, name: str, min_side: int | None) -> FileFrames:
     stamps = cdflib.cdfepoch.to_datetime(np.atleast_1d(epochs))
     if len(stamps) != len(images):
         raise ImageError(f"{name}: {len(images)} images but {len(stamps)} epochs")
-    times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="us"))) for t in stamps]
+    times: list[dt.datetime | None] = [
+        dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="us"))) for t in stamps
+    ]
     return FileFrames(times, [_reduce(img, min_side) for img in images])
 
 
@@ -121,12 +125,14 @@ def _read_png_tar(data: bytes, name: str, min_side: int | None, max_pixels: int 
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-            contents = [(m.name.rsplit("/", 1)[-1], tar.extractfile(m).read()) for m in members]
+            # the members are regular files, for which extractfile never gives None
+            contents = [(m.name.rsplit("/", 1)[-1], cast(IO[bytes], tar.extractfile(m)).read()) for m in members]
     except (tarfile.TarError, OSError, EOFError) as err:
         raise ImageError(f"{name}: cannot read the tar file ({err})") from None
     if not contents:
         raise ImageError(f"{name}: the tar file holds no frames")
-    times, images = [], []
+    times: list[dt.datetime | None] = []
+    images = []
     for member, content in contents:
         try:
             times.append(parse_name(member, FORMATS["trex_rgb_burst"]).time)
@@ -149,7 +155,9 @@ def _read_trex_h5(data: bytes, name: str, min_side: int | None) -> FileFrames:
     if images.ndim != 4 or images.shape[-1] != len(stamps):
         raise ImageError(f"{name}: data/images has shape {images.shape} for {len(stamps)} time stamps")
     try:
-        times = [dt.datetime.strptime(s.strip().removesuffix("UTC").strip(), "%Y-%m-%d %H:%M:%S.%f") for s in stamps]
+        times: list[dt.datetime | None] = [
+            dt.datetime.strptime(s.strip().removesuffix("UTC").strip(), "%Y-%m-%d %H:%M:%S.%f") for s in stamps
+        ]
     except ValueError as err:
         raise ImageError(f"{name}: bad time stamp ({err})") from None
     return FileFrames(times, [_reduce(np.ascontiguousarray(images[..., i]), min_side) for i in range(len(times))])

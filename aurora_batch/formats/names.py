@@ -17,10 +17,14 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aurora_batch.formats.decode import COMPRESSIONS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: the readers, and where each takes its frames' times (UTC) from
 FRAME_TIMES = {
@@ -61,7 +65,7 @@ class Format:
     """
 
     name: str
-    patterns: tuple[str, ...]
+    patterns: tuple[str, ...] | str  #: one pattern may be given as a str: __post_init__ makes it a 1-tuple
     reader: str = "image"
     network: str = ""
     default_wavelength: int | None = None
@@ -177,7 +181,7 @@ class NameParser:
         self.formats = list(formats)
         self._compiled = [[_Compiled.of(p) for p in f.patterns] for f in self.formats]
 
-    def parse(self, names: Sequence[str]) -> pd.DataFrame:  # noqa: F821
+    def parse(self, names: Sequence[str]) -> pd.DataFrame:
         """Per name, in order: ``station``, ``time`` (UTC, datetime64[us]), ``wavelength`` (Å, Int64) and
         ``format`` (None where no format fits, and then ``detail`` says so)."""
         import pandas as pd
@@ -256,7 +260,7 @@ class _Values:
             np.full(n, np.nan),
         )
 
-    def set(self, i: int, station: str, time: dt.datetime, wavelength: int | None) -> None:
+    def set(self, i: int | np.integer, station: str, time: dt.datetime, wavelength: int | None) -> None:
         self.ok[i], self.station[i], self.time[i] = True, station, np.datetime64(time, "us")
         self.wavelength[i] = np.nan if wavelength is None else wavelength
 
@@ -290,7 +294,9 @@ class _Compiled:
                 complete = {"Y", "m", "d"} <= directives or (field == "time" and "date" in specs)
                 vectorised &= directives <= _DATE_DIRECTIVES and complete
                 continue
-            g = tp.fmt_spec_regex.match(spec).groupdict()
+            m = tp.fmt_spec_regex.match(spec)
+            assert m is not None  # all its groups are optional: it matches every spec
+            g = m.groupdict()
             plain = not any(g[k] for k in ("align", "sign", "pound", "zero", "comma", "precision"))
             vectorised &= plain and g["type"] in ("", "s", "d")
             if g["type"] == "d":

@@ -45,7 +45,8 @@ class Skymap:
     def zenith(self) -> tuple[int, int]:
         """(row, column) of the pixel closest to zenith (computed once: every kept frame asks for it)."""
         el = np.where(np.isfinite(self.elevation), self.elevation, -np.inf)
-        return tuple(int(i) for i in np.unravel_index(np.argmax(el), el.shape))
+        row, col = np.unravel_index(np.argmax(el), el.shape)
+        return int(row), int(col)
 
 
 def _stamp(value: Any) -> dt.datetime | None:

@@ -160,9 +160,9 @@ def read_image_column(url: str, storage_options: Mapping[str, Any] | None = None
         rows.append(values)
     if not rows:
         raise ReaderError(f"{url}: no data rows")
-    values = np.array(rows)
-    values[values >= 99999] = np.nan
-    wide = pd.DataFrame(values, columns=pd.MultiIndex.from_tuples(parsed, names=["station", "element"]))
+    grid = np.array(rows)
+    grid[grid >= 99999] = np.nan
+    wide = pd.DataFrame(grid, columns=pd.MultiIndex.from_tuples(parsed, names=["station", "element"]))
     wide.index = pd.DatetimeIndex(times, name="time")
     tidy = wide.stack("station", future_stack=True).reset_index()
     tidy.columns.name = None

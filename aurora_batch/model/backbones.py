@@ -19,13 +19,17 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
     name: str
     feature_dim: int
-    build: Callable[[], torch.nn.Module]  # noqa: F821 - architecture with random weights
+    build: Callable[[], torch.nn.Module]  # architecture with random weights
     default_weights: Callable[[], str]  # path of the shipped pretrained weights
     #: (convolution, batch norm) attribute names whose batch norm folds into the convolution
     conv_bn_pairs: tuple[tuple[str, str], ...] = ()
@@ -47,10 +51,13 @@ def fold_batchnorm(model, pairs: tuple[tuple[str, str], ...]) -> int:
                 conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
                 if not (isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d)):
                     continue
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                mean, var = bn.running_mean, bn.running_var
+                if mean is None or var is None:  # no running statistics: it normalises by each batch's own
+                    continue
+                scale = bn.weight / torch.sqrt(var + bn.eps)
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
                 conv.weight = torch.nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1), requires_grad=False)
-                conv.bias = torch.nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+                conv.bias = torch.nn.Parameter((bias - mean) * scale + bn.bias, requires_grad=False)
                 setattr(module, bn_name, torch.nn.Identity())
                 folded += 1
     return folded
@@ -229,7 +236,8 @@ def load_backbone(
             raise ValueError(f"backbone {name} is a model file: it carries its weights (unset features.weights)")
         model = _load_model_file(name, device)
         if device == "cpu" and isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule):
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format (torch._C._nn._parse_to reads it); torch's overloads of it omit it
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return torch.compile(model, dynamic=False) if compile else model
     spec = BACKBONES[name]
     model = spec.build()
@@ -251,7 +259,7 @@ def load_backbone(
     fold_same_padding(model)
     model.to(device)
     if device == "cpu":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as above
     if compile:
         model = torch.compile(model, dynamic=False)
     return model

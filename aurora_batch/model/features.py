@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -132,6 +134,7 @@ class FeatureExtractor:
         self.batch_size = batch_size or default_batch_size(self.device)
         self.compile = compile or precision == "int8"
         self.runtime = resolve_runtime(runtime, self.device, precision, compile, backbone in BACKBONES)
+        self.model: Callable[..., Any]  #: an exported network's runner (numpy in and out) or a torch module
         if self.runtime != "torch":
             self.model = load_runner(
                 backbone, weights, input_size, self.runtime, torch.get_num_threads(), compile_cache_dir(compile_cache)

@@ -14,7 +14,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ def fit_head(
     )
 
 
-def class_outputs(proba: np.ndarray, classes: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+def class_outputs(proba: np.ndarray, classes: Sequence[str]) -> dict[str, np.ndarray]:
     """Per image, from ``(N, K)`` probabilities over ``classes``: ``label`` (the most probable class)
     and ``aurora_proba`` (the summed probability of arc, diffuse and discrete)."""
     aurora = [i for i, c in enumerate(classes) if c in {CLASSES6[k] for k in AURORA_CLASSES}]

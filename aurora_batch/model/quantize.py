@@ -154,11 +154,11 @@ def _save_quantised(converted, path: str, example: np.ndarray) -> None:
 
     import torch
 
-    example = torch.from_numpy(example).contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(example).contiguous(memory_format=torch.channels_last)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".part-", suffix=".pt2")
     os.close(fd)
     try:
-        program = torch.export.export(converted, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+        program = torch.export.export(converted, (x,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
         torch.export.save(program, tmp)
         os.chmod(tmp, 0o644)  # a cache shared by the workers of a cluster
         os.replace(tmp, path)

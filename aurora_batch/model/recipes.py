@@ -218,17 +218,20 @@ class Recipe:
         return self.fn(img, mask)
 
 
+def _summary(fn: Callable) -> str:
+    """The first line of ``fn``'s docstring; its name where docstrings are stripped (``python -OO``)."""
+    return (fn.__doc__ or fn.__name__).splitlines()[0]
+
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("lite128", lite128, 128, lite128.__doc__.splitlines()[0], min_side=256),
-        Recipe("oath", oath, 256, oath.__doc__.splitlines()[0], min_side=512, stretch_variant="oath_stretch"),
-        Recipe("oath_stretch", oath_stretch, 256, oath_stretch.__doc__.splitlines()[0], min_side=512),
-        Recipe("tame", tame, 224, tame.__doc__.splitlines()[0], min_side=448),
-        Recipe(
-            "kvammen", kvammen, 128, kvammen.__doc__.splitlines()[0], smallest=256, stretch_variant="kvammen_stretch"
-        ),
-        Recipe("kvammen_stretch", kvammen_stretch, 128, kvammen_stretch.__doc__.splitlines()[0], smallest=256),
+        Recipe("lite128", lite128, 128, _summary(lite128), min_side=256),
+        Recipe("oath", oath, 256, _summary(oath), min_side=512, stretch_variant="oath_stretch"),
+        Recipe("oath_stretch", oath_stretch, 256, _summary(oath_stretch), min_side=512),
+        Recipe("tame", tame, 224, _summary(tame), min_side=448),
+        Recipe("kvammen", kvammen, 128, _summary(kvammen), smallest=256, stretch_variant="kvammen_stretch"),
+        Recipe("kvammen_stretch", kvammen_stretch, 128, _summary(kvammen_stretch), smallest=256),
     )
 }
 

@@ -256,7 +256,8 @@ class DeviceRecipe:
             group = np.stack(frames[start:end])
             group = group if group.dtype == np.uint8 else group.astype(np.float32, copy=False)
             x = torch.from_numpy(group).to(self.device, non_blocking=True).float()
-            mask = None if masks[start] is None else torch.from_numpy(masks[start].copy()).to(self.device)
+            m = masks[start]
+            mask = None if m is None else torch.from_numpy(m.copy()).to(self.device)
             out.append(self.fn(x, mask))
             start = end
         return torch.cat(out) if out else torch.empty((0, 3, self.recipe.size, self.recipe.size))

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+from typing import Any
 
 from aurora_batch._version import __version__
 from aurora_batch.config import JobConfig
@@ -125,7 +126,8 @@ def join_fingerprint(job: JobConfig) -> str:
     """What the joined variables depend on: the join settings and every instrument file's size and mtime."""
     if not (job.join.ceilometer or job.join.magnetometer):
         return ""
-    record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": []}
+    sources: list[dict[str, Any]] = []
+    record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": sources}
     for kind in INSTRUMENT_KINDS:
         for src in getattr(job.join, kind):
             fs, _ = filesystem(src.url, src.storage_options)
@@ -139,7 +141,7 @@ def join_fingerprint(job: JobConfig) -> str:
                         str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")),
                     ]
                 )
-            record["sources"].append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
+            sources.append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 

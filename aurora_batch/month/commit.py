@@ -129,8 +129,8 @@ def commit_month(
     p = _plan(urls, staged, dict(kept or {}), previous if published is not None else None, layout, appendable, options)
     tails, state, incremental = p.tails, p.state, p.incremental
     if not state.groups and published is None:  # every file dropped: a ledger, no store
-        ledgers = [file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in sorted(urls)]
-        return MonthCommit({}, pd.concat(ledgers, ignore_index=True) if ledgers else pd.DataFrame())
+        frames = [file_ledger(read_part(urls[n], options, columns=PART_COLUMNS)[0]) for n in sorted(urls)]
+        return MonthCommit({}, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     session = icechunk_versions.begin(final, options) if publication.format == "icechunk" else None
     # the published month as it is now (an Icechunk month at this session's snapshot), which unstaged rows come from
     old = None if published is None else (published, session.snapshot_id if session and published == final else None)

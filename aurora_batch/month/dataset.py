@@ -88,5 +88,5 @@ def chunk_encoding(ds: xr.Dataset) -> dict:
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
         row_bytes = (OBJECT_ROW_BYTES if var.dtype.kind in "OUST" else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
-        enc[name] = {"chunks": (chunk_rows(row_bytes, var.ndim), *var.shape[1:])}
+        enc[str(name)] = {"chunks": (chunk_rows(row_bytes, var.ndim), *var.shape[1:])}
     return enc

@@ -96,8 +96,8 @@ def plan_tails(
         {_group_key(n) for n in changed if kept[n]}
         | {_group_key(n) for members in old.groups.values() for n, c in members if c and n not in changed}
     )
-    for gpath, members in old.groups.items():  # a group must keep its path (a new wavelength splits a station)
-        if any(paths.get(_group_key(n)) != gpath for n, _ in members):
+    for old_path, old_members in old.groups.items():  # a group must keep its path (a new wavelength splits a station)
+        if any(paths.get(_group_key(n)) != old_path for n, _ in old_members):
             return None
     groups = {g: dict(members) for g, members in old.groups.items()}
     for name in changed:

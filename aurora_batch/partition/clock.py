@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 class StageClock:
     """CPU seconds (of the thread doing the work) and wall seconds spent per stage of a partition."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.cpu: dict[str, float] = collections.defaultdict(float)
         self.wall: dict[str, float] = collections.defaultdict(float)
         self._lock = threading.Lock()

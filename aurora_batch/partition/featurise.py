@@ -48,7 +48,7 @@ def featurise(
     settings: FeaturiseSettings,
     todo: list[dict],
     out: list[dict],
-    tick: Callable[[], None] | None = None,
+    tick: Callable[[], object] | None = None,
     clock: Callable = untimed,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Stream the ``todo`` files of one station through decode, judgement, recipe and network.
@@ -80,7 +80,7 @@ def featurise(
 
     def load(data: bytes, row: dict) -> Judged:
         with clock("decode"):
-            frames = read_file(data, row["url"], formats.get(row.get("format")), recipe.min_side, f.max_pixels)
+            frames = read_file(data, row["url"], formats.get(row.get("format") or ""), recipe.min_side, f.max_pixels)
         return judge_frames(frames, row, recipe, site, settings.filter, skymaps, f.min_elevation, clock, on_device)
 
     def push(images: list[np.ndarray], masks: list[np.ndarray | None]) -> None:
@@ -157,10 +157,12 @@ def _notes(station, site, skymaps, off_site: list[tuple[str, float]], low_range:
     """Warnings for the user: stated site positions off the station table, inputs using little of their range."""
     notes = []
     for m in skymaps:
+        assert site is not None  # skymaps are found for a known station only
         offset = site_distance((m.latitude, m.longitude), site[:2])
         if offset > SITE_TOLERANCE_DEG:
             off_site.append((m.url, offset))
     if off_site:
+        assert station is not None  # only a known station's site is compared with the files'
         url, worst = max(off_site, key=lambda x: x[1])
         notes.append(
             f"{len(off_site)} file(s) or skymap(s) of {station.code} state a site position up to "

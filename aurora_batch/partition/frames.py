@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ def judge_frames(
     recipe: Recipe,
     site: tuple[float, float, float] | None,
     flt: FilterConfig,
-    skymaps: list[Skymap] = (),
+    skymaps: Sequence[Skymap] = (),
     min_elevation: float = 10.0,
     clock: Callable = untimed,
     defer_recipe: bool = False,

@@ -81,9 +81,14 @@ def build_catalog(
             continue
         if p.station in wanted and start <= p.time < end:
             dated.append((url, p.station, p.time, p.wavelength, p.format))
+    if dated:
+        urls_, stations_, times, wavelengths, fmts = (list(c) for c in zip(*dated))
+        found = catalog_frame(urls_, stations_, times, wavelengths, fmts)
+    else:
+        found = catalog_frame([])
     cat = pd.concat(
         [
-            catalog_frame(*(list(c) for c in zip(*dated))) if dated else catalog_frame([]),
+            found,
             catalog_frame([u for u, _ in bad], status=Status.UNPARSEABLE, detail=[d for _, d in bad]),
         ],
         ignore_index=True,

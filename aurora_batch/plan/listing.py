@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 _FIELDS = ("Y", "m", "d", "H", "j")  #: year, month, day, hour, day of year: what a folder name can date
 
@@ -47,7 +48,7 @@ class Window:
 
     def span(self, station: str | None, exact: bool) -> tuple[dt.datetime, dt.datetime]:
         """The [start, end) a folder of ``station`` (None: any) must meet to be listed."""
-        start = self.starts[station] if station in self.starts else min(self.starts.values())
+        start = self.starts[station] if station is not None and station in self.starts else min(self.starts.values())
         pad = dt.timedelta(0) if exact else self.margin
         return start - pad, self.end + pad
 
@@ -153,8 +154,11 @@ def _segment(segment: str) -> _Segment:
                 if numeric and len(set(parts[1::2])) == len(parts[1::2])
                 else None
             )
-        elif tp.fmt_spec_regex.match(spec).group("type") in ("d", "x", "X", "o", "b"):
-            ints.add(field)
+        else:
+            m = tp.fmt_spec_regex.match(spec)
+            assert m is not None  # all its groups are optional: it matches every spec
+            if m.group("type") in ("d", "x", "X", "o", "b"):
+                ints.add(field)
     return _Segment(re.compile("^" + tp.regex_format(segment) + "$"), times, specs, frozenset(ints))
 
 
@@ -203,7 +207,7 @@ def folder_time_span(fields: Mapping[str, int]) -> tuple[dt.datetime, dt.datetim
 
 _PLAUSIBLE_YEARS = (1950, 2100)  #: a four-digit folder name outside these is no year (5577 is a wavelength)
 _YEAR = r"(19[5-9]\d|20\d\d|2100)"
-_SHAPES: list[tuple[re.Pattern, tuple[str, ...], Callable[[dict], bool]]] = [
+_SHAPES: list[tuple[re.Pattern, tuple[str, ...], Callable[[Mapping[str, int]], bool]]] = [
     (re.compile(rf"^{_YEAR}$"), ("Y",), lambda have: True),
     (re.compile(rf"^{_YEAR}[-_.]?(\d\d)[-_.]?(\d\d)$"), ("Y", "m", "d"), lambda have: True),
     (re.compile(rf"^{_YEAR}[-_.]?(\d\d)$"), ("Y", "m"), lambda have: True),
@@ -284,7 +288,7 @@ class Listing:
 
 @dataclasses.dataclass
 class _Walker:
-    fs: object
+    fs: Any  #: an fsspec filesystem
     window: Window
     layouts: Sequence[FolderLayout]
     extensions: tuple[str, ...]
@@ -371,7 +375,7 @@ class _Walker:
                     for name in self._names(layout, index, node):
                         child = self.child(node, f"{node.path}/{name}")
                         mine = tuple(c for c in child.chains if c[0] == li) if child is not None else ()
-                        if mine:
+                        if child is not None and mine:
                             deeper.append(dataclasses.replace(child, chains=mine, origin=folder.path))
                 level, first = deeper, False
             for node in done:
@@ -400,8 +404,9 @@ class _Walker:
             t += step
         return list(dict.fromkeys(names))
 
-    def run(self, op: tuple[str, Folder]) -> tuple[list[tuple[str, int]], list[str], bool]:
-        """Do one operation: (files found, subfolder paths to visit, whether the folder existed)."""
+    def run(self, op: tuple[str, Folder]) -> tuple[list[tuple[str, int]], list[str] | list[Folder], bool]:
+        """Do one operation: (files found, subfolder paths to visit (a ``compose``: the composed folders), whether
+        the folder existed)."""
         kind, folder = op
         if kind == "compose":
             return [], self.composed(folder), True
@@ -414,7 +419,8 @@ class _Walker:
                 entries = self.fs.ls(folder.path, detail=True)
         except FileNotFoundError:
             return [], [], False
-        files, folders = [], []
+        files: list[tuple[str, int]] = []
+        folders: list[str] = []
         for e in entries:
             name = e["name"]
             if e.get("type") == "directory":
@@ -428,7 +434,9 @@ class _Walker:
 def _scan(path: str, recursive: bool, extensions: tuple[str, ...]) -> tuple[list[tuple[str, int]], list[str], bool]:
     """``ls`` (or ``find``) of a local folder with ``os.scandir``: what fsspec's local listing gives, 3x faster
     (it follows links to folders, as fsspec does)."""
-    files, folders, pending = [], [], [path]
+    files: list[tuple[str, int]] = []
+    folders: list[str] = []
+    pending = [path]
     while pending:
         folder = pending.pop()
         try:
@@ -479,7 +487,7 @@ def walk(
             for (kind, folder), (files, children, existed) in zip(batch, pool.map(walker.run, batch)):
                 if kind == "compose":
                     composed[folder.path] = [len(children), False, folder]
-                    queue += [walker.operation(c) for c in children]
+                    queue += [walker.operation(c) for c in cast(list[Folder], children)]
                     if not children:
                         queue.append(("ls", dataclasses.replace(folder, compose=False)))
                     continue
@@ -491,7 +499,7 @@ def walk(
                     (out.direct if kind == "ls" else out.subtrees).add(folder.path)
                     if prune and (span := folder_time_span(folder.fields())) is not None:
                         out.dated[folder.path] = span
-                subs = [c for c in (walker.child(folder, p) for p in children) if c is not None]
+                subs = [c for c in (walker.child(folder, p) for p in cast(list[str], children)) if c is not None]
                 out.pruned += len(children) - len(subs)
                 queue += [walker.operation(c) for c in subs]
                 if folder.origin is not None and (state := composed.get(folder.origin)) is not None:

@@ -47,10 +47,10 @@ def embed(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def exemplars(xy: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
     """``{class: row}``: per class present, the row nearest the median position of its class."""
-    labels = np.asarray(labels, dtype=object)
+    names = np.asarray(labels, dtype=object)
     out = {}
-    for c in dict.fromkeys(labels):
-        rows = np.flatnonzero(labels == c)
+    for c in dict.fromkeys(names):
+        rows = np.flatnonzero(names == c)
         centre = np.median(xy[rows], axis=0)
         out[str(c)] = int(rows[np.argmin(((xy[rows] - centre) ** 2).sum(1))])
     return out
@@ -72,13 +72,13 @@ def plot_embedding(
     from matplotlib.colors import Normalize
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
+    names = None if labels is None else np.asarray(labels, dtype=object)
     fig, ax = plt.subplots(figsize=(7, 6))
-    if labels is None:
+    if names is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, color="#555555", alpha=0.7)
     else:
-        labels = np.asarray(labels, dtype=object)
         for c, colour in CLASS_COLOURS.items():
-            rows = labels == c
+            rows = names == c
             if rows.any():
                 ax.scatter(
                     xy[rows, 0],
@@ -89,14 +89,14 @@ def plot_embedding(
                     alpha=0.8,
                     edgecolors="none",
                 )
-        other = ~np.isin(labels, list(CLASS_COLOURS))  # months classified without a head
+        other = ~np.isin(names, list(CLASS_COLOURS))  # months classified without a head
         if other.any():
             ax.scatter(xy[other, 0], xy[other, 1], s=6, color="#bbbbbb", label=f"no class ({other.sum()})")
         ax.legend(fontsize=8, loc="best", markerscale=2)
     span = np.ptp(xy, axis=0) if len(xy) else np.ones(2)
     for k, (row, img) in enumerate((thumbnails or {}).items()):
         offset = 0.12 * span * np.array([np.cos(k * 1.1), np.sin(k * 1.1)])
-        edge = CLASS_COLOURS.get(str(labels[row]), "0.4") if labels is not None else "0.4"
+        edge = CLASS_COLOURS.get(str(names[row]), "0.4") if names is not None else "0.4"
         box = AnnotationBbox(
             OffsetImage(img, zoom=0.6, cmap="gray", norm=Normalize(0, 1)),
             xy[row],

@@ -178,13 +178,15 @@ def write_table(table: pd.DataFrame, path: str) -> str:
             )
         pq.write_table(arrow, out)
     else:
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             c: light[c].to_numpy()
             if light[c].dtype.kind in "fiubM"
             else np.array(light[c].astype(str).tolist(), dtype=str)
             for c in light.columns
         }  # loads without pickle
-        np.savez_compressed(out, **arrays, **({"features": matrix} if matrix is not None else {}))
+        extra = {"features": matrix} if matrix is not None else {}
+        # the keys are column names, never savez's keyword allow_pickle, which mypy cannot tell
+        np.savez_compressed(out, **arrays, **extra)  # type: ignore[arg-type]
     return str(out)
 
 

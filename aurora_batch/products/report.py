@@ -162,6 +162,7 @@ def make_report(
     maps, fits, sample = _feature_pass(job, months, table, ridge, out / "embedding", max_points, notes)
     fig, ax = plt.subplots(figsize=(5, 5))
     if fits:
+        assert ridge is not None  # the fits are the ridge's, one per fold
         dh, fold = ridge
         scores = [r2 for _, _, r2 in fits]
         numbers["magnetometer_ridge_r2_mean"] = float(np.mean(scores))
@@ -247,7 +248,9 @@ def _feature_pass(
     if ridge is not None:
         scored = np.flatnonzero(ridge[1] >= 0)
         drawn[scored[subsample(len(scored), SCATTER_POINTS)]] = True
-    stats, sample, maps, failed = None, {}, {}, []
+    stats, maps = None, {}
+    sample: dict[int, np.ndarray] = {}
+    failed: list[str] = []
     for (_url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
         pick = subsample(len(rows), max_points)  # positions within the group
         picked = []

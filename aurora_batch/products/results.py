@@ -73,7 +73,9 @@ def _wavelengths(store, station: str) -> dict[int, str]:
         if sub:  # NYA/5577, or NYA/None for unfiltered frames beside filtered ones
             found[0 if sub == "None" else int(sub)] = path
         else:  # the month's only wavelength: read it
-            found[int(zarr.open_group(store=store, path=path, mode="r")["wavelength"][0])] = path
+            var = zarr.open_group(store=store, path=path, mode="r")["wavelength"]
+            assert isinstance(var, zarr.Array)  # a variable of the group, not a subgroup
+            found[int(np.asarray(var[0]))] = path
     return found
 
 

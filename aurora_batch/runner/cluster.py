@@ -7,8 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from aurora_batch.config import ClusterConfig, seconds
+
+if TYPE_CHECKING:
+    import distributed
 
 log = logging.getLogger(__name__)
 TASK_RETRIES = 2  #: Dask retries of a failed task (storage outages): planning, partitions and commits are idempotent
@@ -73,7 +77,7 @@ def _kubernetes_cluster(cfg: ClusterConfig):
 
 
 @contextlib.contextmanager
-def dask_client(cfg: ClusterConfig) -> Iterator[distributed.Client]:  # noqa: F821
+def dask_client(cfg: ClusterConfig) -> Iterator[distributed.Client]:
     """A ``distributed.Client`` for ``cfg``; clusters it starts are closed on exit.
 
     The LocalCluster listens on 127.0.0.1 only, with worker processes (not threads) so

@@ -55,7 +55,8 @@ def run_join(job: JobConfig) -> JoinSummary:
     job.check_files()
     fp = join_fingerprint(job)
     attrs = common_attrs(job)
-    rebuilt, unchanged, matched, images = [], [], {}, 0
+    rebuilt, unchanged, images = [], [], 0
+    matched: dict[str, int] = {}
     with storage_errors(job.output, job.output_storage_options):
         lock = OutputLock(job.output, job.output_storage_options, purpose="join").acquire()
     try:

@@ -35,7 +35,10 @@ class NightlySummary:
     def line(self) -> str:
         """One ``key=value`` line for monitoring systems."""
         s = self.season
-        fields = {"status": self.status, "window_start": f"{self.window_start:%Y-%m-%dT%H:%M:%SZ}"}
+        fields: dict[str, str | int] = {
+            "status": self.status,
+            "window_start": f"{self.window_start:%Y-%m-%dT%H:%M:%SZ}",
+        }
         if s is not None:
             fields.update(
                 new_partitions=s.partitions - s.resumed_partitions,

@@ -171,7 +171,8 @@ def run_season(
                 own_local = job.cluster.kind == "local" and not job.cluster.scheduler
                 cores = max(1, (os.cpu_count() or 1) // local_worker_count(job.cluster)) if own_local else None
                 # registered first, so that it runs last, once the cluster is closed
-                cluster.callback(lambda t=time.perf_counter: timings.__setitem__("shutdown", t() - timings["_done"]))
+                now = time.perf_counter
+                cluster.callback(lambda: timings.__setitem__("shutdown", now() - timings["_done"]))
                 with _timed(timings, "cluster start"):
                     client = cluster.enter_context(dask_client(job.cluster))
             with _timed(timings, "worker setup"):

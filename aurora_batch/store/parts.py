@@ -92,7 +92,7 @@ def read_staged_if(
     url: str,
     fingerprint: str,
     storage_options: Mapping[str, Any] | None = None,
-    columns: Sequence[str] = ("url", "status"),
+    columns: Sequence[str] | None = ("url", "status"),
 ) -> pd.DataFrame | None:
     """``columns`` of a staged part (those it has; None: all) if it was computed with ``fingerprint``, else None.
 
@@ -189,11 +189,11 @@ def read_published_part(
         return rows, {}
     part = published_rows(store, where[0], where[1], where[2], ("features", "keogram_ns", "keogram_ew"))
     order = month_order(rows).index.to_numpy()
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for name_, var in part.data_vars.items():
         values = np.empty_like(var.to_numpy())
         values[order] = var.to_numpy()
-        arrays[name_] = values
+        arrays[str(name_)] = values
     return rows, arrays
 
 
