@@ -113,7 +113,6 @@ def commit_month(
     one after another).  With ``allow_shrink=False`` a month whose groups would lose time stamps
     is not published (:class:`StoreShrinkError`).
     """
-    import zarr
 
     from aurora_batch.store import versions as icechunk_versions
 
@@ -169,19 +168,8 @@ def commit_month(
         ledgers = {n: f for d in done for n, f in d.ledgers.items()}
         written = sum(d.rows_written for d in done)
         matched = sum((Counter(d.matched) for d in done), Counter())
-        root = zarr.open_group(store=store, mode="a", zarr_format=3)
-        if not incremental:  # a month built whole keeps no station it no longer has
-            for name, _ in list(root.groups()):
-                if name not in by_station:
-                    del root[name]
-        root.attrs.put(
-            {
-                "title": f"aurora-batch features for {month}",
-                **dict(common_attrs),
-                **dict(root_attrs or {}),
-                **state.attrs(),
-            }
-        )
+        attrs = {"title": f"aurora-batch features for {month}", **common_attrs, **(root_attrs or {}), **state.attrs()}
+        _set_root(store, attrs, None if incremental else set(by_station))
         if session is None:  # an Icechunk snapshot holds every node's metadata already
             consolidate(store)
         if not allow_shrink and old is not None:
@@ -203,6 +191,17 @@ def commit_month(
             facts = {"images": images, "groups": dict(counts), "rows_written": written, "incremental": incremental}
             _commit_version(session, final, publication, facts, store_url(output, month), options)
         return MonthCommit(counts, catalog, written, incremental, dict(matched))
+
+
+def _set_root(store, attrs: Mapping[str, Any], stations: set[str] | None) -> None:
+    """The month's root attributes; with ``stations`` (a month built whole), other stations' groups removed."""
+    import zarr
+
+    root = zarr.open_group(store=store, mode="a", zarr_format=3)
+    if stations is not None:
+        for name in [n for n, _ in root.groups() if n not in stations]:
+            del root[name]
+    root.attrs.put(dict(attrs))
 
 
 def _clear_for(final: str, output: str, month: str, fmt: str, options: Mapping[str, Any]):

@@ -112,7 +112,6 @@ def make_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,9 +122,25 @@ def make_report(
     figs: dict[str, Path] = {}
     has_cloud = "ceilometer_cloudy" in table and table["ceilometer_cloudy"].notna().any()
     has_class = "proba_cloudy" in table
+    figs["cloud_coverage"] = _cloud_coverage(table, has_cloud and has_class, notes, out / "cloud_coverage.png")
+    known = table[table["ceilometer_cloudy"].notna()] if has_cloud else table.iloc[:0]
+    figs["cloud_roc"] = _cloud_roc(known if has_class else known.iloc[:0], job, numbers, notes, out / "cloud_roc.png")
+    ridge = _ridge_folds(table, notes)
+    maps, fits, sample = _feature_pass(job, months, table, ridge, out / "embedding", max_points, notes)
+    figs["magnetometer_ridge"] = _ridge_figure(ridge, fits, sample, numbers, out / "magnetometer_ridge.png")
+    figs["class_by_hour"] = _class_by_hour(table, classes, notes, out / "class_by_hour.png")
+    keograms = _keograms(job, out / "keograms", progress, notes, version, as_of)
+    page = out / "report.html"
+    page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
+    return ReportResult(page, figs, numbers, notes, maps, keograms)
+
+
+def _cloud_coverage(table: pd.DataFrame, joined: bool, notes: list[str], path: Path) -> Path:
+    """Nightly fraction of images classified cloudy beside the ceilometer's, per station."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    if has_cloud and has_class:
+    if joined:
         for station, g in table.groupby("station"):
             nightly = g.groupby("night").agg(
                 predicted=("label", lambda s: (s == "cloudy").mean()), ceilometer=("ceilometer_cloudy", "mean")
@@ -138,11 +153,15 @@ def make_report(
     else:
         notes.append("cloud coverage needs a head (classify.head) and a joined ceilometer")
     ax.set_title("Daily cloud coverage")
-    figs["cloud_coverage"] = _png(fig, out / "cloud_coverage.png")
+    return _png(fig, path)
+
+
+def _cloud_roc(known: pd.DataFrame, job: JobConfig, numbers: dict[str, float], notes: list[str], path: Path) -> Path:
+    """ROC of the cloudy probability against the ceilometer, on the images it saw (``known``)."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    known = table[table["ceilometer_cloudy"].notna()] if has_cloud else table.iloc[:0]
-    if has_class and len(known) and known["ceilometer_cloudy"].nunique() == 2:
+    if len(known) and known["ceilometer_cloudy"].nunique() == 2:
         from sklearn.metrics import roc_auc_score, roc_curve
 
         fpr, tpr, _ = roc_curve(known["ceilometer_cloudy"], known["proba_cloudy"])
@@ -156,10 +175,13 @@ def make_report(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(f"Cloud prediction vs ceilometer (base < {job.join.cloud_max_cbh:.0f} m)")
-    figs["cloud_roc"] = _png(fig, out / "cloud_roc.png")
+    return _png(fig, path)
 
-    ridge = _ridge_folds(table, notes)
-    maps, fits, sample = _feature_pass(job, months, table, ridge, out / "embedding", max_points, notes)
+
+def _ridge_figure(ridge, fits, sample: dict, numbers: dict[str, float], path: Path) -> Path:
+    """|ΔH| (nT) predicted from image features against observed, on held-out nights."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 5))
     if fits:
         assert ridge is not None  # the fits are the ridge's, one per fold
@@ -179,7 +201,12 @@ def make_report(
         )
     ax.set_xlabel("observed |ΔH| (nT)")
     ax.set_ylabel("predicted |ΔH| (nT)")
-    figs["magnetometer_ridge"] = _png(fig, out / "magnetometer_ridge.png")
+    return _png(fig, path)
+
+
+def _class_by_hour(table: pd.DataFrame, classes, notes: list[str], path: Path) -> Path:
+    """Images of each class by local solar hour, one panel per station."""
+    import matplotlib.pyplot as plt
 
     stations = sorted(table["station"].unique())
     fig, axes = plt.subplots(1, len(stations), figsize=(5 * len(stations), 4), squeeze=False)
@@ -204,12 +231,7 @@ def make_report(
         )
     else:
         notes.append("class occurrence needs a head (classify.head)")
-    figs["class_by_hour"] = _png(fig, out / "class_by_hour.png")
-
-    keograms = _keograms(job, out / "keograms", progress, notes, version, as_of)
-    page = out / "report.html"
-    page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
-    return ReportResult(page, figs, numbers, notes, maps, keograms)
+    return _png(fig, path)
 
 
 def _ridge_folds(table: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
