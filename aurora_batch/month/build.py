@@ -219,28 +219,8 @@ def build_month(
         raise FileNotFoundError(
             f"month {inputs.month}: no staged parts under {join_url(job.output, '_staging')} to build it from"
         )
-    same_parts = (
-        all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items())
-        if previous
-        else published is not None and published[1].get("parts_digest") == inputs.digest
-    )
-    if (
-        not force
-        and published is not None
-        and same_parts
-        and published[1].get("join_fingerprint", "") == join_fp
-        and published[0].endswith(f".{job.store_format()}")  # a plain month is converted to a repository
-        and exists(join_url(catalog_url(job.output), f"{inputs.month}.parquet"), job.output_storage_options)
-    ):
-        return None  # (a month whose catalog a killed run did not write gets it now)
-    if published is not None:
-        join = "changed" if published[1].get("join_fingerprint", "") != join_fp else "same"
-        log.info(
-            "month %s: written (parts %s; join %s)",
-            inputs.month,
-            "the same" if same_parts else [part_name(u) for u in inputs.parts],
-            join,
-        )
+    if not force and _unchanged(job, inputs, previous, join_fp):
+        return None
     names = [*(previous.parts if previous else ()), *map(part_name, inputs.parts)]
     group_attrs = {s: get_station(s).attrs() for s in sorted({PartitionKey.parse(n).station for n in names})}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
@@ -275,6 +255,30 @@ def build_month(
         compact_parts(inputs.parts, job.output_storage_options)
     matched = {kind: built.matched.get(kind, 0) for kind, _, _ in instruments}
     return MonthBuild(inputs.month, built.counts, matched, built.rows_written, built.incremental)
+
+
+def _unchanged(job: JobConfig, inputs: MonthInputs, previous: MonthState | None, join_fp: str) -> bool:
+    """Whether the published month was built from the same parts, join and store format, and has its catalog
+    (a month whose catalog a killed run did not write gets it now); logs why a published month is written."""
+    published = inputs.published
+    if published is None:
+        return False
+    same_parts = (
+        all(previous.parts.get(part_name(u)) == v for u, v in inputs.parts.items())
+        if previous
+        else published[1].get("parts_digest") == inputs.digest
+    )
+    same_join = published[1].get("join_fingerprint", "") == join_fp
+    if (
+        same_parts
+        and same_join
+        and published[0].endswith(f".{job.store_format()}")  # a plain month is converted to a repository
+        and exists(join_url(catalog_url(job.output), f"{inputs.month}.parquet"), job.output_storage_options)
+    ):
+        return True
+    parts = "the same" if same_parts else [part_name(u) for u in inputs.parts]
+    log.info("month %s: written (parts %s; join %s)", inputs.month, parts, "same" if same_join else "changed")
+    return False
 
 
 def _publication(job: JobConfig, inputs: MonthInputs, attrs: dict, join_fp: str, command: str) -> Publication:
