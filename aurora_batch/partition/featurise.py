@@ -93,39 +93,18 @@ def featurise(
             extractor.push(inputs)
         freeze_long_lived_objects()  # once per worker, when the model (and a compiled graph) exists
 
-    batch: list[np.ndarray] = []
-    masks: list[np.ndarray | None] = []
-    keograms: list[np.ndarray] = []
-    off_site: list[tuple[str, float]] = []
-    low_range: list[str] = []
+    got = _Collected(out)
     for row, judged in stream_files(todo, fetch, load, size=lambda r: r.get("size"), settings=streaming):
         if tick is not None:
             tick()
-        if isinstance(judged, Exception):
-            out.append(
-                {
-                    **row,
-                    "status": Status.UNREADABLE,
-                    "detail": str(judged) or type(judged).__name__,
-                    "frame": WHOLE_FILE,
-                    "saturated": np.nan,
-                }
-            )
-            continue
-        out += judged.rows
-        batch += judged.inputs
-        masks += judged.masks
-        keograms += judged.keograms
-        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
-            off_site.append((row["url"], judged.site_offset))
-        if judged.low_range:
-            low_range.append(row["url"])
-        while len(batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
-            push(batch[: extractor.batch_size], masks[: extractor.batch_size])
-            del batch[: extractor.batch_size], masks[: extractor.batch_size]
-    if batch:
-        push(batch, masks)
-    notes = _notes(station, site, skymaps, off_site, low_range, recipe)
+        got.add(row, judged)
+        while len(got.batch) >= extractor.batch_size:  # whole batches: a compiled network never sees another shape
+            push(got.batch[: extractor.batch_size], got.masks[: extractor.batch_size])
+            del got.batch[: extractor.batch_size], got.masks[: extractor.batch_size]
+    if got.batch:
+        push(got.batch, got.masks)
+    keograms = got.keograms
+    notes = _notes(station, site, skymaps, got.off_site, got.low_range, recipe)
     for note in notes:
         log.warning(note)
     with clock("network"):
@@ -134,6 +113,35 @@ def featurise(
         lines = np.stack(keograms)
         arrays.update(keogram_ns=lines[:, 0], keogram_ew=lines[:, 1])
     return arrays, notes
+
+
+@dataclasses.dataclass
+class _Collected:
+    """What the judged files of a stream add up to: their rows (appended to ``rows``), the network inputs not yet
+    pushed, the keogram lines, and the files to warn about."""
+
+    rows: list[dict]
+    batch: list[np.ndarray] = dataclasses.field(default_factory=list)
+    masks: list[np.ndarray | None] = dataclasses.field(default_factory=list)
+    keograms: list[np.ndarray] = dataclasses.field(default_factory=list)
+    off_site: list[tuple[str, float]] = dataclasses.field(default_factory=list)  #: (url, degrees off the table)
+    low_range: list[str] = dataclasses.field(default_factory=list)  #: urls
+
+    def add(self, row: dict, judged: Judged | Exception) -> None:
+        if isinstance(judged, Exception):  # an unreadable file: one row, no frames
+            detail = str(judged) or type(judged).__name__
+            self.rows.append(
+                {**row, "status": Status.UNREADABLE, "detail": detail, "frame": WHOLE_FILE, "saturated": np.nan}
+            )
+            return
+        self.rows += judged.rows
+        self.batch += judged.inputs
+        self.masks += judged.masks
+        self.keograms += judged.keograms
+        if judged.site_offset is not None and judged.site_offset > SITE_TOLERANCE_DEG:
+            self.off_site.append((row["url"], judged.site_offset))
+        if judged.low_range:
+            self.low_range.append(row["url"])
 
 
 def extractor_for(f: FeatureConfig) -> FeatureExtractor:

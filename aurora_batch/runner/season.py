@@ -301,17 +301,8 @@ def _run_graph(
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
     months = sorted(by_month)
     running = as_completed()
-    graph = _MonthGraph(
-        job,
-        plan,
-        client,
-        threads,
-        partition_resources(client),
-        common_attrs(job),
-        join_fingerprint(job),
-        allow_shrink,
-        command,
-    )
+    attrs, join_fp = common_attrs(job), join_fingerprint(job)
+    graph = _MonthGraph(job, plan, client, threads, partition_resources(client), attrs, join_fp, allow_shrink, command)
     month_of_commit: dict[str, str] = {}
     waiting = 0  #: partitions submitted and not finished
 
@@ -352,14 +343,19 @@ def _run_graph(
         bar.close()
     timings["partitions"] = last_partition - t0
     timings["months after the last partition"] = time.perf_counter() - last_partition
-    # The ledger of unparseable names, last (a finished run's mark): on a worker from the planning tasks' results.
     with _timed(timings, "ledger"):
-        if plan.where == "workers":
-            client.submit(write_undated, job, plan.undated_parts, pure=False, retries=TASK_RETRIES).result()
-        else:
-            write_undated(job, plan.undated_parts)
-    plan.undated_parts = []
+        _write_ledger(job, plan, client)
     return results, groups
+
+
+def _write_ledger(job: JobConfig, plan: Plan, client) -> None:
+    """The ledger of unparseable names, last (a finished run's mark): on a worker from the planning tasks'
+    results, where they are."""
+    if plan.where == "workers":
+        client.submit(write_undated, job, plan.undated_parts, pure=False, retries=TASK_RETRIES).result()
+    else:
+        write_undated(job, plan.undated_parts)
+    plan.undated_parts = []
 
 
 @dataclasses.dataclass
