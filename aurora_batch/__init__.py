@@ -18,35 +18,35 @@ __all__ = [
 
 
 def run_season(job, **kwargs):
-    """Run a season job (see :func:`aurora_batch.season.run_season`)."""
+    """Run a season job (see :func:`aurora_batch.runner.season.run_season`)."""
     from aurora_batch.runner.season import run_season as _run
 
     return _run(job, **kwargs)
 
 
 def open_station(output, station, start=None, end=None, **kwargs):
-    """One station over many months, lazily (see :func:`aurora_batch.results.open_station`)."""
+    """One station over many months, lazily (see :func:`aurora_batch.products.results.open_station`)."""
     from aurora_batch.products.results import open_station as _open
 
     return _open(output, station, start, end, **kwargs)
 
 
 def open_season(output, start=None, end=None, **kwargs):
-    """Every station as an ``xarray.DataTree`` (see :func:`aurora_batch.results.open_season`)."""
+    """Every station as an ``xarray.DataTree`` (see :func:`aurora_batch.products.results.open_season`)."""
     from aurora_batch.products.results import open_season as _open
 
     return _open(output, start, end, **kwargs)
 
 
 def store_history(output, month, storage_options=None):
-    """The versions of one month store (see :func:`aurora_batch.results.store_history`)."""
+    """The versions of one month store (see :func:`aurora_batch.products.results.store_history`)."""
     from aurora_batch.products.results import store_history as _history
 
     return _history(output, month, storage_options)
 
 
 def classify_files(urls, head=None, **kwargs):
-    """Classify files in this process, no cluster (see :func:`aurora_batch.files.classify_files`)."""
+    """Classify files in this process, no cluster (see :func:`aurora_batch.products.files.classify_files`)."""
     from aurora_batch.products.files import classify_files as _classify
 
     return _classify(urls, head, **kwargs)

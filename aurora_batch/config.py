@@ -576,7 +576,7 @@ class JobConfig(_Strict):
 
     def feature_runtime(self) -> str:
         """``features.runtime`` as this process's workers run it (``auto`` resolved:
-        :func:`aurora_batch.runtimes.resolve_runtime`)."""
+        :func:`aurora_batch.model.runtimes.resolve_runtime`)."""
         from aurora_batch.model.backbones import BACKBONES
         from aurora_batch.model.features import pick_device
         from aurora_batch.model.runtimes import resolve_runtime

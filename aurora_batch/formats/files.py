@@ -32,7 +32,7 @@ def read_file(
     """Decode one file of ``fmt`` (guessed from the name when None) into frames.
 
     ``min_side``: the smallest side the consumer needs; larger frames come back reduced (see
-    :func:`~aurora_batch.imaging.decode`).  ``max_pixels``: frames larger than this are refused
+    :func:`~aurora_batch.formats.decode.decode`).  ``max_pixels``: frames larger than this are refused
     from their header, before any pixel is decoded (:class:`ImageError`).
     """
     if not data:

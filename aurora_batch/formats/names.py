@@ -61,7 +61,7 @@ class Format:
     station and time.
     ``folders``: the archive's folder layout below its root, a trollsift pattern per level
     (fields ``station``, ``time`` and any others), from which the listing dates folders exactly
-    (:mod:`aurora_batch.listing`).
+    (:mod:`aurora_batch.plan.listing`).
     """
 
     name: str

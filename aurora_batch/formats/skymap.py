@@ -5,7 +5,7 @@ A skymap is an IDL save file (``themis_skymap_gako_20110305-+_vXX.sav``, read wi
 sight, the site position (longitude 0–360 east) and the interval it is valid for
 (``VALID_INTERVAL_START``/``STOP`` as ``YYYYMMDDHH``, ``+`` for open-ended).  Its arrays are in
 the orientation of the raw stream0 file (row 0 is the first row stored), the same as
-:func:`aurora_batch.formats.read_file`: UCalgary's readers (pyucalgarysrs) flip THEMIS images and
+:func:`aurora_batch.formats.files.read_file`: UCalgary's readers (pyucalgarysrs) flip THEMIS images and
 skymaps alike, north-south, for display (REGO's east-west too), so un-flipped frames and
 un-flipped skymaps align as theirs do (tested).  Against THEMIS L1 CDF frames the orientation is
 not verified on a matched pair (docs/design.md, Formats).

@@ -267,7 +267,7 @@ def load_backbone(
 
 @functools.lru_cache(maxsize=2)
 def load_int8_backbone(name: str, weights: str | None, recipe: str, batch_size: int, compile_cache: str | None = None):
-    """:func:`load_backbone` on CPU, quantised to int8 and compiled (:func:`aurora_batch.quantize.quantize_int8`),
+    """:func:`load_backbone` on CPU, quantised to int8 and compiled (:func:`aurora_batch.model.quantize.quantize_int8`),
     once per process; calibrated through ``recipe``; the quantised program is cached beside Inductor's."""
     from aurora_batch.model.quantize import quantize_int8
 

@@ -105,11 +105,11 @@ class FeatureExtractor:
     thread is free to assemble the next batch meanwhile.
 
     ``precision`` ``float16``/``bfloat16`` runs the network under autocast; ``int8`` (CPU only)
-    runs it quantised (:mod:`aurora_batch.quantize`, calibrated through ``recipe``); features are
+    runs it quantised (:mod:`aurora_batch.model.quantize`, calibrated through ``recipe``); features are
     returned as float32 whatever the precision.  With ``compile`` (and int8, which is compiled)
     every batch is padded to ``batch_size`` so that the graph is never rebuilt for a short last batch.
-    ``runtime`` (:mod:`aurora_batch.runtimes`): ``torch``, or the network exported to ONNX and run by
-    ``onnxruntime`` or ``openvino`` on CPU; ``auto`` picks (:func:`~aurora_batch.runtimes.resolve_runtime`).
+    ``runtime`` (:mod:`aurora_batch.model.runtimes`): ``torch``, or the network exported to ONNX and run by
+    ``onnxruntime`` or ``openvino`` on CPU; ``auto`` picks (:func:`~aurora_batch.model.runtimes.resolve_runtime`).
     """
 
     def __init__(
@@ -154,7 +154,7 @@ class FeatureExtractor:
 
     def push(self, batch) -> None:
         """Queue ``(N, 3, S, S)`` float32 images, a numpy array or a tensor already on the device (the
-        :mod:`~aurora_batch.torch_recipes` output); any N (split into ``batch_size`` pieces)."""
+        :mod:`~aurora_batch.model.torch_recipes` output); any N (split into ``batch_size`` pieces)."""
         for i in range(0, len(batch), self.batch_size):
             self._run(batch[i : i + self.batch_size])
 

@@ -1,6 +1,6 @@
 """CPU inference runtimes: the torch network exported once to ONNX and run by ONNX Runtime (or OpenVINO).
 
-The model is built and its weights loaded in torch as always (:func:`aurora_batch.features.load_backbone`);
+The model is built and its weights loaded in torch as always (:func:`aurora_batch.model.features.load_backbone`);
 then it is exported once to ONNX (TorchScript exporter, dynamic batch) and the file is cached in the
 compile cache, named by the SHA-256 of what it depends on: the backbone and its weights, the input size,
 and the torch and runtime versions.  A cache file that the runtime cannot load is exported again.

@@ -2,7 +2,7 @@
 
 A GPU worker's CPU threads then only read and decode: grey conversion, the percentile
 stretch, masks, resizing, the median filter and crops run on the GPU, a batch at a time.
-Each function here equals its numpy twin in :mod:`aurora_batch.imaging` within 1e-5 on CPU
+Each function here equals its numpy twin in :mod:`aurora_batch.model.recipes` within 1e-5 on CPU
 (tested for every recipe on 8- and 16-bit, grey and colour frames): the steps numpy does in
 float64 (the stretch, whose percentiles numpy returns as float64) are done in float64 here
 too, and resizing multiplies by the very weights Pillow uses, read off Pillow itself
@@ -47,7 +47,7 @@ def _weights(n_in: int, n_out: int, box: bool, device: str):
 
 
 def resize(x, size: int):
-    """``(..., H, W)`` -> ``(..., size, size)`` as :func:`aurora_batch.imaging.resize` (box when shrinking)."""
+    """``(..., H, W)`` -> ``(..., size, size)`` as :func:`aurora_batch.model.recipes.resize` (box when shrinking)."""
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x
@@ -104,7 +104,8 @@ def _fov(x, mask):
 
 
 def _full_scale(x):
-    """Per frame, as :func:`aurora_batch.imaging.full_scale`: 255 for 8-bit data, 65535 above; ``(B, 1, 1[, 1])``."""
+    """Per frame, as :func:`aurora_batch.model.recipes.full_scale`: 255 for 8-bit data, 65535 above;
+    ``(B, 1, 1[, 1])``."""
     import torch
 
     peak = x.reshape(len(x), -1).amax(dim=1)
@@ -113,7 +114,7 @@ def _full_scale(x):
 
 
 def lite128(x, mask=None):
-    """:func:`aurora_batch.imaging.lite128` on a batch."""
+    """:func:`aurora_batch.model.recipes.lite128` on a batch."""
     g = grey(x)
     unit = robust_unit(g, _fov(x, mask), 1.0, 99.5)
     return (resize(unit, 128) * 2.0 - 1.0)[:, None].expand(-1, 3, -1, -1).contiguous()
@@ -131,12 +132,12 @@ def _channels_first(x):
 
 
 def oath(x, mask=None):
-    """:func:`aurora_batch.imaging.oath` on a batch."""
+    """:func:`aurora_batch.model.recipes.oath` on a batch."""
     return _oath_tensor(_channels_first(x / _full_scale(x)))
 
 
 def oath_stretch(x, mask=None):
-    """:func:`aurora_batch.imaging.oath_stretch` on a batch."""
+    """:func:`aurora_batch.model.recipes.oath_stretch` on a batch."""
     fov = _fov(x, mask)
     c = _channels_first(x)
     b, k = c.shape[:2]
@@ -170,7 +171,7 @@ def tame_steps(x, size: int = 224, mask=None):
 
 
 def tame(x, mask=None):
-    """:func:`aurora_batch.imaging.tame` on a batch."""
+    """:func:`aurora_batch.model.recipes.tame` on a batch."""
     import torch
 
     mean = torch.from_numpy(IMAGENET_MEAN).to(x.device)[:, None, None]
@@ -187,7 +188,7 @@ def median3(x):
 
 
 def kvammen_steps(x, crop: int = 128):
-    """As :func:`aurora_batch.imaging.kvammen_steps`: the transposed window, 3×3 median, 2×2 bin, centre crop."""
+    """As :func:`aurora_batch.model.recipes.kvammen_steps`: the transposed window, 3×3 median, 2×2 bin, centre crop."""
     rows, cols = x.shape[1:3]
     h, w = (cols // 2) * 2, (rows // 2) * 2
     if min(h, w) // 2 < crop:
@@ -205,12 +206,12 @@ def _three(x):
 
 
 def kvammen(x, mask=None):
-    """:func:`aurora_batch.imaging.kvammen` on a batch."""
+    """:func:`aurora_batch.model.recipes.kvammen` on a batch."""
     return _three(kvammen_steps(x) / _full_scale(x).reshape(-1, 1, 1))
 
 
 def kvammen_stretch(x, mask=None):
-    """:func:`aurora_batch.imaging.kvammen_stretch` on a batch."""
+    """:func:`aurora_batch.model.recipes.kvammen_stretch` on a batch."""
     import torch
 
     steps = kvammen_steps(x)

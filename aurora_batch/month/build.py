@@ -1,10 +1,10 @@
 """The month build: staged partitions → classes → joined instruments → one published Zarr store.
 
 Every published month is written the same way, by ``season``, ``nightly`` and ``join`` alike
-(:func:`aurora_batch.store.commit_month`): a month already published grows by the rows of its
-new or changed parts (:mod:`aurora_batch.increment`), one built for the first time (or whose
+(:func:`aurora_batch.month.commit.commit_month`): a month already published grows by the rows of its
+new or changed parts (:mod:`aurora_batch.month.increment`), one built for the first time (or whose
 model, head, join or chunking changed) is built whole; when the job has a ``join:`` section the
-ceilometer and magnetometer samples nearest to every image written (:func:`aurora_batch.join.nearest`,
+ceilometer and magnetometer samples nearest to every image written (:func:`aurora_batch.instruments.join.nearest`,
 over the month widened by each source's tolerance, so images near month borders find their true
 partner) are written beside them as ``cbh``, ``cloud_detected``, ``ceilometer_cloudy``, ``cbh_dt``
 and ``mag_<element>``, ``mag_dt``; then the month is published atomically (a rename, or one
@@ -209,7 +209,7 @@ def build_month(
     """Build and publish one month from ``inputs`` (see the module docs); None when the published month was
     built from the same parts, join and store format.
 
-    The published month is appended to where it can be (:mod:`aurora_batch.increment`); with
+    The published month is appended to where it can be (:mod:`aurora_batch.month.increment`); with
     ``force`` it is rebuilt whole regardless.  ``command`` (season, nightly, join) is recorded in
     the commit of a versioned month; ``map_tasks`` runs the stations' writes (a cluster's map).
     """

@@ -64,7 +64,7 @@ class Publication:
 @dataclasses.dataclass
 class MonthCommit:
     counts: dict[str, int]  #: images per group path, of the groups this commit wrote
-    catalog: pd.DataFrame  #: one row per file of the month (:func:`aurora_batch.catalog.file_ledger`)
+    catalog: pd.DataFrame  #: one row per file of the month (:func:`aurora_batch.core.keys.file_ledger`)
     rows_written: int = 0  #: image rows written (each written group's tail)
     incremental: bool = False  #: True when the published month was appended to, not rebuilt whole
     matched: dict[str, int] = dataclasses.field(default_factory=dict)  #: from ``finish``, added up
@@ -92,9 +92,9 @@ def commit_month(
 
     ``part_urls``: the staged parts, or a mapping of them to their versions (size and
     modification time).  With ``previous`` (the published month's
-    :class:`~aurora_batch.increment.MonthState`), the same ``layout`` and not ``whole``, only the
+    :class:`~aurora_batch.month.increment.MonthState`), the same ``layout`` and not ``whole``, only the
     tails of the groups that new or changed parts fall in are written
-    (:func:`~aurora_batch.increment.plan_tails`).  Otherwise the month is built whole: every part
+    (:func:`~aurora_batch.month.increment.plan_tails`).  Otherwise the month is built whole: every part
     read once, appended in time order per group, one part in memory at a time.  Either way the
     published parts no longer staged (kept as ledgers only, ``store.keep_staging: false``) stay in
     the month: their rows are read from the published month.  A month without a kept

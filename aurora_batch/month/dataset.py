@@ -83,8 +83,8 @@ def month_dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes:
 
 
 def chunk_encoding(ds: xr.Dataset) -> dict:
-    """Time chunks sized by a row's bytes (:func:`~aurora_batch.increment.chunk_rows`), never by how many rows there
-    are: a month grown by appends is chunked exactly as one built whole."""
+    """Time chunks sized by a row's bytes (:func:`~aurora_batch.month.increment.chunk_rows`), never by how many
+    rows there are: a month grown by appends is chunked exactly as one built whole."""
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
         row_bytes = (OBJECT_ROW_BYTES if var.dtype.kind in "OUST" else var.dtype.itemsize) * int(np.prod(var.shape[1:]))

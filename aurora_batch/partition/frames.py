@@ -71,7 +71,7 @@ def judge_frames(
     field of view of the skymap valid at their time (elevation at least ``min_elevation``
     degrees), else the recipe's own; their keogram lines go through that skymap's zenith, else
     the image centre.  With ``defer_recipe`` kept frames are left as decoded, with their masks, for the
-    recipe's torch twin on the network's device (:class:`~aurora_batch.torch_recipes.DeviceRecipe`).
+    recipe's torch twin on the network's device (:class:`~aurora_batch.model.torch_recipes.DeviceRecipe`).
     """
     times = pd.DatetimeIndex([t or row["time"] for t in frames.times]).as_unit("ns")
     if site is None:

@@ -1,7 +1,7 @@
 """The unit of work: one (station, wavelength, day) partition, from file URLs to a staged part.
 
 Runs inside a Dask worker but is a plain function of its arguments, testable without a
-cluster.  Files stream through :func:`aurora_batch.stream.stream_files`: many reads in
+cluster.  Files stream through :func:`aurora_batch.partition.stream.stream_files`: many reads in
 flight (fsspec), decoding into frames (one, or many for PGM streams, CDF and HDF5 files) at
 the resolution the recipe needs, and per-frame work in threads, while this thread feeds the
 network whole batches.  Each frame gets the Sun and Moon at its own time stamp and its own

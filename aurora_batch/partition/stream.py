@@ -17,7 +17,7 @@ overlaps the three stages a partition needs:
   ahead, and feeds the network whole batches.
 
 A file's own fault (it is gone: ``FileNotFoundError``; it cannot be decoded:
-:class:`~aurora_batch.imaging.ImageError`) comes back as the result, to be recorded as a
+:class:`~aurora_batch.formats.decode.ImageError`) comes back as the result, to be recorded as a
 rejection.  Any other error (a storage outage, credentials) is raised when the caller
 reaches that file, and the remaining work is cancelled, so the task fails and Dask retries
 it: no good image is rejected for a network error.

@@ -69,7 +69,7 @@ def build_catalog(
     Files whose names do not parse are kept as rows with status ``unparseable_name``; files
     of other stations or times are not inputs of this job and are left out.  A second file
     with the same (station, wavelength, time) is marked ``duplicate``.  Name by name: the
-    reference for :mod:`aurora_batch.planning`, which parses whole arrays.
+    reference for :mod:`aurora_batch.plan.planner`, which parses whole arrays.
     """
     wanted = {s.upper() for s in stations}
     dated, bad = [], []

@@ -5,7 +5,7 @@ Real archives name their folders by what they hold: dates (``2014/03/10/``, ``20
 reads each folder's name before it descends, and does not descend into one that cannot hold a
 file of the job's stations in its window:
 
-- a format may **declare** its folder layout (:attr:`aurora_batch.formats.Format.folders`, a
+- a format may **declare** its folder layout (:attr:`aurora_batch.formats.names.Format.folders`, a
   trollsift pattern such as ``{time:%Y}/{time:%m}/{time:%d}/{station}_{imager}/ut{time:%H}``):
   folders that match it are dated exactly, and where every format of the job declares one, the
   walk **composes** the window's folders (``2014/03/10``) instead of listing their parents;
@@ -19,7 +19,7 @@ Folders whose names say nothing are listed as before, so nothing the job should 
 a folder whose time and station are settled is listed whole (one ``find``: a request per 1,000
 objects on S3).  The walk runs breadth-first with many requests in flight, and can stop at a
 budget (files, requests) and hand its pending folders on: the planner runs the rest as Dask
-tasks (:mod:`aurora_batch.planning`).
+tasks (:mod:`aurora_batch.plan.planner`).
 """
 
 from __future__ import annotations

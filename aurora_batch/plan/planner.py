@@ -1,8 +1,8 @@
 """Planning a run: list the window, parse names, filter whole files by the Sun and Moon, split into partitions.
 
 The cost of a plan follows the window, not the archive: the listing descends only into
-folders that can hold the job's files (:mod:`aurora_batch.listing`), and names are parsed a
-whole array at a time (:class:`~aurora_batch.formats.NameParser`).  Where the plan runs is
+folders that can hold the job's files (:mod:`aurora_batch.plan.listing`), and names are parsed a
+whole array at a time (:class:`~aurora_batch.formats.names.NameParser`).  Where the plan runs is
 chosen by size (``planning.where: auto``): the driver lists up to ``planning.driver_max_files``
 files (or ``driver_max_requests`` requests) itself and plans them in-process; a larger listing
 is handed to the workers, as Dask tasks over groups of folders.  Each such task lists its
@@ -73,7 +73,7 @@ class _Settings:
 def plan_files(
     listing: Listing, job: JobConfig, window: Window, parser: NameParser | None = None
 ) -> tuple[PartitionedRows, pd.DataFrame, list[str]]:
-    """Catalog rows of a listing's files (:func:`~aurora_batch.listing.walk`), by partition.
+    """Catalog rows of a listing's files (:func:`~aurora_batch.plan.listing.walk`), by partition.
 
     Returns (rows by partition, unparseable rows, misdated files): the rows of the window's
     stations and days, with the Sun and Moon at each name's time and whole files dropped where

@@ -66,7 +66,7 @@ def classify_files(
 
     Frames that are not kept (unreadable, not sky) have a status and NaN values.  ``recipe`` and
     ``backbone`` default to the head's (else ``lite128`` and the shipped backbone); a head trained
-    with other settings is refused (:class:`~aurora_batch.classify.HeadMismatch`).
+    with other settings is refused (:class:`~aurora_batch.model.heads.HeadMismatch`).
     """
     meta = load_head(head).meta if head else {}
     try:

@@ -1,7 +1,7 @@
 """Keograms from the season's stores: the north–south line through zenith of every frame, stacked in time.
 
 A season writes ``keogram_ns(time, ns)`` and ``keogram_ew(time, ew)`` for every kept frame
-(:func:`aurora_batch.imaging.keogram_lines`), so a keogram of any station-night is a slice of
+(:func:`aurora_batch.partition.sky.keogram_lines`), so a keogram of any station-night is a slice of
 a store, not a second pass over the images.
 """
 
@@ -44,7 +44,7 @@ def open_night(
     storage_options: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """The frames of one station-night (:func:`night_window`) from the month stores, across a month border too
-    (``version``, ``as_of``: as in :func:`aurora_batch.results.open_station`)."""
+    (``version``, ``as_of``: as in :func:`aurora_batch.products.results.open_station`)."""
     start, end = night_window(night, get_station(station).longitude)
     return open_station(
         output,

@@ -8,7 +8,7 @@
 4. Class occurrence by local solar hour (UTC + longitude/15), per station.
 5. Feature embedding per station and month: t-SNE of at most ``max_points`` frames, coloured
    by class, with an example frame of each class re-read from its source URL.
-6. One keogram per station-night (:mod:`aurora_batch.keogram`) over its class timeline.
+6. One keogram per station-night (:mod:`aurora_batch.products.keogram`) over its class timeline.
 
 A night is labelled by the date of its evening: time − 12 h, in local solar time.  Figures 1–5
 are embedded in ``report.html``; the keograms, one per station-night and so as many as a
@@ -58,7 +58,7 @@ class ReportResult:
 def load_joined(job: JobConfig, months: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Per-image table of all stations, without features, and the class names.
 
-    ``months``: :func:`~aurora_batch.results.open_months` (default: the newest version of the job's
+    ``months``: :func:`~aurora_batch.products.results.open_months` (default: the newest version of the job's
     months).  ``store`` (of ``month``) and ``group`` say where each row's features are (``NYA``, or
     ``NYA/6300`` for a station with several wavelengths); a (store, group)'s rows are in the store's order.
     """
@@ -108,7 +108,7 @@ def make_report(
 ) -> ReportResult:
     """Write the figures, the embedding maps (``max_points`` frames each), the keograms and
     ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms.  ``version`` or
-    ``as_of``: the versioned months as they were (:func:`~aurora_batch.results.open_station`)."""
+    ``as_of``: the versioned months as they were (:func:`~aurora_batch.products.results.open_station`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -259,7 +259,7 @@ def _feature_pass(
     job: JobConfig, months: dict, table: pd.DataFrame, ridge, out: Path, max_points: int, notes: list[str]
 ):
     """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time, so memory does not grow
-    with the season: the ridge's per-fold sums (:class:`~aurora_batch.ridge.RidgeStats`), the rows drawn
+    with the season: the ridge's per-fold sums (:class:`~aurora_batch.products.ridge.RidgeStats`), the rows drawn
     for its scatter plot, and one t-SNE map per store group and month (drawn as soon as its rows are read).
 
     Returns ``(maps, fits, sample)``: ``fits[k] = (intercept, coef, held-out R²)`` per fold (empty

@@ -47,7 +47,7 @@ def run_join(job: JobConfig) -> JoinSummary:
 
     For instrument data that arrived after the images were processed.  A month whose
     instrument files and settings are unchanged is left as it is, chunk for chunk; a rebuilt
-    month may not lose an image (:class:`~aurora_batch.store.StoreShrinkError`), and a month
+    month may not lose an image (:class:`~aurora_batch.month.commit.StoreShrinkError`), and a month
     without staged parts is refused rather than published empty.
     """
     if not (job.join.ceilometer or job.join.magnetometer):

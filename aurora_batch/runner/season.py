@@ -1,6 +1,6 @@
 """The season job: plan → partitions on Dask → monthly Zarr stores.
 
-The plan (:mod:`aurora_batch.planning`) lists only the folders that can hold the window's files
+The plan (:mod:`aurora_batch.plan.planner`) lists only the folders that can hold the window's files
 and leaves large plans' rows on the workers: the driver holds partition keys with counts (a
 few KB a partition) and small per-partition summaries; images and features stay on the workers
 and in staged parts.  Months are submitted in time order, a few at a time; each is committed
@@ -109,7 +109,7 @@ def _commit(
     command: str,
     rebuild: bool = False,
 ) -> dict | CommitConflict | None:
-    """Build ``month`` (:func:`aurora_batch.month.build_month`) unless it was built from the same parts and join;
+    """Build ``month`` (:func:`aurora_batch.month.build.build_month`) unless it was built from the same parts and join;
     ``rebuild``: whole, regardless."""
     try:
         build = build_month(
@@ -148,12 +148,12 @@ def run_season(
     """Run ``job`` on ``client`` (or on the cluster its config names) and write the catalog.
 
     Holds the output's lock for the whole run: a second job on the same output is refused
-    with :class:`~aurora_batch.lock.LockHeld`.  Safe to re-run or resume after a kill: staged
+    with :class:`~aurora_batch.core.lock.LockHeld`.  Safe to re-run or resume after a kill: staged
     partitions with the same inputs are reused, and a month is rebuilt from its staged parts
     only when one of them changed.  ``allow_shrink=False`` refuses to publish a month whose
     time axis would lose images (nightly runs); ``starts``: a first time per station (UTC)
     instead of ``job.start`` (nightly runs); ``rebuild``: the window's months are rebuilt whole from their staged
-    parts (by default a published month is appended to, :mod:`aurora_batch.increment`).
+    parts (by default a published month is appended to, :mod:`aurora_batch.month.increment`).
     """
     t0 = time.perf_counter()
     job.check_files()
@@ -268,7 +268,8 @@ def _plan_and_run(
 
 def run_chunk(job: JobConfig, key: PartitionKey, parts: list[pd.DataFrame], index: int, count: int) -> Chunk:
     """A partition's share ``index`` of ``count``: its rows from every plan part that found some, merged, then
-    :func:`~aurora_batch.partition.process_chunk`; :func:`~aurora_batch.partition.stage_chunks` stages them."""
+    :func:`~aurora_batch.partition.process.process_chunk`; :func:`~aurora_batch.partition.process.stage_chunks`
+    stages them."""
     return process_chunk(job, key, merge_partition_rows(parts), index, count)
 
 

@@ -31,7 +31,7 @@ from aurora_batch.store.state import (
 from aurora_batch.store.zarrs import zarr_store
 
 PART_COLUMNS = [*CATALOG_COLUMNS, "frame", "saturated"]
-_FINGERPRINT_KEY = b"aurora_batch.features"
+_FINGERPRINT_KEY = b"aurora_batch.features"  # the Parquet metadata key of staged parts: never renamed
 
 
 def write_parquet(

@@ -3,7 +3,7 @@
 A month is written straight into a writable session of ``{output}/{YYYY-MM}.icechunk`` opened
 when the build began (no scratch copy), and **one commit publishes it**: a reader sees the old
 month or the new one, never none and never a mixture, on S3, GCS or a local disk alike.  A
-nightly writes only the tails of the groups it changes (:mod:`aurora_batch.increment`), so a new
+nightly writes only the tails of the groups it changes (:mod:`aurora_batch.month.increment`), so a new
 version shares every other chunk with the one before, and history costs what changed.  Commits carry what made the month
 (the feature fingerprint, model, head, window, image counts, package version, command), so
 :func:`history` tells which version a figure came from, and readers open any version
