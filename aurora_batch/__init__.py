@@ -13,6 +13,7 @@ __all__ = [
     "open_season",
     "store_history",
     "classify_files",
+    "query",
     "__version__",
 ]
 
@@ -43,6 +44,13 @@ def store_history(output, month, storage_options=None):
     from aurora_batch.products.results import store_history as _history
 
     return _history(output, month, storage_options)
+
+
+def query(output, where=None, stations=None, start=None, end=None, storage_options=None, **kwargs):
+    """Frames of the label table matching an SQL condition (see :func:`aurora_batch.products.query.query`)."""
+    from aurora_batch.products.query import query as _query
+
+    return _query(output, where, stations, start, end, storage_options, **kwargs)
 
 
 def classify_files(urls, head=None, **kwargs):

@@ -68,6 +68,40 @@ def _join(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels(args: argparse.Namespace) -> int:
+    from aurora_batch.month.build import update_labels
+    from aurora_batch.runner.joins import month_stores
+
+    job = load_job(args.job)
+    for month, _ in month_stores(job):
+        rows = update_labels(job, month)
+        done = "no recorded state (rebuild it: season --rebuild)" if rows is None else f"{rows} rows written"
+        print(f"{month}: {done}")
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from aurora_batch.products.files import write_table
+    from aurora_batch.products.query import query
+
+    job = load_job(args.job)
+    stations = args.stations.split(",") if args.stations else None
+    hits = query(
+        job.output,
+        args.where,
+        stations,
+        args.start or job.start,
+        args.end or job.end,
+        job.output_storage_options,
+        table=args.table,
+    )
+    if args.out:
+        print(f"wrote {write_table(hits, args.out)}: {len(hits)} rows")
+    else:
+        print(hits.to_string(max_rows=40))
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from aurora_batch.products.report import make_report
 
@@ -238,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_season,
         _add_nightly,
         _add_join,
+        _add_labels,
+        _add_query,
         _add_report,
         _add_evaluate,
         _add_train,
@@ -308,6 +344,34 @@ def _add_join(sub) -> None:
     )
     p.add_argument("job", help="job spec YAML with a 'join:' section")
     p.set_defaults(func=_join)
+
+
+def _add_labels(sub) -> None:
+    p = sub.add_parser(
+        "labels",
+        help="write the label tables of published months (those written before the tables existed)",
+        description="Bring {output}/labels and {output}/labels_10min up to every published month in the "
+        "window; month commits keep them up to date themselves.",
+    )
+    p.add_argument("job", help="job spec YAML (its output holds the stores)")
+    p.set_defaults(func=_labels)
+
+
+def _add_query(sub) -> None:
+    p = sub.add_parser(
+        "query",
+        help="frames of the label table matching an SQL condition",
+        description="Run an SQL condition over the label table (DuckDB), reading only the months and "
+        "stations asked for, e.g. --where \"label = 'arc' AND aurora_proba > 0.8 AND cloud_detected = 0\".",
+    )
+    p.add_argument("job", help="job spec YAML (its output holds the label table)")
+    p.add_argument("--where", help="SQL condition over the table's columns (default: every row)")
+    p.add_argument("--stations", help="comma-separated station codes (default: all)")
+    p.add_argument("--start", help="first time, UTC (default: the job's start)")
+    p.add_argument("--end", help="end time (exclusive), UTC (default: the job's end)")
+    p.add_argument("--table", default="labels", choices=["labels", "labels_10min"])
+    p.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
+    p.set_defaults(func=_query)
 
 
 def _add_report(sub) -> None:

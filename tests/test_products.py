@@ -20,6 +20,7 @@ from aurora_batch.model.features import extract_features
 from aurora_batch.model.recipes import get_recipe
 from aurora_batch.partition.frames import judge_frames
 from aurora_batch.partition.sky import keogram_lines
+from aurora_batch.products.query import label_files, query
 from aurora_batch.runner.season import run_season
 
 
@@ -107,6 +108,11 @@ def test_season_products_on_s3(tmp_path, s3_server, bucket, dask_client, capsys)
         open_station(out, "NYA", "2011-01-01", storage_options=opts)
     red = open_station(out, "NYA", "2011-01-01", "2011-01-01T03:00", wavelength=6300, storage_options=opts)
     assert red.sizes["time"] == 3 and (red["wavelength"] == 6300).all()
+    # The label table on S3 (no head: conditions and sources), read for January's NYA files only.
+    files = label_files(out, stations=["NYA"], start="2011-01-01", end="2011-01-02", storage_options=opts)
+    assert len(files) == 2 and all("/labels/month=2011-01/station=NYA/" in f for f in files)
+    hits = query(out, "wavelength = 6300", ["NYA"], "2011-01-01", "2011-01-01T03:00", opts)
+    assert list(hits["url"]) == [str(u) for u in red["url"].values] and (hits["station"] == "NYA").all()
 
     # Each keogram line is the frame's central column (row), read back from the source PNG.
     for i in (0, 7):

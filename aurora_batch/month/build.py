@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from aurora_batch._version import __version__
@@ -41,8 +42,9 @@ from aurora_batch.model.recipes import get_recipe
 from aurora_batch.month.commit import Publication, commit_month
 from aurora_batch.month.increment import layout_key
 from aurora_batch.month.join import INSTRUMENT_KINDS, join_group, load_all_instruments
+from aurora_batch.month.labels import write_labels
 from aurora_batch.partition.fingerprint import feature_fingerprint
-from aurora_batch.store.layout import catalog_url, month_url
+from aurora_batch.store.layout import catalog_url, month_url, store_url
 from aurora_batch.store.ledger import write_month_catalog
 from aurora_batch.store.parts import compact_parts
 from aurora_batch.store.state import MonthState, part_name
@@ -69,6 +71,7 @@ class MonthBuild:
     matched: dict[str, int]  #: instrument kind -> images written with a partner within tolerance
     rows_written: int = 0  #: image rows written
     incremental: bool = False  #: appended to the published month rather than rebuilt whole
+    labels: int = 0  #: rows written to the label table
 
 
 def _staged(job: JobConfig, month: str, folder: str = "") -> dict[str, dict]:
@@ -153,6 +156,22 @@ def published_attrs(job: JobConfig, month: str) -> tuple[str, dict] | None:
     if url is None:
         return None
     return url, dict(zarr.open_group(store=zarr_store(url, job.output_storage_options), mode="r").attrs)
+
+
+def update_labels(job: JobConfig, month: str) -> int | None:
+    """Bring the label table of a published ``month`` up to its store (months published before the table
+    existed, or whose labels a killed run left behind); None when the month has no store or no recorded state."""
+    published = published_attrs(job, month)
+    state = MonthState.from_attrs(published[1]) if published else None
+    if published is None or state is None:
+        return None
+    store = zarr_store(published[0], job.output_storage_options)
+    return write_labels(job.output, month, store, state, label_identity(published[1]), job.output_storage_options)
+
+
+def label_identity(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """The model and head a month's labels come from, for every row of its label table."""
+    return {k: str(attrs.get(k, "")) for k in ("backbone", "recipe", "head", "head_sha256")}
 
 
 def common_attrs(job: JobConfig) -> dict:
@@ -250,11 +269,17 @@ def build_month(
         whole=force,
         map_tasks=map_tasks,
     )
+    labels = 0
+    if built.state is not None:  # before the catalog, whose presence makes the month idle
+        store = zarr_store(store_url(job.output, inputs.month, fmt), job.output_storage_options)
+        labels = write_labels(
+            job.output, inputs.month, store, built.state, label_identity(attrs), job.output_storage_options
+        )
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
     if not job.keep_staging():  # the month holds the parts' arrays now: keep only their ledgers
         compact_parts(inputs.parts, job.output_storage_options)
     matched = {kind: built.matched.get(kind, 0) for kind, _, _ in instruments}
-    return MonthBuild(inputs.month, built.counts, matched, built.rows_written, built.incremental)
+    return MonthBuild(inputs.month, built.counts, matched, built.rows_written, built.incremental, labels)
 
 
 def _unchanged(job: JobConfig, inputs: MonthInputs, previous: MonthState | None, join_fp: str) -> bool:

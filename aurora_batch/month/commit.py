@@ -68,6 +68,7 @@ class MonthCommit:
     rows_written: int = 0  #: image rows written (each written group's tail)
     incremental: bool = False  #: True when the published month was appended to, not rebuilt whole
     matched: dict[str, int] = dataclasses.field(default_factory=dict)  #: from ``finish``, added up
+    state: MonthState | None = None  #: what the published month was built from (None: no store)
 
 
 def commit_month(
@@ -190,7 +191,7 @@ def commit_month(
             images = sum(n for members in state.groups.values() for _, n in members)
             facts = {"images": images, "groups": dict(counts), "rows_written": written, "incremental": incremental}
             _commit_version(session, final, publication, facts, store_url(output, month), options)
-        return MonthCommit(counts, catalog, written, incremental, dict(matched))
+        return MonthCommit(counts, catalog, written, incremental, dict(matched), state)
 
 
 def _set_root(store, attrs: Mapping[str, Any], stations: set[str] | None) -> None:
