@@ -67,7 +67,7 @@ def _night(day: str, n: int = 150, offset_s: int = 0):
 
 def _build(job, month: str, force: bool = False):
     return build_month(
-        job, month_inputs(job, month), common_attrs(job), join_fingerprint(job), force=force, command="nightly"
+        job, month_inputs(job, month), common_attrs(job), join_fingerprint(job, month), force=force, command="nightly"
     )
 
 

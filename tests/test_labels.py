@@ -67,7 +67,9 @@ def _night(day: str, n: int = 240):
 
 
 def _build(job, month: str):
-    return build_month(job, month_inputs(job, month), common_attrs(job), join_fingerprint(job), command="nightly")
+    return build_month(
+        job, month_inputs(job, month), common_attrs(job), join_fingerprint(job, month), command="nightly"
+    )
 
 
 def _mtimes(out: Path) -> dict[str, int]:

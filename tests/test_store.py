@@ -148,7 +148,7 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
         write_part(
             staging_url(job.output, PartitionKey.parse(key)), rows, {"features": np.ones((len(rows), 4), np.float32)}
         )
-    fp = join_fingerprint(job)
+    fp = join_fingerprint(job, "2010-12")
     build = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), fp)
     assert build.counts == {"NYA": 40} and build.matched == {"ceilometer": 40, "magnetometer": 40}
     ds = xr.open_zarr(f"{root}/out/2010-12.zarr", group="NYA", chunks=None)
@@ -160,10 +160,10 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
     fs = fsspec.filesystem("memory")
     path = f"{root.removeprefix('memory://')}/inst/ceilometer/nya_cbh.tab"
     fs.pipe_file(path, fs.cat_file(path) + b"\n")
-    assert join_fingerprint(job) != fp
-    again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job))
+    assert join_fingerprint(job, "2010-12") != fp
+    again = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job, "2010-12"))
     assert again is not None and again.counts == {"NYA": 40}
-    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job)) is None
+    assert build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job, "2010-12")) is None
     # A part staged again (a run killed after staging, before publishing): the month is rebuilt from it.
     rows = _rows("NYA", 5577, times[25:40])
     write_part(
@@ -171,7 +171,7 @@ def test_month_build_joins_instruments_and_skips_when_nothing_changed():
         rows,
         {"features": np.full((len(rows), 4), 2, np.float32)},
     )
-    restaged = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job))
+    restaged = build_month(job, month_inputs(job, "2010-12"), common_attrs(job), join_fingerprint(job, "2010-12"))
     assert restaged is not None
     assert (xr.open_zarr(f"{root}/out/2010-12.zarr", group="NYA", chunks=None)["features"][-1] == 2).all()
     assert not fs.glob(f"{root.removeprefix('memory://')}/out/*.building-*")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,10 +49,15 @@ def expand_urls(url: str, storage_options: Mapping[str, Any] | None) -> list[str
 
 
 def read_many(
-    reader: Callable[..., pd.DataFrame], url: str, storage_options: Mapping[str, Any] | None = None, **kw
+    reader: Callable[..., pd.DataFrame],
+    url: str | Sequence[str],
+    storage_options: Mapping[str, Any] | None = None,
+    **kw,
 ) -> pd.DataFrame:
-    """Apply ``reader`` to every file of ``url`` (a URL or glob); one sorted frame, duplicates removed."""
-    frames = [reader(u, storage_options=storage_options, **kw) for u in expand_urls(url, storage_options)]
+    """Apply ``reader`` to every file of ``url`` (a URL or glob, or a list of file URLs); one sorted frame,
+    duplicates removed."""
+    urls = expand_urls(url, storage_options) if isinstance(url, str) else list(url)
+    frames = [reader(u, storage_options=storage_options, **kw) for u in urls]
     out = pd.concat(frames, ignore_index=True)
     out = out.drop_duplicates(["station", "time"], keep="last").sort_values(["station", "time"], kind="stable")
     out.attrs = frames[0].attrs

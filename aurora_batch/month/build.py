@@ -34,14 +34,13 @@ from aurora_batch.config import JobConfig
 from aurora_batch.core.fs import exists, filesystem, join_url
 from aurora_batch.core.keys import PartitionKey
 from aurora_batch.core.stations import get_station
-from aurora_batch.instruments.readers import expand_urls
 from aurora_batch.model.backbones import feature_dim, is_model_file, model_file_sha256
 from aurora_batch.model.heads import load_head
 from aurora_batch.model.quantize import INT8_SCHEME
 from aurora_batch.model.recipes import get_recipe
 from aurora_batch.month.commit import Publication, commit_month
 from aurora_batch.month.increment import layout_key
-from aurora_batch.month.join import INSTRUMENT_KINDS, join_group, load_all_instruments
+from aurora_batch.month.join import join_group, load_sources, month_sources
 from aurora_batch.month.labels import write_labels
 from aurora_batch.partition.fingerprint import feature_fingerprint
 from aurora_batch.store.layout import catalog_url, month_url, store_url
@@ -125,26 +124,20 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     )
 
 
-def join_fingerprint(job: JobConfig) -> str:
-    """What the joined variables depend on: the join settings and every instrument file's size and mtime."""
+def join_fingerprint(job: JobConfig, month: str) -> str:
+    """What ``month``'s joined variables depend on: the join settings and the size and modification time of
+    every instrument file its join reads (:func:`~aurora_batch.month.join.month_sources`)."""
     if not (job.join.ceilometer or job.join.magnetometer):
         return ""
-    sources: list[dict[str, Any]] = []
+    sources = [
+        {
+            "kind": s.kind,
+            **s.source.model_dump(exclude={"storage_options"}),
+            "files": [[f.url, f.size, f.version] for f in s.files],
+        }
+        for s in month_sources(job, month)
+    ]
     record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": sources}
-    for kind in INSTRUMENT_KINDS:
-        for src in getattr(job.join, kind):
-            fs, _ = filesystem(src.url, src.storage_options)
-            files = []
-            for url in expand_urls(src.url, src.storage_options):
-                info = fs.info(url)
-                files.append(
-                    [
-                        url,
-                        info.get("size"),
-                        str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created")),
-                    ]
-                )
-            sources.append({"kind": kind, **src.model_dump(exclude={"storage_options"}), "files": files})
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -243,7 +236,7 @@ def build_month(
     names = [*(previous.parts if previous else ()), *map(part_name, inputs.parts)]
     group_attrs = {s: get_station(s).attrs() for s in sorted({PartitionKey.parse(n).station for n in names})}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
-    instruments = load_all_instruments(job) if join_fp else []
+    instruments = load_sources(month_sources(job, inputs.month)) if join_fp else []
 
     def join_into(store, gpath: str, offset: int) -> dict[str, int]:
         station = gpath.split("/")[0]

@@ -4,6 +4,8 @@ tolerance; the joined variables are written beside the images.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -11,8 +13,10 @@ import pandas as pd
 import xarray as xr
 
 from aurora_batch.config import InstrumentSource, JobConfig
+from aurora_batch.core.fs import join_url
 from aurora_batch.instruments.join import nearest
 from aurora_batch.instruments.readers import CEILOMETER_READERS, MAGNETOMETER_READERS, read_many
+from aurora_batch.instruments.spans import InstrumentFile, file_spans, list_files, overlapping
 from aurora_batch.month.dataset import chunk_encoding
 
 log = logging.getLogger(__name__)
@@ -22,27 +26,60 @@ INSTRUMENT_KINDS = ("ceilometer", "magnetometer")
 # --- instruments --------------------------------------------------------------------------------------------
 
 
-def load_instruments(sources: list[InstrumentSource], kind: str) -> list[tuple[InstrumentSource, pd.DataFrame]]:
-    """Read every source, rename instrument stations to image stations (keeping the readers' units)."""
-    readers = CEILOMETER_READERS if kind == "ceilometer" else MAGNETOMETER_READERS
+@dataclasses.dataclass(frozen=True)
+class SourceFiles:
+    """One instrument source and the files of it that a month's join reads."""
+
+    kind: str  #: ceilometer or magnetometer
+    source: InstrumentSource
+    files: list[InstrumentFile]
+    schema_file: str  #: a file whose columns an empty month still gets (as NaN)
+
+
+def month_sources(job: JobConfig, month: str) -> list[SourceFiles]:
+    """Per configured source, its files whose span meets ``month`` (YYYY-MM) widened by the source's tolerance
+    (:mod:`aurora_batch.instruments.spans`): one listing per source, and a file read only the first time its
+    span is asked for, when its name does not date it."""
+    start = pd.Timestamp(f"{month}-01")
+    end = start + pd.offsets.MonthBegin(1)
+    index = join_url(job.output, "_instruments/spans.parquet")
     out = []
-    for src in sources:
-        kw = {"station": next(iter(src.stations.values()))} if kind == "ceilometer" else {}
-        frame = read_many(readers[src.format], src.url, src.storage_options, **kw)
-        back = {inst: img for img, inst in src.stations.items()}
-        mine = frame[frame["station"].isin(back)]
-        mine = mine.assign(station=mine["station"].map(back)).reset_index(drop=True)
-        mine.attrs = dict(frame.attrs)  # the reader's units
-        out.append((src, mine))
+    for kind in INSTRUMENT_KINDS:
+        for src in getattr(job.join, kind):
+            files = list_files(src.url, src.storage_options)
+            times = functools.partial(_times, kind, src)
+            spans = file_spans(files, src.format, times, index, job.output_storage_options)
+            tolerance = pd.Timedelta(src.tolerance)
+            out.append(
+                SourceFiles(kind, src, overlapping(files, spans, start - tolerance, end + tolerance), files[0].url)
+            )
     return out
 
 
-def load_all_instruments(job: JobConfig) -> list[tuple[str, InstrumentSource, pd.DataFrame]]:
-    return [
-        (kind, src, frame)
-        for kind in INSTRUMENT_KINDS
-        for src, frame in load_instruments(getattr(job.join, kind), kind)
-    ]
+def load_sources(sources: list[SourceFiles]) -> list[tuple[str, InstrumentSource, pd.DataFrame]]:
+    """Read each source's files, its stations renamed to the image stations (keeping the readers' units); a
+    source with no file in the window gives no rows, with the columns its files have."""
+    out = []
+    for s in sources:
+        frame = _read(s.kind, s.source, [f.url for f in s.files] or [s.schema_file])
+        if not s.files:
+            frame = frame.iloc[:0]
+        back = {inst: img for img, inst in s.source.stations.items()}
+        mine = frame[frame["station"].isin(back)]
+        mine = mine.assign(station=mine["station"].map(back)).reset_index(drop=True)
+        mine.attrs = dict(frame.attrs)  # the reader's units
+        out.append((s.kind, s.source, mine))
+    return out
+
+
+def _times(kind: str, src: InstrumentSource, url: str) -> pd.Series:
+    return _read(kind, src, [url])["time"]
+
+
+def _read(kind: str, src: InstrumentSource, urls: list[str]) -> pd.DataFrame:
+    readers = CEILOMETER_READERS if kind == "ceilometer" else MAGNETOMETER_READERS
+    kw = {"station": next(iter(src.stations.values()))} if kind == "ceilometer" else {}
+    return read_many(readers[src.format], urls, src.storage_options, **kw)
 
 
 def _variables(

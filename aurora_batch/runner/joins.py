@@ -53,7 +53,6 @@ def run_join(job: JobConfig) -> JoinSummary:
     if not (job.join.ceilometer or job.join.magnetometer):
         raise ValueError("join: the job spec names no ceilometer or magnetometer sources")
     job.check_files()
-    fp = join_fingerprint(job)
     attrs = common_attrs(job)
     rebuilt, unchanged, images = [], [], 0
     matched: dict[str, int] = {}
@@ -61,6 +60,7 @@ def run_join(job: JobConfig) -> JoinSummary:
         lock = OutputLock(job.output, job.output_storage_options, purpose="join").acquire()
     try:
         for month, url in month_stores(job):
+            fp = join_fingerprint(job, month)
             build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, command="join")
             if build is None:
                 unchanged.append(url)

@@ -104,7 +104,6 @@ def _commit(
     month: str,
     results: list[PartitionResult],
     attrs: dict,
-    join_fp: str,
     allow_shrink: bool,
     command: str,
     rebuild: bool = False,
@@ -116,7 +115,7 @@ def _commit(
             job,
             month_inputs(job, month, results),
             attrs,
-            join_fp,
+            join_fingerprint(job, month),  # the month's instrument files only
             allow_shrink,
             force=rebuild,
             command=command,
@@ -302,8 +301,9 @@ def _run_graph(
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()) or 1
     months = sorted(by_month)
     running = as_completed()
-    attrs, join_fp = common_attrs(job), join_fingerprint(job)
-    graph = _MonthGraph(job, plan, client, threads, partition_resources(client), attrs, join_fp, allow_shrink, command)
+    graph = _MonthGraph(
+        job, plan, client, threads, partition_resources(client), common_attrs(job), allow_shrink, command
+    )
     month_of_commit: dict[str, str] = {}
     waiting = 0  #: partitions submitted and not finished
 
@@ -369,7 +369,6 @@ class _MonthGraph:
     threads: int  #: worker threads of the cluster
     resources: dict | None  #: what a chunk task asks of its worker (a GPU, where some worker has one)
     attrs: dict  #: the stores' common attributes
-    join_fp: str
     allow_shrink: bool
     command: str
 
@@ -411,7 +410,6 @@ class _MonthGraph:
             month,
             partitions,
             self.attrs,
-            self.join_fp,
             self.allow_shrink,
             self.command,
             rebuild,
