@@ -95,9 +95,14 @@ def main() -> None:
         with GpuSampler() as gpu:
             summary, peak = run_season_on_local_cluster(job, 1, threads_per_worker=1, resources=resources)
         rate = summary.images / summary.seconds
+        inside = summary.images / summary.timings["partitions"] if summary.timings.get("partitions") else float("nan")
         print(
-            f"decode_threads {threads:2d}: {rate:7.0f} img/s end to end, ratio to plain {rate / plain:.2f}, "
-            f"worker peak RSS {peak:.0f} MB; {gpu.summary()}"
+            f"decode_threads {threads:2d}: {rate:7.0f} img/s end to end ({inside:.0f} inside the partition phase), "
+            f"ratio to plain {rate / plain:.2f}, worker peak RSS {peak:.0f} MB; {gpu.summary()}"
+        )
+        # where the time went: the run's phases and the partitions' CPU seconds per stage
+        print(
+            "\n".join(line for line in summary.format().splitlines() if line.lstrip().startswith(("time", "partition")))
         )
 
 

@@ -1,5 +1,6 @@
 """The month build with joins, end to end: season with a head and a join → joined stores → re-join → report."""
 
+import json
 import os
 import re
 import time
@@ -101,8 +102,13 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
         ).unique()
     }
     assert set(result.keograms) == nights and len(nights) == 6  # 2 stations x 3 nights (evenings of Nov 30-Dec 2)
-    # What a reader sees: every figure, map and keogram decoded by a real browser, laid out on the page.
+    # What a reader sees: every figure, map and keogram decoded by a real browser, laid out on its page (the
+    # keograms on one page per station, linked from the report).
     shown = {img["alt"]: img for img in rendered_images(result.html)}
+    assert len(shown) == 4 + 2 and all(img["visible"] for img in shown.values()), shown
+    for station in ("NYA", "LYR"):
+        assert f"href='keograms_{station}.html'" in page
+        shown.update({img["alt"]: img for img in rendered_images(result.html.parent / f"keograms_{station}.html")})
     assert len(shown) == 4 + 2 + 6 and all(img["visible"] for img in shown.values()), shown
     for key in result.embeddings:
         assert shown[f"embedding {key}"]["width"] >= 500
@@ -113,3 +119,12 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     assert result.numbers["cloud_roc_auc"] > 0.7  # the synthetic ceilometer follows the synthetic clouds
     assert "magnetometer_ridge_r2_mean" in result.numbers
     assert not result.notes
+    # Written again over the same stores: no keogram is drawn again; a month that changed has its nights redrawn.
+    drawn = {p: p.stat().st_mtime_ns for p in result.keograms.values()}
+    again = make_report(job, tmp_path / "report", max_points=100)
+    assert again.numbers == result.numbers and {p: p.stat().st_mtime_ns for p in again.keograms.values()} == drawn
+    record = tmp_path / "report" / "keograms" / "_drawn.json"
+    stale = sorted(drawn)[0]
+    record.write_text(json.dumps({**json.loads(record.read_text()), stale.name: "an older month"}))
+    make_report(job, tmp_path / "report", max_points=100)
+    assert [p for p in drawn if p.stat().st_mtime_ns != drawn[p]] == [stale]

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import html
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +36,10 @@ from aurora_batch.formats.files import read_file
 from aurora_batch.model.heads import CLASS_COLOURS
 from aurora_batch.model.recipes import thumbnail
 from aurora_batch.products.embedding import MAX_POINTS, embed, exemplars, plot_embedding, subsample
-from aurora_batch.products.keogram import night_of, night_window, plot_keogram
+from aurora_batch.products.keogram import night_of, night_window, open_night, plot_keogram
 from aurora_batch.products.results import open_months, open_season
 from aurora_batch.products.ridge import RidgeStats
+from aurora_batch.products.season_stats import Group, SeasonStats, group_rows, groups_of, h_field, night_folds
 from aurora_batch.store.zarrs import list_groups
 
 RIDGE_ALPHA = 100.0  #: ridge penalty on standardised features (TAME's |ΔH| model)
@@ -55,39 +59,6 @@ class ReportResult:
     keograms: dict[str, Path]  #: "NYA 2010-12-01" (the night's evening) -> PNG
 
 
-def load_joined(job: JobConfig, months: dict | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Per-image table of all stations, without features, and the class names.
-
-    ``months``: :func:`~aurora_batch.products.results.open_months` (default: the newest version of the job's
-    months).  ``store`` (of ``month``) and ``group`` say where each row's features are (``NYA``, or
-    ``NYA/6300`` for a station with several wavelengths); a (store, group)'s rows are in the store's order.
-    """
-    frames = []
-    classes: list[str] = []
-    months = months if months is not None else open_months(job.output, job.start, job.end, job.output_storage_options)
-    for month, (url, store) in months.items():
-        for gpath in list_groups(store):
-            with xr.open_zarr(store, group=gpath, consolidated=False) as ds:
-                cols = {k: ds[k].to_numpy() for k in ds.data_vars if ds[k].dims == ("time",)}
-                if "proba" in ds:
-                    classes = [str(c) for c in ds["class"].to_numpy()]
-                    for i, c in enumerate(classes):
-                        cols[f"proba_{c}"] = ds["proba"].to_numpy()[:, i]
-                frame = pd.DataFrame(cols, index=pd.DatetimeIndex(ds["time"].to_numpy(), name="time")).reset_index()
-                frame["store"] = url
-                frame["month"] = month
-                frame["group"] = gpath
-                frame["station"] = gpath.split("/")[0]
-                frames.append(frame)
-    if not frames:
-        raise FileNotFoundError(f"no month stores under {job.output} for {job.start:%Y-%m-%d}..{job.end:%Y-%m-%d}")
-    table = pd.concat(frames, ignore_index=True)
-    lon = table["station"].map(lambda s: get_station(s).longitude)
-    table["local_hour"] = (table["time"] + pd.to_timedelta(lon / 15.0, unit="h")).dt.hour
-    table["night"] = night_of(table["time"], lon)
-    return table, classes
-
-
 def _png(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -105,10 +76,15 @@ def make_report(
     progress: bool = False,
     version: str | None = None,
     as_of=None,
+    workers: int | None = None,
 ) -> ReportResult:
     """Write the figures, the embedding maps (``max_points`` frames each), the keograms and
     ``report.html`` under ``out_dir``; ``progress`` shows a bar over the keograms.  ``version`` or
-    ``as_of``: the versioned months as they were (:func:`~aurora_batch.products.results.open_station`)."""
+    ``as_of``: the versioned months as they were (:func:`~aurora_batch.products.results.open_station`).
+
+    Every statistic is gathered one station-month at a time (:mod:`aurora_batch.products.season_stats`): memory
+    follows the largest station-month, not the season.  Keograms are drawn by ``workers`` processes (default:
+    the cores), and only for nights whose months changed since the report was last written in ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,37 +92,40 @@ def make_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     months = open_months(job.output, job.start, job.end, job.output_storage_options, version, as_of)
-    table, classes = load_joined(job, months)
+    groups = groups_of(months, list_groups)
+    if not groups:
+        raise FileNotFoundError(f"no month stores under {job.output} for {job.start:%Y-%m-%d}..{job.end:%Y-%m-%d}")
+    stats = SeasonStats()
+    for g in groups:
+        with xr.open_zarr(g.store, group=g.path, consolidated=False) as ds:
+            stats.add(group_rows(g, ds), [str(c) for c in ds["class"].to_numpy()] if "class" in ds else ())
     notes: list[str] = []
-    numbers: dict[str, float] = {"images": float(len(table))}
-    figs: dict[str, Path] = {}
-    has_cloud = "ceilometer_cloudy" in table and table["ceilometer_cloudy"].notna().any()
-    has_class = "proba_cloudy" in table
-    figs["cloud_coverage"] = _cloud_coverage(table, has_cloud and has_class, notes, out / "cloud_coverage.png")
-    known = table[table["ceilometer_cloudy"].notna()] if has_cloud else table.iloc[:0]
-    figs["cloud_roc"] = _cloud_roc(known if has_class else known.iloc[:0], job, numbers, notes, out / "cloud_roc.png")
-    ridge = _ridge_folds(table, notes)
-    maps, fits, sample = _feature_pass(job, months, table, ridge, out / "embedding", max_points, notes)
-    figs["magnetometer_ridge"] = _ridge_figure(ridge, fits, sample, numbers, out / "magnetometer_ridge.png")
-    figs["class_by_hour"] = _class_by_hour(table, classes, notes, out / "class_by_hour.png")
-    keograms = _keograms(job, out / "keograms", progress, notes, version, as_of)
+    numbers: dict[str, float] = {"images": float(stats.images)}
+    figs = {
+        "cloud_coverage": _cloud_coverage(stats, notes, out / "cloud_coverage.png"),
+        "cloud_roc": _cloud_roc(stats, job, numbers, notes, out / "cloud_roc.png"),
+    }
+    ridge = _ridge_targets(stats, groups, notes)
+    maps, fits, sample = _feature_pass(job, groups, ridge, out / "embedding", max_points, notes)
+    scored = ridge.scored if ridge is not None else 0
+    figs["magnetometer_ridge"] = _ridge_figure(fits, sample, scored, numbers, out / "magnetometer_ridge.png")
+    figs["class_by_hour"] = _class_by_hour(stats, notes, out / "class_by_hour.png")
+    keograms = _keograms(job, months, out / "keograms", progress, notes, version, as_of, workers)
     page = out / "report.html"
     page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
     return ReportResult(page, figs, numbers, notes, maps, keograms)
 
 
-def _cloud_coverage(table: pd.DataFrame, joined: bool, notes: list[str], path: Path) -> Path:
+def _cloud_coverage(stats: SeasonStats, notes: list[str], path: Path) -> Path:
     """Nightly fraction of images classified cloudy beside the ceilometer's, per station."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    if joined:
-        for station, g in table.groupby("station"):
-            nightly = g.groupby("night").agg(
-                predicted=("label", lambda s: (s == "cloudy").mean()), ceilometer=("ceilometer_cloudy", "mean")
-            )
-            ax.plot(nightly.index, nightly["predicted"], "o-", label=f"{station} images classified cloudy")
-            ax.plot(nightly.index, nightly["ceilometer"], "s--", label=f"{station} ceilometer cloudy")
+    if stats.has_ceilometer and stats.classes:
+        for station, nightly in stats.coverage().groupby(level=0):
+            nights = nightly.index.get_level_values(1)
+            ax.plot(nights, nightly["predicted"], "o-", label=f"{station} images classified cloudy")
+            ax.plot(nights, nightly["ceilometer"], "s--", label=f"{station} ceilometer cloudy")
         ax.set_ylabel("fraction of images")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
@@ -156,18 +135,16 @@ def _cloud_coverage(table: pd.DataFrame, joined: bool, notes: list[str], path: P
     return _png(fig, path)
 
 
-def _cloud_roc(known: pd.DataFrame, job: JobConfig, numbers: dict[str, float], notes: list[str], path: Path) -> Path:
-    """ROC of the cloudy probability against the ceilometer, on the images it saw (``known``)."""
+def _cloud_roc(stats: SeasonStats, job: JobConfig, numbers: dict[str, float], notes: list[str], path: Path) -> Path:
+    """ROC of the cloudy probability against the ceilometer, on the images it saw (binned by log-odds)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    if len(known) and known["ceilometer_cloudy"].nunique() == 2:
-        from sklearn.metrics import roc_auc_score, roc_curve
-
-        fpr, tpr, _ = roc_curve(known["ceilometer_cloudy"], known["proba_cloudy"])
-        auc = roc_auc_score(known["ceilometer_cloudy"], known["proba_cloudy"])
-        numbers["cloud_roc_auc"] = float(auc)
-        ax.plot(fpr, tpr, label=f"AUC {auc:.3f} (n={len(known)})")
+    curve = stats.roc_curve() if "cloudy" in stats.classes else None
+    if curve is not None:
+        fpr, tpr, auc, n = curve
+        numbers["cloud_roc_auc"] = auc
+        ax.plot(fpr, tpr, label=f"AUC {auc:.3f} (n={n})")
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.legend()
     else:
@@ -178,25 +155,63 @@ def _cloud_roc(known: pd.DataFrame, job: JobConfig, numbers: dict[str, float], n
     return _png(fig, path)
 
 
-def _ridge_figure(ridge, fits, sample: dict, numbers: dict[str, float], path: Path) -> Path:
+@dataclasses.dataclass
+class _Ridge:
+    """What the ridge needs per row, found from the season's sums: each station's quiet H and each night's fold."""
+
+    quiet: dict[str, float]  #: station -> median H of its quietest night (nT)
+    fold: dict[pd.Timestamp, int]  #: night -> cross-validation fold
+    scored: int  #: images with a target and a fold
+
+    def targets(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """|H − H_quiet| (nT) and fold per row (-1: no magnetometer partner or no quiet night)."""
+        dh = np.abs(h_field(rows) - rows["station"].map(self.quiet).to_numpy(float))
+        fold = rows["night"].map(self.fold).fillna(-1).to_numpy(int)
+        return dh, np.where(np.isfinite(dh), fold, -1)
+
+
+def _ridge_targets(stats: SeasonStats, groups: list[Group], notes: list[str]) -> _Ridge | None:
+    """The quiet H of each station (one more read of its quietest night) and the folds; None (and a note)
+    where the ridge cannot run."""
+    if not stats.has_magnetometer:
+        notes.append("the magnetometer ridge needs a joined magnetometer with X and Y")
+        return None
+    quiet_nights = stats.quiet_nights()
+    images = stats.night_images(quiet_nights)
+    if len(images) < 2:
+        notes.append("the magnetometer ridge needs images from at least two nights")
+        return None
+    quiet = {}
+    for station, night in quiet_nights.items():
+        h = []
+        for g in groups:
+            start, end = night_window(night, g.longitude)
+            if g.station == station and g.month in {f"{start:%Y-%m}", f"{end:%Y-%m}"}:
+                with xr.open_zarr(g.store, group=g.path, consolidated=False) as ds:
+                    rows = group_rows(g, ds)
+                h.append(h_field(rows)[(rows["night"] == night).to_numpy()])
+        quiet[station] = float(np.nanmedian(np.concatenate(h)))
+    return _Ridge(quiet, night_folds(images), int(images.sum()))
+
+
+def _ridge_figure(
+    fits, sample: list[tuple[np.ndarray, float, int]], scored: int, numbers: dict[str, float], path: Path
+) -> Path:
     """|ΔH| (nT) predicted from image features against observed, on held-out nights."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
     if fits:
-        assert ridge is not None  # the fits are the ridge's, one per fold
-        dh, fold = ridge
         scores = [r2 for _, _, r2 in fits]
         numbers["magnetometer_ridge_r2_mean"] = float(np.mean(scores))
-        rows = np.array(sorted(sample), dtype=int)
-        y = dh[rows]
-        pred = np.array([fits[fold[r]][0] + sample[r] @ fits[fold[r]][1] for r in rows])
+        y = np.array([target for _, target, _ in sample])
+        pred = np.array([fits[k][0] + x @ fits[k][1] for x, _, k in sample])
         ax.scatter(y, pred, s=6, alpha=0.5)
         lim = [0, max(float(y.max()), float(pred.max()), 1.0)]
         ax.plot(lim, lim, ":", color="grey")
         ax.set_title(
             f"|ΔH| from image features\nR² {np.mean(scores):.2f} on held-out nights "
-            f"({(fold >= 0).sum():,} images, {len(rows):,} drawn)",
+            f"({scored:,} images, {len(y):,} drawn)",
             fontsize=10,
         )
     ax.set_xlabel("observed |ΔH| (nT)")
@@ -204,96 +219,68 @@ def _ridge_figure(ridge, fits, sample: dict, numbers: dict[str, float], path: Pa
     return _png(fig, path)
 
 
-def _class_by_hour(table: pd.DataFrame, classes, notes: list[str], path: Path) -> Path:
+def _class_by_hour(stats: SeasonStats, notes: list[str], path: Path) -> Path:
     """Images of each class by local solar hour, one panel per station."""
     import matplotlib.pyplot as plt
 
-    stations = sorted(table["station"].unique())
+    counts = stats.by_hour() if stats.classes else None
+    stations = sorted(counts.index.get_level_values(0).unique()) if counts is not None else ["?"]
     fig, axes = plt.subplots(1, len(stations), figsize=(5 * len(stations), 4), squeeze=False)
     for ax, station in zip(axes[0], stations):
-        g = table[table["station"] == station]
-        if "label" in g:
-            counts = g.groupby(["local_hour", "label"]).size().unstack(fill_value=0).reindex(range(24), fill_value=0)
-            shown = [c for c in classes if c in counts]
-            counts[shown].plot.bar(
-                stacked=True, ax=ax, width=0.9, legend=False, color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in shown]
-            )
+        if counts is not None:
+            table = counts.loc[station, "images"].unstack(fill_value=0).reindex(range(24), fill_value=0)
+            shown = [c for c in stats.classes if c in table]
+            colours = [CLASS_COLOURS.get(c, "#bbbbbb") for c in shown]
+            table[shown].plot.bar(stacked=True, ax=ax, width=0.9, legend=False, color=colours)
         ax.set_title(f"{station}: classes by local solar hour")
         ax.set_xlabel("local solar hour")
         ax.set_ylabel("images")
-    if "label" in table:
-        axes[0][-1].legend(
-            *axes[0][0].get_legend_handles_labels(),
-            title="class",
-            fontsize=8,
-            bbox_to_anchor=(1.01, 1),
-            loc="upper left",
-        )
+    if counts is not None:
+        handles = axes[0][0].get_legend_handles_labels()
+        axes[0][-1].legend(*handles, title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     else:
         notes.append("class occurrence needs a head (classify.head)")
     return _png(fig, path)
 
 
-def _ridge_folds(table: pd.DataFrame, notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-    """|ΔH| per row and its cross-validation fold (-1: no magnetometer partner), each night in one fold;
-    None (and a note) where the ridge cannot run."""
-    from sklearn.model_selection import GroupKFold
+def _feature_pass(job: JobConfig, groups: list[Group], ridge: _Ridge | None, out: Path, max_points: int, notes):
+    """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time: the ridge's per-fold sums
+    (:class:`~aurora_batch.products.ridge.RidgeStats`), the rows drawn for its scatter plot, and one t-SNE map per
+    store group and month (drawn as soon as its rows are read).
 
-    if not {"mag_x", "mag_y"} <= set(table.columns):
-        notes.append("the magnetometer ridge needs a joined magnetometer with X and Y")
-        return None
-    dh, ok = _delta_h(table)
-    rows = np.flatnonzero(ok)
-    nights = table["night"].to_numpy()[rows]
-    if len(np.unique(nights)) < 2:
-        notes.append("the magnetometer ridge needs images from at least two nights")
-        return None
-    fold = np.full(len(table), -1)
-    splits = GroupKFold(n_splits=min(5, len(np.unique(nights)))).split(np.zeros((len(rows), 1)), groups=nights)
-    for k, (_, test) in enumerate(splits):
-        fold[rows[test]] = k
-    return dh, fold
-
-
-def _feature_pass(
-    job: JobConfig, months: dict, table: pd.DataFrame, ridge, out: Path, max_points: int, notes: list[str]
-):
-    """One pass over the stored features, :data:`FEATURE_CHUNK` rows at a time, so memory does not grow
-    with the season: the ridge's per-fold sums (:class:`~aurora_batch.products.ridge.RidgeStats`), the rows drawn
-    for its scatter plot, and one t-SNE map per store group and month (drawn as soon as its rows are read).
-
-    Returns ``(maps, fits, sample)``: ``fits[k] = (intercept, coef, held-out R²)`` per fold (empty
-    without a ridge) and ``sample`` ``{row: features}`` of at most :data:`SCATTER_POINTS` rows.
+    Returns ``(maps, fits, sample)``: ``fits[k] = (intercept, coef, held-out R²)`` per fold (empty without a
+    ridge) and ``sample``, (features, |ΔH|, fold) of at most :data:`SCATTER_POINTS` images.
     """
-    labels = table["label"].to_numpy(object) if "label" in table else None
-    drawn = np.zeros(len(table), bool)
-    if ridge is not None:
-        scored = np.flatnonzero(ridge[1] >= 0)
-        drawn[scored[subsample(len(scored), SCATTER_POINTS)]] = True
-    stats, maps = None, {}
-    sample: dict[int, np.ndarray] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = subsample(ridge.scored, SCATTER_POINTS) if ridge is not None else np.empty(0, int)
+    stats: RidgeStats | None = None
+    maps: dict[str, Path] = {}
     failed: list[str] = []
-    for (_url, month, group), rows in table.groupby(["store", "month", "group"], sort=False).indices.items():
-        pick = subsample(len(rows), max_points)  # positions within the group
-        picked = []
-        with xr.open_zarr(months[month][1], group=group, consolidated=False) as ds:
+    sample: list[tuple[np.ndarray, float, int]] = []
+    seen = 0  #: scored images before this group, in the season's order
+    for g in groups:
+        with xr.open_zarr(g.store, group=g.path, consolidated=False) as ds:
+            rows = group_rows(g, ds)
+            dh, fold = ridge.targets(rows) if ridge is not None else (None, None)
+            pick = subsample(len(rows), max_points)
+            picked = []
             for lo in range(0, len(rows), FEATURE_CHUNK):
                 x = ds["features"][lo : lo + FEATURE_CHUNK].to_numpy()
-                r = rows[lo : lo + len(x)]
-                if ridge is not None:
-                    if stats is None:
-                        stats = RidgeStats(int(ridge[1].max()) + 1, x.shape[1])
-                    stats.add(x, ridge[0][r], ridge[1][r])
-                    sample.update(zip(r[drawn[r]], x[drawn[r]]))
+                if ridge is not None and dh is not None and fold is not None:
+                    y, folds = dh[lo : lo + len(x)], fold[lo : lo + len(x)]
+                    stats = stats or RidgeStats(max(ridge.fold.values()) + 1, x.shape[1])
+                    stats.add(x, y, folds)
+                    scored = np.flatnonzero(folds >= 0)
+                    chosen = np.isin(seen + np.arange(len(scored)), drawn)
+                    sample += [(x[i], float(y[i]), int(folds[i])) for i in scored[chosen]]
+                    seen += len(scored)
                 picked.append(x[pick[(pick >= lo) & (pick < lo + len(x))] - lo])
-        maps[f"{group} {month}"] = _embedding_map(
+        maps[f"{g.path} {g.month}"] = _embedding_map(
             job,
-            table,
-            rows[pick],
+            rows.iloc[pick].reset_index(drop=True),
             np.concatenate(picked),
-            labels,
-            out / f"{group.replace('/', '-')}_{month}.png",
-            f"{group} {month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
+            out / f"{g.path.replace('/', '-')}_{g.month}.png",
+            f"{g.path} {g.month}: t-SNE of {len(pick):,} of {len(rows):,} frames",
             failed,
         )
     if failed:
@@ -306,28 +293,20 @@ def _feature_pass(
     return maps, fits, sample
 
 
-def _embedding_map(
-    job: JobConfig,
-    table: pd.DataFrame,
-    rows: np.ndarray,
-    feats: np.ndarray,
-    labels,
-    path: Path,
-    title: str,
-    failed: list[str],
-) -> Path:
-    """The t-SNE map of ``rows``, with the typical frame of each class beside its dots."""
+def _embedding_map(job: JobConfig, rows: pd.DataFrame, feats: np.ndarray, path: Path, title: str, failed) -> Path:
+    """The t-SNE map of ``rows`` (with features ``feats``), with the typical frame of each class beside its dots."""
     xy = embed(feats)
     thumbs = {}
+    labels = rows["label"].to_numpy(object) if "label" in rows else None
     if labels is not None:
-        known = np.flatnonzero(pd.notna(labels[rows]))
-        for i in exemplars(xy[known], labels[rows][known]).values():
-            row = table.iloc[rows[known[i]]]
+        known = np.flatnonzero(pd.notna(labels))
+        for i in exemplars(xy[known], labels[known]).values():
+            row = rows.iloc[known[i]]
             try:
                 thumbs[int(known[i])] = _thumbnail(row["url"], int(row["frame"]), job.storage_options)
             except (OSError, ValueError, IndexError) as exc:
                 failed.append(f"{row['url']}: {exc}")
-    return plot_embedding(xy, None if labels is None else labels[rows], path, title, thumbs)
+    return plot_embedding(xy, labels, path, title, thumbs)
 
 
 def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
@@ -335,14 +314,25 @@ def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
     return thumbnail(read_file(read_bytes(url, storage_options), url, min_side=96).images[frame])
 
 
-def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str], version, as_of) -> dict[str, Path]:
-    """One keogram PNG per store group and night; each night's lines are the only ones read."""
+def _keograms(
+    job: JobConfig, months: dict, out: Path, progress: bool, notes: list[str], version, as_of, workers: int | None
+) -> dict[str, Path]:
+    """One keogram PNG per store group and night, each night's lines the only ones read, drawn by a pool of
+    processes; a night whose months are as they were when ``out`` last got its keogram is not drawn again
+    (``_drawn.json`` records each PNG's month versions)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
 
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "_drawn.json"
+    drawn = json.loads(record_path.read_text()) if record_path.exists() else {}
+    versions = {m: _month_version(store) for m, (_, store) in months.items()}
     tree = open_season(
         job.output, job.start, job.end, version=version, as_of=as_of, storage_options=job.output_storage_options
     )
-    nights = []
+    paths, todo = {}, []
     for node in tree.subtree:
         ds = node.to_dataset()
         if "time" not in ds.dims:
@@ -355,29 +345,76 @@ def _keograms(job: JobConfig, out: Path, progress: bool, notes: list[str], versi
         times = pd.DatetimeIndex(ds["time"].to_numpy())
         for night in night_of(times, lon).unique():
             start, end = night_window(night, lon)
-            nights.append((group, night, ds.isel(time=slice(times.searchsorted(start), times.searchsorted(end)))))
-    paths = {}
-    for group, night, ds in tqdm(nights, desc="keograms", unit="night", disable=not progress):
-        sub = ds[[v for v in ("keogram_ns", "label") if v in ds]].load()
-        paths[f"{group} {night:%Y-%m-%d}"] = plot_keogram(
-            sub, out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png", title=f"{group}, night of {night:%Y-%m-%d}"
-        )
+            key, path = f"{group} {night:%Y-%m-%d}", out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png"
+            made_of = "|".join(versions.get(m, "") for m in sorted({f"{start:%Y-%m}", f"{end:%Y-%m}"}))
+            paths[key] = path
+            if drawn.get(path.name) != made_of or not path.exists():
+                todo.append((group, night, path, made_of))
+    processes = workers or os.cpu_count() or 1
+    args = (job.output, version, as_of, job.output_storage_options)
+    with (
+        ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("forkserver")) as pool,
+        tqdm(total=len(todo), desc="keograms", unit="night", disable=not progress) as bar,
+    ):  # a task is a name: each process reads its night's lines itself, and the driver holds none
+        running = {
+            pool.submit(_draw_night, group, night, path, *args): (path, made_of) for group, night, path, made_of in todo
+        }
+        for done in as_completed(running):
+            path, made_of = running[done]
+            done.result()  # a drawing that failed raises here
+            drawn[path.name] = made_of
+            bar.update(1)
+    record_path.write_text(json.dumps({p.name: drawn[p.name] for p in paths.values() if p.name in drawn}, indent=1))
     return paths
 
 
-def _delta_h(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """|H − H_quiet| per image, H_quiet the median H of the station's quietest night (nT)."""
-    h = np.hypot(table["mag_x"].to_numpy(float), table["mag_y"].to_numpy(float))
-    dh = np.full(len(h), np.nan)
-    for idx in table.groupby("station").groups.values():
-        sub = pd.Series(h[idx], index=idx)
-        by_night = sub.groupby(table.loc[idx, "night"])
-        spread = by_night.std().dropna()
-        if spread.empty:
-            continue
-        quiet = by_night.median()[spread.idxmin()]
-        dh[idx] = np.abs(sub.to_numpy() - quiet)
-    return dh, np.isfinite(dh)
+def _draw_night(group: str, night: pd.Timestamp, path: Path, output: str, version, as_of, options) -> Path:
+    """Read one station-night's keogram lines and classes from the month stores and draw them (in a worker)."""
+    station, _, wavelength = group.partition("/")
+    ds = open_night(
+        output,
+        station,
+        night,
+        wavelength=int(wavelength) if wavelength else None,
+        version=version,
+        as_of=as_of,
+        storage_options=options,
+    )
+    lines = ds[[v for v in ("keogram_ns", "label") if v in ds]].load()
+    return plot_keogram(lines, path, title=f"{group}, night of {night:%Y-%m-%d}")
+
+
+def _month_version(store) -> str:
+    """What a month store was built from (its parts and layout), as a short digest: a keogram of its nights is
+    drawn again only when it changes."""
+    import zarr
+
+    attrs = dict(zarr.open_group(store=store, mode="r").attrs)
+    record = json.dumps([attrs.get("parts"), attrs.get("layout"), attrs.get("parts_digest")], sort_keys=True)
+    return hashlib.sha256(record.encode()).hexdigest()[:16]
+
+
+def _keogram_pages(keograms: dict[str, Path], out: Path) -> dict[str, tuple[Path, int]]:
+    """One page per store group of its keograms, loaded lazily: a season's thousands of nights never load at
+    once.  Returns group -> (page, nights)."""
+    pages = {}
+    for group in dict.fromkeys(k.split(" ")[0] for k in keograms):
+        images = [
+            f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
+            f"src='{html.escape(p.relative_to(out).as_posix())}'>"
+            for k, p in keograms.items()
+            if k.split(" ")[0] == group
+        ]
+        page = out / f"keograms_{group.replace('/', '-')}.html"
+        page.write_text(
+            f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(group)} keograms</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(group)}: keograms, per night</h1><p><a href='report.html'>back to the report</a>. Time on x; the
+north–south line through zenith on y (image top at the top); classes beneath.</p>{"".join(images)}</body></html>
+"""
+        )
+        pages[group] = (page, len(images))
+    return pages
 
 
 def _synthetic(job: JobConfig) -> bool:
@@ -417,19 +454,15 @@ def _html(
         + "".join(embedded(p, f"embedding {k}") for k, p in maps.items())
         + "</div>"
     )
+    pages = _keogram_pages(keograms, out)
+    links = "".join(
+        f"<li><a href='{html.escape(page.name)}'>{html.escape(group)}</a>: {n} night(s)</li>"
+        for group, (page, n) in pages.items()
+    )
     parts.append(
         "<h2 id='keograms'>Keograms, per station-night</h2>"
-        "<p>Time on x; the north–south line through zenith on y (image top at the top); "
-        "classes beneath.</p>"
+        f"<p>One page per station (its nights load as the page scrolls):</p><ul>{links}</ul>"
     )
-    for group in dict.fromkeys(k.split(" ")[0] for k in keograms):
-        parts.append(f"<h3>{html.escape(group)}</h3>")
-        parts += [
-            f"<img class='keogram' loading='lazy' alt='keogram {html.escape(k)}' "
-            f"src='{html.escape(p.relative_to(out).as_posix())}'>"
-            for k, p in keograms.items()
-            if k.split(" ")[0] == group
-        ]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in numbers.items())
     note = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     banner = "<p class='warn'>Built from SYNTHETIC demo data.</p>" if synthetic else ""
