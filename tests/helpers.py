@@ -1,12 +1,37 @@
 """Shared checks for end-to-end tests."""
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from aurora_batch.core.keys import Status
 from aurora_batch.store.layout import month_url
 from aurora_batch.store.ledger import read_catalog
+from aurora_batch.store.parts import PART_COLUMNS
 from aurora_batch.store.zarrs import zarr_store
+
+
+def part_rows(station: str, wavelength, times, urls=None, statuses=None) -> pd.DataFrame:
+    """A staged part's rows as a partition stages them: ``times`` of ``station`` at ``wavelength`` (Å or None),
+    kept unless ``statuses`` says otherwise, at fixed Sun and Moon altitudes."""
+    n = len(times)
+    urls = urls or [f"file:///in/{station}_{t:%Y%m%d_%H%M%S}.png" for t in times]
+    return pd.DataFrame(
+        {
+            "url": urls,
+            "station": station,
+            "time": pd.DatetimeIndex(times),
+            "wavelength": pd.array([wavelength] * n, dtype="Int64"),
+            "status": statuses or [Status.KEPT] * n,
+            "detail": "",
+            "format": "asim",
+            "sun_alt": -20.0,
+            "moon_alt": -5.0,
+            "moon_illumination": 0.5,
+            "frame": 0,
+            "saturated": np.float32(0.01),
+        }
+    )[PART_COLUMNS]
 
 
 def open_group(output, month, group, storage_options=None, **kw):

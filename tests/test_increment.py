@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from conftest import make_job
+from helpers import part_rows
 
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.datasets.synth import write_instruments
@@ -15,7 +16,7 @@ from aurora_batch.month.build import build_month, common_attrs, join_fingerprint
 from aurora_batch.month.increment import Tail, plan_tails
 from aurora_batch.store.layout import month_url, staging_url
 from aurora_batch.store.ledger import read_month_catalog
-from aurora_batch.store.parts import PART_COLUMNS, write_part
+from aurora_batch.store.parts import write_part
 from aurora_batch.store.state import MonthState
 from aurora_batch.store.zarrs import list_groups, zarr_store
 
@@ -30,23 +31,7 @@ def small_chunks(monkeypatch):
 
 def _stage(job, name: str, times, seed: int, statuses=None) -> None:
     key = PartitionKey.parse(name)
-    n = len(times)
-    rows = pd.DataFrame(
-        {
-            "url": [f"file:///in/{key.station}_{t:%Y%m%d_%H%M%S}.png" for t in times],
-            "station": key.station,
-            "time": pd.DatetimeIndex(times),
-            "wavelength": pd.array([key.wavelength] * n, dtype="Int64"),
-            "status": statuses or [Status.KEPT] * n,
-            "detail": "",
-            "format": "asim",
-            "sun_alt": -20.0,
-            "moon_alt": -5.0,
-            "moon_illumination": 0.5,
-            "frame": 0,
-            "saturated": np.float32(0.01),
-        }
-    )[PART_COLUMNS]
+    rows = part_rows(key.station, key.wavelength, times, statuses=statuses)
     kept = int((rows["status"] == Status.KEPT).sum())
     rng = np.random.default_rng(seed)
     write_part(

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_job
+from helpers import part_rows
 
 from aurora_batch import query
-from aurora_batch.core.keys import PartitionKey, Status
+from aurora_batch.core.keys import PartitionKey
 from aurora_batch.datasets.synth import write_instruments
 from aurora_batch.model.heads import fit_head, load_head
 from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs, update_labels
@@ -18,7 +19,7 @@ from aurora_batch.products.query import label_files
 from aurora_batch.products.results import open_station
 from aurora_batch.store.layout import staging_url
 from aurora_batch.store.ledger import read_month_catalog
-from aurora_batch.store.parts import PART_COLUMNS, write_part
+from aurora_batch.store.parts import write_part
 
 DIM = 16
 CLASSES = ("arc", "diffuse", "discrete", "cloudy", "moon", "clear")
@@ -40,22 +41,7 @@ def head(tmp_path_factory):
 
 def _stage(job, head, name: str, times, seed: int) -> None:
     key, n = PartitionKey.parse(name), len(times)
-    rows = pd.DataFrame(
-        {
-            "url": [f"file:///in/{key.station}_{t:%Y%m%d_%H%M%S}.png" for t in times],
-            "station": key.station,
-            "time": pd.DatetimeIndex(times),
-            "wavelength": pd.array([key.wavelength] * n, dtype="Int64"),
-            "status": Status.KEPT,
-            "detail": "",
-            "format": "asim",
-            "sun_alt": -20.0,
-            "moon_alt": -5.0,
-            "moon_illumination": 0.5,
-            "frame": 0,
-            "saturated": np.float32(0.01),
-        }
-    )[PART_COLUMNS]
+    rows = part_rows(key.station, key.wavelength, times)
     features = np.random.default_rng(seed).random((n, DIM), dtype=np.float32)
     arrays = {"features": features, "proba": head.predict_proba(features).astype(np.float32)}
     write_part(staging_url(job.output, key), rows, arrays)

@@ -2,32 +2,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from helpers import part_rows
 
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.month.commit import commit_month
 from aurora_batch.month.increment import chunk_rows, group_paths
 from aurora_batch.store.layout import staging_url
-from aurora_batch.store.parts import PART_COLUMNS, read_part, read_staged_if, write_part
+from aurora_batch.store.parts import read_part, read_staged_if, write_part
 
 
 def _rows(station, wl, times, statuses=None):
-    n = len(times)
-    return pd.DataFrame(
-        {
-            "url": [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)],
-            "station": station,
-            "time": pd.DatetimeIndex(times),
-            "wavelength": pd.array([wl] * n, dtype="Int64"),
-            "status": statuses or [Status.KEPT] * n,
-            "detail": "",
-            "format": "asim",
-            "sun_alt": -20.0,
-            "moon_alt": -5.0,
-            "moon_illumination": 0.5,
-            "frame": 0,
-            "saturated": np.float32(0.01),
-        }
-    )[PART_COLUMNS]
+    urls = [f"memory://in/{station}{wl}_{i}_{t:%H%M%S}.png" for i, t in enumerate(times)]
+    return part_rows(station, wl, times, urls, statuses)
 
 
 def test_part_roundtrip_keeps_features_of_kept_rows_only(tmp_path):
