@@ -14,6 +14,7 @@ __all__ = [
     "store_history",
     "classify_files",
     "query",
+    "similar",
     "__version__",
 ]
 
@@ -51,6 +52,13 @@ def query(output, where=None, stations=None, start=None, end=None, storage_optio
     from aurora_batch.products.query import query as _query
 
     return _query(output, where, stations, start, end, storage_options, **kwargs)
+
+
+def similar(output, query, k=10, stations=None, start=None, end=None, where=None, storage_options=None):
+    """The frames most like ``query`` (see :func:`aurora_batch.products.similar.similar`)."""
+    from aurora_batch.products.similar import similar as _similar
+
+    return _similar(output, query, k, stations, start, end, where, storage_options)
 
 
 def classify_files(urls, head=None, **kwargs):

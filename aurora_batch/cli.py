@@ -102,6 +102,31 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _similar(args: argparse.Namespace) -> int:
+    from aurora_batch.products.files import write_table
+    from aurora_batch.products.similar import contact_sheet, similar
+
+    job = load_job(args.job)
+    if args.image is None and not (args.station and args.time):
+        raise JobSpecError("similar: give --image FILE, or --station and --time of a stored frame")
+    query = args.image if args.image else (args.station.upper(), args.time)
+    stations = args.stations.split(",") if args.stations else None
+    hits = similar(
+        job.output,
+        query,
+        args.k,
+        stations,
+        args.start or job.start,
+        args.end or job.end,
+        args.where,
+        job.output_storage_options,
+    )
+    print(write_table(hits, args.out) if args.out else hits.to_string())
+    if args.sheet:
+        print(f"wrote {contact_sheet(hits, args.sheet, job.storage_options)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from aurora_batch.products.report import make_report
 
@@ -274,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_join,
         _add_labels,
         _add_query,
+        _add_similar,
         _add_report,
         _add_evaluate,
         _add_train,
@@ -372,6 +398,27 @@ def _add_query(sub) -> None:
     p.add_argument("--table", default="labels", choices=["labels", "labels_10min"])
     p.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
     p.set_defaults(func=_query)
+
+
+def _add_similar(sub) -> None:
+    p = sub.add_parser(
+        "similar",
+        help="the stored frames most like an image or a stored frame",
+        description="Nearest neighbours by feature cosine over the window's month indexes, e.g. --station GILL "
+        "--time 2014-01-05T06:12:03, or --image FILE (featurised with the stores' backbone and recipe).",
+    )
+    p.add_argument("job", help="job spec YAML (its output holds the stores)")
+    p.add_argument("--image", help="an image file or URL")
+    p.add_argument("--station", help="station of a stored frame")
+    p.add_argument("--time", help="time (UTC) of a stored frame")
+    p.add_argument("-k", type=int, default=10, help="frames to return (default %(default)s)")
+    p.add_argument("--stations", help="comma-separated station codes to search (default: all)")
+    p.add_argument("--start", help="first time, UTC (default: the job's start)")
+    p.add_argument("--end", help="end time (exclusive), UTC (default: the job's end)")
+    p.add_argument("--where", help='SQL condition over the label table (e.g. "cloud_detected = 0")')
+    p.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
+    p.add_argument("--sheet", help="also a contact sheet PNG of the hits, re-read from their URLs")
+    p.set_defaults(func=_similar)
 
 
 def _add_report(sub) -> None:

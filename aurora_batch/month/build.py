@@ -42,6 +42,7 @@ from aurora_batch.month.commit import Publication, commit_month
 from aurora_batch.month.increment import layout_key
 from aurora_batch.month.join import join_group, load_sources, month_sources
 from aurora_batch.month.labels import write_labels
+from aurora_batch.month.similarity import write_indexes
 from aurora_batch.partition.fingerprint import feature_fingerprint
 from aurora_batch.store.layout import catalog_url, month_url, store_url
 from aurora_batch.store.ledger import write_month_catalog
@@ -152,13 +153,15 @@ def published_attrs(job: JobConfig, month: str) -> tuple[str, dict] | None:
 
 
 def update_labels(job: JobConfig, month: str) -> int | None:
-    """Bring the label table of a published ``month`` up to its store (months published before the table
-    existed, or whose labels a killed run left behind); None when the month has no store or no recorded state."""
+    """Bring the label table and similarity index of a published ``month`` up to its store (months published before
+    they existed, or whose tables a killed run left behind); None when the month has no store or no recorded
+    state.  Returns the label rows written."""
     published = published_attrs(job, month)
     state = MonthState.from_attrs(published[1]) if published else None
     if published is None or state is None:
         return None
     store = zarr_store(published[0], job.output_storage_options)
+    write_indexes(job.output, month, store, state, job.output_storage_options)
     return write_labels(job.output, month, store, state, label_identity(published[1]), job.output_storage_options)
 
 
@@ -268,6 +271,7 @@ def build_month(
         labels = write_labels(
             job.output, inputs.month, store, built.state, label_identity(attrs), job.output_storage_options
         )
+        write_indexes(job.output, inputs.month, store, built.state, job.output_storage_options)
     write_month_catalog(job.output, inputs.month, built.catalog, job.output_storage_options)
     if not job.keep_staging():  # the month holds the parts' arrays now: keep only their ledgers
         compact_parts(inputs.parts, job.output_storage_options)
