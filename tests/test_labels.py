@@ -2,6 +2,7 @@
 only the months and stations asked for and give what the stores hold."""
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,13 @@ def test_the_label_table_holds_what_the_month_holds_and_follows_its_commits(labe
         f"{t}/month=2010-12/station=NYA/NYA_5577_20101229.parquet" for t in ("labels", "labels_10min")
     }
     assert len(query(job.output, stations=["NYA"], start="2010-12-01", end="2011-01-01")) == 240 + 241 + 240 + 90
+    # The table grown by these commits equals one written whole from the same parts.
+    whole = job.model_copy(update={"output": f"file://{out.parent}/whole"})
+    shutil.copytree(out / "_staging", out.parent / "whole" / "_staging")
+    _build(whole, "2010-12")
+    for table in ("labels", "labels_10min"):
+        december = {"table": table, "start": "2010-12-01", "end": "2011-01-01"}
+        pd.testing.assert_frame_equal(query(whole.output, **december), query(job.output, **december))
 
 
 def test_a_commit_killed_before_its_labels_is_caught_up(labelled):

@@ -2,6 +2,7 @@
 the stored features gives, for a stored frame or an image file featurised as the season did."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,12 @@ def test_searches_equal_an_exact_search_and_follow_the_month(tmp_path):
     _build(job, "2010-12")
     query = open_station(job.output, "NYA", t0, t0 + pd.Timedelta("1s"))["features"].to_numpy()[0]
     assert _hits(similar(job.output, ("NYA", t0), k=15)) == _exact(job, query, 15)
+    # The index grown by these commits answers as one built whole from the same parts.
+    whole = job.model_copy(update={"output": f"file://{tmp_path}/whole"})
+    shutil.copytree(tmp_path / "out" / "_staging", tmp_path / "whole" / "_staging")
+    _build(whole, "2010-12")
+    for t in (t0, t1, pd.Timestamp("2010-12-28T23:00")):
+        pd.testing.assert_frame_equal(similar(whole.output, ("NYA", t), k=10), similar(job.output, ("NYA", t), k=10))
     with pytest.raises(LookupError, match="no stored frame of NYA"):
         similar(job.output, ("NYA", "2010-12-29T12:00"))
 
