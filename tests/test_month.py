@@ -93,7 +93,8 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     result = make_report(job, tmp_path / "report", max_points=100)  # fewer than a station's frames: subsampled
     page = result.html.read_text()
     assert set(result.embeddings) == {"NYA 2010-12", "LYR 2010-12"}
-    assert len(re.findall(r"src='data:image/png;base64,", page)) == 4 + 2
+    assert len(re.findall(r"src='data:image/png;base64,", page)) == 6 + 2
+    assert {"label_timeline", "find_similar"} <= set(result.figures)  # from the label table and the indexes
     nights = {
         f"{s} {n:%Y-%m-%d}"
         for s in ("NYA", "LYR")
@@ -105,11 +106,11 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     # What a reader sees: every figure, map and keogram decoded by a real browser, laid out on its page (the
     # keograms on one page per station, linked from the report).
     shown = {img["alt"]: img for img in rendered_images(result.html)}
-    assert len(shown) == 4 + 2 and all(img["visible"] for img in shown.values()), shown
+    assert len(shown) == 6 + 2 and all(img["visible"] for img in shown.values()), shown
     for station in ("NYA", "LYR"):
         assert f"href='keograms_{station}.html'" in page
         shown.update({img["alt"]: img for img in rendered_images(result.html.parent / f"keograms_{station}.html")})
-    assert len(shown) == 4 + 2 + 6 and all(img["visible"] for img in shown.values()), shown
+    assert len(shown) == 6 + 2 + 6 and all(img["visible"] for img in shown.values()), shown
     for key in result.embeddings:
         assert shown[f"embedding {key}"]["width"] >= 500
     for key, path in result.keograms.items():

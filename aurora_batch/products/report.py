@@ -9,6 +9,8 @@
 5. Feature embedding per station and month: t-SNE of at most ``max_points`` frames, coloured
    by class, with an example frame of each class re-read from its source URL.
 6. One keogram per station-night (:mod:`aurora_batch.products.keogram`) over its class timeline.
+7. The 10-minute label table as a band of classes per station, and per class its most confident frame beside
+   its nearest neighbours (:mod:`aurora_batch.products.similar`).
 
 A night is labelled by the date of its evening: time − 12 h, in local solar time.  Figures 1–5
 are embedded in ``report.html``; the keograms, one per station-night and so as many as a
@@ -110,6 +112,9 @@ def make_report(
     scored = ridge.scored if ridge is not None else 0
     figs["magnetometer_ridge"] = _ridge_figure(fits, sample, scored, numbers, out / "magnetometer_ridge.png")
     figs["class_by_hour"] = _class_by_hour(stats, notes, out / "class_by_hour.png")
+    if stats.classes and version is None and as_of is None:  # the label table and indexes are of the newest months
+        figs["label_timeline"] = _label_timeline(job, stats.classes, out / "label_timeline.png")
+        figs["find_similar"] = _similar_by_class(job, stats.classes, notes, out / "find_similar.png")
     keograms = _keograms(job, months, out / "keograms", progress, notes, version, as_of, workers)
     page = out / "report.html"
     page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
@@ -241,6 +246,82 @@ def _class_by_hour(stats: SeasonStats, notes: list[str], path: Path) -> Path:
     else:
         notes.append("class occurrence needs a head (classify.head)")
     return _png(fig, path)
+
+
+def _label_timeline(job: JobConfig, classes: list[str], path: Path) -> Path:
+    """The 10-minute label table (majority class per bin) as one colour band per station."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from aurora_batch.products.query import query
+
+    bins = query(
+        job.output,
+        None,
+        job.stations,
+        job.start,
+        job.end,
+        job.output_storage_options,
+        table="labels_10min",
+        columns=["label"],
+    )
+    stations = sorted(bins["station"].unique())
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(stations) + 1.5))
+    for i, station in enumerate(stations):
+        rows = bins[bins["station"] == station]
+        t = rows["time"].dt.tz_localize(None).to_numpy()
+        ax.bar(
+            t,
+            0.8,
+            width=pd.Timedelta("10min"),
+            bottom=i - 0.4,
+            align="edge",
+            color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in rows["label"]],
+        )
+    ax.set_yticks(range(len(stations)), stations)
+    ax.set_xlabel("time (UTC)")
+    ax.legend(
+        handles=[Patch(color=CLASS_COLOURS.get(c, "#bbbbbb"), label=c) for c in classes],
+        fontsize=8,
+        bbox_to_anchor=(1.01, 1),
+        loc="upper left",
+    )
+    return _png(fig, path)
+
+
+def _similar_by_class(job: JobConfig, classes: list[str], notes: list[str], path: Path, k: int = 5) -> Path:
+    """Per class, its most confident frame of the season and the ``k`` frames nearest it, as one sheet."""
+    from aurora_batch.products.query import query
+    from aurora_batch.products.similar import contact_sheet, similar
+
+    rows = []
+    for c in classes:
+        found = query(
+            job.output,
+            f"label = '{c}'",
+            job.stations,
+            job.start,
+            job.end,
+            job.output_storage_options,
+            columns=["confidence"],
+        )
+        if len(found) <= k:
+            continue
+        best = found.loc[found["confidence"].idxmax()]
+        hits = similar(
+            job.output,
+            (best["station"], best["time"].tz_localize(None)),
+            k + 1,
+            job.stations,
+            job.start,
+            job.end,
+            storage_options=job.output_storage_options,
+        )
+        rows.append(hits.head(k + 1).assign(label=[c] + [""] * k))
+    if not rows:
+        notes.append("find similar needs a head and more frames of a class than neighbours shown")
+        return contact_sheet(pd.DataFrame(columns=["station", "time", "url", "frame", "similarity"]), path)
+    return contact_sheet(pd.concat(rows, ignore_index=True), path, job.storage_options, columns=k + 1)
 
 
 def _feature_pass(job: JobConfig, groups: list[Group], ridge: _Ridge | None, out: Path, max_points: int, notes):
@@ -440,6 +521,8 @@ def _html(
         "cloud_roc": "Cloud prediction vs ceilometer (ROC)",
         "magnetometer_ridge": "Magnetic perturbation from image features (ridge)",
         "class_by_hour": "Class occurrence by local solar hour",
+        "label_timeline": "Labels per station: the majority class of every 10 minutes",
+        "find_similar": "Find similar: each class's most confident frame (left) and its nearest neighbours",
     }
 
     def embedded(path: Path, alt: str) -> str:

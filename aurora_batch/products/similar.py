@@ -123,7 +123,8 @@ def similar(
 def contact_sheet(
     hits: pd.DataFrame, path: str | Path, storage_options: Mapping[str, Any] | None = None, columns: int = 5
 ) -> Path:
-    """A PNG of the hits' frames re-read from their URLs, each captioned with station, time and similarity."""
+    """A PNG of the hits' frames re-read from their URLs, each captioned with station, time and similarity (and
+    its ``label`` column where there is one), ``columns`` a row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +140,8 @@ def contact_sheet(
             ax.imshow(thumbnail(img), cmap="gray", vmin=0, vmax=1)
         except (OSError, ValueError, IndexError) as err:
             ax.text(0.5, 0.5, f"not readable:\n{type(err).__name__}", ha="center", va="center", fontsize=7)
-        ax.set_title(f"{hit.station} {hit.time:%Y-%m-%d %H:%M:%S}\ncos {hit.similarity:.3f}", fontsize=7)
+        label = f"{hit.label}: " if getattr(hit, "label", "") else ""
+        ax.set_title(f"{label}{hit.station} {hit.time:%Y-%m-%d %H:%M:%S}\ncos {hit.similarity:.3f}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
