@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from aurora_batch.core.fs import filesystem
+from aurora_batch.core.fs import filesystem, write_bytes_atomic
 
 Span = tuple[pd.Timestamp, pd.Timestamp]  #: [first, end) in UTC, tz-naive
 
@@ -134,6 +134,4 @@ def _read_index(url: str | None, options: Mapping[str, Any] | None) -> pd.DataFr
 
 
 def _write_index(url: str, index: pd.DataFrame, options: Mapping[str, Any] | None) -> None:
-    from aurora_batch.core.fs import write_bytes_atomic
-
     write_bytes_atomic(url, index.reset_index(drop=True).to_parquet(index=False), options)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from aurora_batch.core.fs import filesystem, join_url, read_bytes, write_bytes_atomic
+from aurora_batch.core.fs import exists, join_url, read_bytes, write_bytes_atomic
 from aurora_batch.store.state import MonthState
 
 RECORD = "_written.json"  #: in similarity/month=YYYY-MM/: per group, the part versions and rows indexed
@@ -89,7 +89,7 @@ def write_indexes(
         url = index_url(output, month, gpath)
         with xr.open_zarr(store, group=gpath, consolidated=False, chunks=None) as ds:  # read here, no dask threads
             trained = done.get("trained", 0)
-            if not trained or first == 0 or n > RETRAIN_GROWTH * trained or not _exists(url, storage_options):
+            if not trained or first == 0 or n > RETRAIN_GROWTH * trained or not exists(url, storage_options):
                 index, first, trained = _new_index(ds["features"], n), 0, n
             else:
                 index = read_index(url, storage_options)
@@ -104,8 +104,3 @@ def write_indexes(
         added += n - first
     write_bytes_atomic(record_url, json.dumps(record, indent=1).encode(), storage_options)
     return added
-
-
-def _exists(url: str, options: Mapping[str, Any] | None) -> bool:
-    fs, path = filesystem(url, options)
-    return fs.exists(path)
