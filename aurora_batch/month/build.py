@@ -40,7 +40,7 @@ from aurora_batch.model.quantize import INT8_SCHEME
 from aurora_batch.model.recipes import get_recipe
 from aurora_batch.month.commit import Publication, commit_month
 from aurora_batch.month.increment import layout_key
-from aurora_batch.month.join import join_group, load_sources, month_sources
+from aurora_batch.month.join import SourceFiles, join_group, load_sources, month_sources
 from aurora_batch.month.labels import write_labels
 from aurora_batch.month.similarity import write_indexes
 from aurora_batch.partition.fingerprint import feature_fingerprint
@@ -125,20 +125,20 @@ def month_inputs(job: JobConfig, month: str, results=()) -> MonthInputs:
     )
 
 
-def join_fingerprint(job: JobConfig, month: str) -> str:
+def join_fingerprint(job: JobConfig, month: str, sources: list[SourceFiles] | None = None) -> str:
     """What ``month``'s joined variables depend on: the join settings and the size and modification time of
     every instrument file its join reads (:func:`~aurora_batch.month.join.month_sources`)."""
     if not (job.join.ceilometer or job.join.magnetometer):
         return ""
-    sources = [
+    described = [
         {
             "kind": s.kind,
             **s.source.model_dump(exclude={"storage_options"}),
             "files": [[f.url, f.size, f.version] for f in s.files],
         }
-        for s in month_sources(job, month)
+        for s in (month_sources(job, month) if sources is None else sources)
     ]
-    record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": sources}
+    record = {"cloud_max_cbh": job.join.cloud_max_cbh, "sources": described}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -220,13 +220,16 @@ def build_month(
     force: bool = False,
     command: str = "season",
     map_tasks=None,
+    sources: list[SourceFiles] | None = None,
 ) -> MonthBuild | None:
     """Build and publish one month from ``inputs`` (see the module docs); None when the published month was
     built from the same parts, join and store format.
 
     The published month is appended to where it can be (:mod:`aurora_batch.month.increment`); with
     ``force`` it is rebuilt whole regardless.  ``command`` (season, nightly, join) is recorded in
-    the commit of a versioned month; ``map_tasks`` runs the stations' writes (a cluster's map).
+    the commit of a versioned month; ``map_tasks`` runs the stations' writes (a cluster's map).  ``sources``:
+    the instrument files ``join_fp`` was computed from (:func:`~aurora_batch.month.join.month_sources`), so that
+    the join reads what its fingerprint records (default: listed again).
     """
     published = inputs.published
     previous = MonthState.from_attrs(published[1]) if published is not None else None
@@ -239,7 +242,7 @@ def build_month(
     names = [*(previous.parts if previous else ()), *map(part_name, inputs.parts)]
     group_attrs = {s: get_station(s).attrs() for s in sorted({PartitionKey.parse(n).station for n in names})}
     classes = load_head(job.classify.head).classes if job.classify.head else ()
-    instruments = load_sources(month_sources(job, inputs.month)) if join_fp else []
+    instruments = load_sources(month_sources(job, inputs.month) if sources is None else sources) if join_fp else []
 
     def join_into(store, gpath: str, offset: int) -> dict[str, int]:
         station = gpath.split("/")[0]

@@ -9,6 +9,7 @@ from aurora_batch.config import JobConfig
 from aurora_batch.core.fs import storage_errors
 from aurora_batch.core.lock import OutputLock
 from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs
+from aurora_batch.month.join import month_sources
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ def run_join(job: JobConfig) -> JoinSummary:
         lock = OutputLock(job.output, job.output_storage_options, purpose="join").acquire()
     try:
         for month, url in month_stores(job):
-            fp = join_fingerprint(job, month)
-            build = build_month(job, month_inputs(job, month), attrs, fp, allow_shrink=False, command="join")
+            sources = month_sources(job, month)
+            fp = join_fingerprint(job, month, sources)
+            inputs = month_inputs(job, month)
+            build = build_month(job, inputs, attrs, fp, allow_shrink=False, command="join", sources=sources)
             if build is None:
                 unchanged.append(url)
                 continue

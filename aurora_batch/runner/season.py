@@ -27,6 +27,7 @@ from aurora_batch.core.fs import StorageError, endpoint_of, filesystem, is_local
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.core.lock import OutputLock
 from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs
+from aurora_batch.month.join import month_sources
 from aurora_batch.partition.process import Chunk, PartitionResult, process_chunk, stage_chunks
 from aurora_batch.plan.planner import merge_partition_rows, part_rows
 from aurora_batch.runner.cluster import TASK_RETRIES, dask_client, local_worker_count, partition_resources
@@ -110,16 +111,18 @@ def _commit(
 ) -> dict | CommitConflict | None:
     """Build ``month`` (:func:`aurora_batch.month.build.build_month`) unless it was built from the same parts and join;
     ``rebuild``: whole, regardless."""
+    sources = month_sources(job, month)  # the month's instrument files only, listed once
     try:
         build = build_month(
             job,
             month_inputs(job, month, results),
             attrs,
-            join_fingerprint(job, month),  # the month's instrument files only
+            join_fingerprint(job, month, sources),
             allow_shrink,
             force=rebuild,
             command=command,
             map_tasks=map_on_cluster,
+            sources=sources,
         )
     except MonthConflictError as err:
         return CommitConflict(str(err))
