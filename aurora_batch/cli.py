@@ -94,6 +94,8 @@ def _query(args: argparse.Namespace) -> int:
         args.end or job.end,
         job.output_storage_options,
         table=args.table,
+        order_by=args.order_by,
+        limit=args.limit,
     )
     if args.out:
         print(f"wrote {write_table(hits, args.out)}: {len(hits)} rows")
@@ -396,6 +398,10 @@ def _add_query(sub) -> None:
     p.add_argument("--start", help="first time, UTC (default: the job's start)")
     p.add_argument("--end", help="end time (exclusive), UTC (default: the job's end)")
     p.add_argument("--table", default="labels", choices=["labels", "labels_10min"])
+    p.add_argument(
+        "--order-by", default="station, time", help="SQL sort, e.g. 'confidence DESC' (default: %(default)s)"
+    )
+    p.add_argument("--limit", type=int, help="at most this many rows (default: all)")
     p.add_argument("--out", help="table to write: .csv or .parquet (default: print it)")
     p.set_defaults(func=_query)
 

@@ -181,6 +181,9 @@ def test_queries_read_only_the_window_and_stations_and_match_pandas(labelled):
     pd.testing.assert_frame_equal(
         got, expected[["station", "time", "label", "aurora_proba"]].reset_index(drop=True), check_dtype=False
     )
+    top = query(job.output, "label = 'arc'", order_by="confidence DESC, station, time", limit=3)
+    arcs = t[t["label"] == "arc"].sort_values(["confidence", "station", "time"], ascending=[False, True, True])
+    pd.testing.assert_frame_equal(top, arcs.head(3).reset_index(drop=True), check_dtype=False)
     with pytest.raises(ValueError, match='Referenced column "lable" not found'):
         query(job.output, "lable = 'arc'")
     with pytest.raises(FileNotFoundError, match="aurora-batch labels JOB.yaml"):
@@ -199,6 +202,10 @@ def test_query_and_labels_commands(labelled, capsys):
     assert cli.main(["query", str(spec), "--where", where, "--stations", "LYR", "--out", str(out / "hits.csv")]) == 0
     hits = pd.read_csv(out / "hits.csv")
     assert len(hits) == len(query(job.output, where, ["LYR"])) > 0 and set(hits["station"]) == {"LYR"}
+    top = ["query", str(spec), "--where", where, "--order-by", "aurora_proba DESC", "--limit", "2"]
+    assert cli.main([*top, "--out", str(out / "top.csv")]) == 0
+    best = pd.read_csv(out / "top.csv")["aurora_proba"].to_numpy()
+    assert len(best) == 2 and best[0] == pytest.approx(query(job.output, where)["aurora_proba"].max(), rel=1e-6)
     assert cli.main(["query", str(spec), "--table", "labels_10min", "--stations", "NYA", "--start", "2011-01-01"]) == 0
     assert "2011-01-01 20:10:00+00:00" in capsys.readouterr().out
     for path in (out / "labels").glob("month=2011-01/**/*.parquet"):

@@ -129,3 +129,55 @@ def test_join_and_report(tmp_path, synthetic_head, dask_client):
     record.write_text(json.dumps({**json.loads(record.read_text()), stale.name: "an older month"}))
     make_report(job, tmp_path / "report", max_points=100)
     assert [p for p in drawn if p.stat().st_mtime_ns != drawn[p]] == [stale]
+
+
+def _fabricated_season(root, months: int, nights: int = 2, frames: int = 10_000, dim: int = 16):
+    """``months`` months of ``nights`` NYA nights of ``frames`` frames at 3 s, with a head's probabilities and
+    keogram lines, published as commits publish them; returns the job that reads them."""
+    from helpers import part_rows
+
+    from aurora_batch.core.keys import PartitionKey
+    from aurora_batch.model.heads import fit_head
+    from aurora_batch.month.build import build_month, common_attrs, join_fingerprint, month_inputs
+    from aurora_batch.store.layout import staging_url
+    from aurora_batch.store.parts import write_part
+
+    rng = np.random.default_rng(months)
+    meta = {"backbone": "efficientnet-lite0", "recipe": "lite128", "weights": "shipped"}
+    fit_head(rng.random((60, dim)), np.arange(60) % 6, "logistic", meta=meta).save(root / "head.npz")
+    days = [pd.Timestamp(f"2011-{m + 1:02d}-{d + 1:02d}") for m in range(months) for d in range(nights)]
+    job = make_job(
+        "file:///in", f"file://{root}/out", stations=["NYA"], start=days[0], end=days[-1] + pd.Timedelta(days=1),
+        classify={"head": str(root / "head.npz")},
+    )  # fmt: skip
+    for day in days:
+        times = day + pd.Timedelta(hours=18) + pd.to_timedelta(np.arange(frames) * 3, unit="s")
+        logits = rng.normal(0, 2, (frames, 6))
+        arrays = {
+            "features": rng.random((frames, dim), dtype=np.float32),
+            "proba": (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32),
+            "keogram_ns": rng.random((frames, 16), dtype=np.float32),
+            "keogram_ew": rng.random((frames, 16), dtype=np.float32),
+        }
+        key = PartitionKey("NYA", None, day.date())
+        write_part(staging_url(job.output, key), part_rows("NYA", None, times), arrays)
+    for month in sorted({f"{d:%Y-%m}" for d in days}):
+        build_month(job, month_inputs(job, month), common_attrs(job), join_fingerprint(job, month))
+    return job
+
+
+def test_report_memory_stays_flat_as_the_season_grows(tmp_path):
+    """The report's peak of traced allocations over four months is that over one: no table of every row."""
+    import tracemalloc
+
+    peaks, images = {}, {}
+    for months in (1, 1, 4):  # the first warms imports and caches
+        root = tmp_path / f"m{months}-{len(peaks)}"
+        root.mkdir()
+        job = _fabricated_season(root, months)
+        tracemalloc.start()
+        result = make_report(job, root / "report", max_points=200, workers=1)
+        peaks[months], images[months] = tracemalloc.get_traced_memory()[1], result.numbers["images"]
+        tracemalloc.stop()
+    assert images[4] == 4 * images[1] == 80_000
+    assert peaks[4] < 1.25 * peaks[1], {m: f"{p / 2**20:.1f} MiB" for m, p in peaks.items()}

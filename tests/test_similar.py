@@ -58,7 +58,13 @@ def test_searches_equal_an_exact_search_and_follow_the_month(tmp_path):
         _stage(job, f"NYA_5577_{day.replace('-', '')}", _night(day), seed=i)
         _stage(job, f"LYR_5577_{day.replace('-', '')}", _night(day, 80), seed=10 + i)
     _build(job, "2010-12")
-    assert (tmp_path / "out" / "similarity" / "month=2010-12" / "NYA.faiss").exists()
+    index_dir = tmp_path / "out" / "similarity" / "month=2010-12"
+    assert sorted(p.name for p in index_dir.glob("NYA/t600/*")) == [
+        "NYA_5577_20101228.npy",
+        "NYA_5577_20101229.npy",
+        "NYA_5577_20101230.npy",
+        "_quantiser.faiss",
+    ]
 
     t0 = pd.Timestamp("2010-12-29T20:01:00")
     query = open_station(job.output, "NYA", t0, t0 + pd.Timedelta("1s"))["features"].to_numpy()[0]
@@ -72,17 +78,26 @@ def test_searches_equal_an_exact_search_and_follow_the_month(tmp_path):
     filtered = similar(job.output, ("NYA", t0), k=5, where="station = 'LYR' AND time >= '2010-12-30'")
     assert _hits(filtered) == _hits(lyr)  # the same frames, chosen by the label table
 
-    # A nightly appends the 31st: its rows are added to NYA's index (nothing else is indexed again).
-    record = tmp_path / "out" / "similarity" / "month=2010-12" / "_written.json"
+    # A nightly appends the 31st: it writes the 31st's index file, and no other.
+    def written() -> dict[str, int]:
+        return {str(p.relative_to(index_dir)): p.stat().st_mtime_ns for p in index_dir.rglob("*.npy")}
+
+    before = written()
     _stage(job, "NYA_5577_20101231", _night("2010-12-31", 120), seed=3)
     _build(job, "2010-12")
-    assert json.loads(record.read_text())["groups"]["NYA"]["rows"] == 720
+    after = written()
+    assert {p for p in after if after[p] != before.get(p)} == {"NYA/t600/NYA_5577_20101231.npy"}
+    record = json.loads((index_dir / "_written.json").read_text())["groups"]["NYA"]
+    assert record["trained"] == 600 and len(record["parts"]) == 4
     t1 = pd.Timestamp("2010-12-31T20:02:00")
     assert _hits(similar(job.output, ("NYA", t1), k=1)) == [("NYA", t1)]
-    # A late file for the 28th moves every NYA row after it: the index follows (ids are rows).
+    # A late file for the 28th moves every NYA row after it: only the 28th is indexed again (ids are a part's
+    # rows, shifted by where the part starts in the month when a search merges the parts).
     late = _night("2010-12-28").append(pd.DatetimeIndex([pd.Timestamp("2010-12-28T23:00")]))
     _stage(job, "NYA_5577_20101228", late, seed=0)
     _build(job, "2010-12")
+    again = written()
+    assert {p for p in again if again[p] != after[p]} == {"NYA/t600/NYA_5577_20101228.npy"}
     query = open_station(job.output, "NYA", t0, t0 + pd.Timedelta("1s"))["features"].to_numpy()[0]
     assert _hits(similar(job.output, ("NYA", t0), k=15)) == _exact(job, query, 15)
     # The index grown by these commits answers as one built whole from the same parts.
@@ -110,3 +125,30 @@ def test_an_image_file_finds_itself_and_the_cli_draws_a_sheet(small_archive, tmp
     assert cli.main([*args, "--out", str(tmp_path / "hits.csv")]) == 0
     assert pd.read_csv(tmp_path / "hits.csv")["url"].iloc[0] == image
     assert sheet.stat().st_size > 10_000 and f"wrote {sheet}" in capsys.readouterr().out
+
+
+def test_a_group_grown_fourfold_is_trained_again_and_a_stale_part_is_left_out(tmp_path, caplog):
+    job = make_job("file:///in", f"file://{tmp_path}/out", start="2010-12-01", end="2011-01-01")
+    _stage(job, "NYA_5577_20101201", _night("2010-12-01"), seed=1)
+    _build(job, "2010-12")
+    index_dir = tmp_path / "out" / "similarity" / "month=2010-12" / "NYA"
+    assert [p.name for p in index_dir.iterdir()] == ["t200"]
+    for i, day in enumerate(["02", "03", "04", "05"]):
+        _stage(job, f"NYA_5577_201012{day}", _night(f"2010-12-{day}"), seed=2 + i)
+    _build(job, "2010-12")
+    assert [p.name for p in index_dir.iterdir()] == ["t1000"]  # 1,000 rows > 4 × 200: a new quantiser
+    t = pd.Timestamp("2010-12-04T20:05:00")
+    query = open_station(job.output, "NYA", t, t + pd.Timedelta("1s"))["features"].to_numpy()[0]
+    assert _hits(similar(job.output, ("NYA", t), k=12)) == _exact(job, query, 12, ["NYA"])
+
+    # The month republished with a part its index does not have (as after a commit killed before indexing):
+    # searches use the parts indexed at the published version, and say what they left out.
+    record = tmp_path / "out" / "similarity" / "month=2010-12" / "_written.json"
+    kept = record.read_bytes()
+    _stage(job, "NYA_5577_20101206", _night("2010-12-06"), seed=9)
+    _build(job, "2010-12")
+    record.write_bytes(kept)
+    with caplog.at_level("WARNING"):
+        hits = similar(job.output, ("NYA", "2010-12-06T20:00:00"), k=3)
+    assert "1 of 6 parts not indexed" in caplog.text
+    assert not (hits["time"] >= "2010-12-06").any() and len(hits) == 3

@@ -78,11 +78,14 @@ def query(
     storage_options: Mapping[str, Any] | None = None,
     table: str = "labels",
     columns: Sequence[str] | None = None,
+    order_by: str = "station, time",
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """Rows of the label table under ``output`` matching ``where``, an SQL condition over its columns (e.g.
     ``"label = 'arc' AND aurora_proba > 0.8 AND cloud_detected = 0"``), in [start, end) (UTC) and ``stations``.
 
-    Sorted by station and time; ``columns`` (default: all) picks the columns returned.  Months that were
+    Sorted by ``order_by`` (SQL, e.g. ``"confidence DESC"``), at most ``limit`` rows: the top rows of a season
+    without holding every match.  ``columns`` (default: all) picks the columns returned.  Months that were
     written with different heads or joins may lack some columns: they read as NULL there.
     """
     import duckdb
@@ -113,9 +116,9 @@ def query(
         conditions.append(f"time < TIMESTAMPTZ '{_utc(end).isoformat()}'")
     picked = ", ".join(f'"{c}"' for c in dict.fromkeys(["station", "time", *(columns or ["*"])]))
     picked = picked.replace('"*"', "* EXCLUDE (station, time)")
-    sql = (
-        f"SELECT {picked} FROM data {'WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY station, time"
-    )
+    sql = f"SELECT {picked} FROM data {'WHERE ' + ' AND '.join(conditions) if conditions else ''} ORDER BY {order_by}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     try:

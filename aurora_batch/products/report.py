@@ -33,13 +33,12 @@ import xarray as xr
 
 from aurora_batch.config import JobConfig
 from aurora_batch.core.fs import join_url, read_bytes
-from aurora_batch.core.stations import get_station
 from aurora_batch.formats.files import read_file
 from aurora_batch.model.heads import CLASS_COLOURS
 from aurora_batch.model.recipes import thumbnail
 from aurora_batch.products.embedding import MAX_POINTS, embed, exemplars, plot_embedding, subsample
 from aurora_batch.products.keogram import night_of, night_window, open_night, plot_keogram
-from aurora_batch.products.results import open_months, open_season
+from aurora_batch.products.results import open_months, season_names
 from aurora_batch.products.ridge import RidgeStats
 from aurora_batch.products.season_stats import Group, SeasonStats, group_rows, groups_of, h_field, night_folds
 from aurora_batch.store.zarrs import list_groups
@@ -249,10 +248,14 @@ def _class_by_hour(stats: SeasonStats, notes: list[str], path: Path) -> Path:
 
 
 def _label_timeline(job: JobConfig, classes: list[str], path: Path) -> Path:
-    """The 10-minute label table (majority class per bin) as one colour band per station."""
+    """The 10-minute label table (majority class per bin) as one colour band per station: a raster of stations
+    × 10-minute bins (blank where a station has no frame), whose cost follows the window, not a shape per bin."""
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from aurora_batch.month.labels import BIN
     from aurora_batch.products.query import query
 
     bins = query(
@@ -266,18 +269,26 @@ def _label_timeline(job: JobConfig, classes: list[str], path: Path) -> Path:
         columns=["label"],
     )
     stations = sorted(bins["station"].unique())
+    known = list(dict.fromkeys([*classes, *sorted(set(bins["label"].dropna()) - set(classes))]))
+    t = bins["time"].dt.tz_localize(None)
+    start, end = (t.min(), t.max() + pd.Timedelta(BIN)) if len(t) else (pd.Timestamp(job.start), pd.Timestamp(job.end))
+    raster = np.full((max(len(stations), 1), max(1, int((end - start) / pd.Timedelta(BIN)))), np.nan)
+    rows = bins["station"].map({s: i for i, s in enumerate(stations)}).to_numpy(int)
+    cols = ((t - start) / pd.Timedelta(BIN)).to_numpy().astype(int)
+    raster[rows, cols] = bins["label"].map({c: i for i, c in enumerate(known)}).to_numpy(float)
+    colours = [CLASS_COLOURS.get(c, "#bbbbbb") for c in known]
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(stations) + 1.5))
-    for i, station in enumerate(stations):
-        rows = bins[bins["station"] == station]
-        t = rows["time"].dt.tz_localize(None).to_numpy()
-        ax.bar(
-            t,
-            0.8,
-            width=pd.Timedelta("10min"),
-            bottom=i - 0.4,
-            align="edge",
-            color=[CLASS_COLOURS.get(c, "#bbbbbb") for c in rows["label"]],
-        )
+    cmap = ListedColormap(colours or ["#bbbbbb"]).with_extremes(bad="white")
+    ax.imshow(
+        np.ma.masked_invalid(raster),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(colours) - 0.5,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(mdates.date2num(start), mdates.date2num(end), len(stations) - 0.5, -0.5),
+    )
+    ax.xaxis_date()
     ax.set_yticks(range(len(stations)), stations)
     ax.set_xlabel("time (UTC)")
     ax.legend(
@@ -304,10 +315,12 @@ def _similar_by_class(job: JobConfig, classes: list[str], notes: list[str], path
             job.end,
             job.output_storage_options,
             columns=["confidence"],
+            order_by="confidence DESC, station, time",
+            limit=k + 1,  # the best, and enough frames of the class to show k neighbours
         )
         if len(found) <= k:
             continue
-        best = found.loc[found["confidence"].idxmax()]
+        best = found.iloc[0]
         hits = similar(
             job.output,
             (best["station"], best["time"].tz_localize(None)),
@@ -410,27 +423,26 @@ def _keograms(
     record_path = out / "_drawn.json"
     drawn = json.loads(record_path.read_text()) if record_path.exists() else {}
     versions = {m: _month_version(store) for m, (_, store) in months.items()}
-    tree = open_season(
-        job.output, job.start, job.end, version=version, as_of=as_of, storage_options=job.output_storage_options
-    )
-    paths, todo = {}, []
-    for node in tree.subtree:
-        ds = node.to_dataset()
-        if "time" not in ds.dims:
-            continue
-        group = node.path.strip("/")
-        if "keogram_ns" not in ds:
-            notes.append(f"{group}: no keograms in its stores (written before aurora-batch stored them)")
-            continue
-        lon = get_station(group.split("/")[0]).longitude
-        times = pd.DatetimeIndex(ds["time"].to_numpy())
-        for night in night_of(times, lon).unique():
-            start, end = night_window(night, lon)
-            key, path = f"{group} {night:%Y-%m-%d}", out / f"{group.replace('/', '-')}_{night:%Y-%m-%d}.png"
+    paths, todo, bare = {}, [], set()
+    lo, hi = pd.Timestamp(job.start), pd.Timestamp(job.end)
+    names = season_names(months)  # GILL/0 in every month where GILL has another wavelength in some month
+    for g in groups_of(months, list_groups):  # one station-month's times at a time: never a station's season
+        name = names[(g.month, g.path)]
+        with xr.open_zarr(g.store, group=g.path, consolidated=False, chunks=None) as ds:
+            if "keogram_ns" not in ds:
+                bare.add(name)
+                continue
+            times = pd.DatetimeIndex(ds["time"].to_numpy())
+        for night in night_of(times[(times >= lo) & (times < hi)], g.longitude).unique():
+            key, path = f"{name} {night:%Y-%m-%d}", out / f"{name.replace('/', '-')}_{night:%Y-%m-%d}.png"
+            if key in paths:  # a night across two months
+                continue
+            start, end = night_window(night, g.longitude)
             made_of = "|".join(versions.get(m, "") for m in sorted({f"{start:%Y-%m}", f"{end:%Y-%m}"}))
             paths[key] = path
             if drawn.get(path.name) != made_of or not path.exists():
-                todo.append((group, night, path, made_of))
+                todo.append((name, night, path, made_of))
+    notes += [f"{p}: no keograms in its stores (written before aurora-batch stored them)" for p in sorted(bare)]
     processes = workers or os.cpu_count() or 1
     args = (job.output, version, as_of, job.output_storage_options)
     with (

@@ -79,6 +79,19 @@ def _wavelengths(store, station: str) -> dict[int, str]:
     return found
 
 
+def season_names(months: Mapping[str, tuple[str, Any]]) -> dict[tuple[str, str], str]:
+    """``{(month, group path): name}``: each month group's name in the season's tree (:func:`open_season`),
+    ``NYA``, or ``GILL/0`` and ``GILL/4861`` for a station with several wavelengths over ``months``."""
+    found: dict[tuple[str, str], tuple[str, int]] = {}
+    wavelengths: dict[str, set[int]] = {}
+    for month, (_, store) in months.items():
+        for station in {p.split("/")[0] for p in list_groups(store)}:
+            for wl, path in _wavelengths(store, station).items():
+                found[(month, path)] = (station, wl)
+                wavelengths.setdefault(station, set()).add(wl)
+    return {key: f"{s}/{wl}" if len(wavelengths[s]) > 1 else s for key, (s, wl) in found.items()}
+
+
 def _pick(found: dict[int, str], station: str, wavelength: int | None, where: str) -> str | None:
     """The group of ``wavelength`` among ``found``; with None, the only one (an error if several)."""
     if wavelength is not None:

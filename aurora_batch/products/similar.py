@@ -25,8 +25,9 @@ import xarray as xr
 from aurora_batch.core.fs import read_bytes
 from aurora_batch.formats.files import read_file
 from aurora_batch.model.recipes import thumbnail
-from aurora_batch.month.similarity import index_url, normalised, read_index
+from aurora_batch.month.similarity import group_index, normalised, read_record
 from aurora_batch.products.results import open_months, open_station
+from aurora_batch.store.state import MonthState
 from aurora_batch.store.zarrs import list_groups
 
 NPROBE = 32  #: inverted lists searched per group
@@ -82,42 +83,65 @@ def similar(
     wanted = {s.upper() for s in stations} if stations else None
     lo = pd.Timestamp(start) if start is not None else None
     hi = pd.Timestamp(end) if end is not None else None
+    ask = k * (20 if allowed is not None or lo is not None or hi is not None else 4)
+    candidates = _candidates(output, months, q, ask, wanted, storage_options)
     found = []
-    for month, (_, store) in sorted(months.items()):
-        for gpath in list_groups(store):
-            station = gpath.split("/")[0]
-            if wanted is not None and station not in wanted:
-                continue
-            index = read_index(index_url(output, month, gpath), storage_options)
-            index.nprobe = NPROBE
-            ask = min(index.ntotal, k * (20 if allowed is not None or lo is not None or hi is not None else 4))
-            _, ids = index.search(q, max(ask, 1))
-            rows = np.unique(ids[ids >= 0])
-            if not len(rows):
-                continue
-            with xr.open_zarr(store, group=gpath, consolidated=False, chunks=None) as ds:
-                got = ds[["features", "url", "frame"]].isel(time=rows).load()
-            frame = pd.DataFrame(
-                {
-                    "station": station,
-                    "time": pd.DatetimeIndex(got["time"].to_numpy()),
-                    "url": got["url"].to_numpy().astype(object),
-                    "frame": got["frame"].to_numpy(),
-                    "similarity": (normalised(got["features"].to_numpy()) @ q[0]).astype(np.float32),
-                }
-            )
-            keep = np.ones(len(frame), bool)
-            if lo is not None:
-                keep &= (frame["time"] >= lo).to_numpy()
-            if hi is not None:
-                keep &= (frame["time"] < hi).to_numpy()
-            if allowed is not None:
-                keep &= np.array([(s, t) in allowed for s, t in zip(frame["station"], frame["time"])], bool)
-            found.append(frame[keep])
+    for (month, gpath), rows in candidates.items():
+        with xr.open_zarr(months[month][1], group=gpath, consolidated=False, chunks=None) as ds:
+            got = ds[["features", "url", "frame"]].isel(time=np.sort(rows)).load()
+        frame = pd.DataFrame(
+            {
+                "station": gpath.split("/")[0],
+                "time": pd.DatetimeIndex(got["time"].to_numpy()),
+                "url": got["url"].to_numpy().astype(object),
+                "frame": got["frame"].to_numpy(),
+                "similarity": (normalised(got["features"].to_numpy()) @ q[0]).astype(np.float32),
+            }
+        )
+        keep = np.ones(len(frame), bool)
+        if lo is not None:
+            keep &= (frame["time"] >= lo).to_numpy()
+        if hi is not None:
+            keep &= (frame["time"] < hi).to_numpy()
+        if allowed is not None:
+            keep &= np.array([(s, t) in allowed for s, t in zip(frame["station"], frame["time"])], bool)
+        found.append(frame[keep])
     hits = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=COLUMNS)
     hits = hits.sort_values("similarity", ascending=False, kind="stable").head(k).reset_index(drop=True)
     hits["time"] = pd.to_datetime(hits["time"]).dt.tz_localize("UTC")
     return hits[COLUMNS]
+
+
+def _candidates(
+    output: str, months: dict, q: np.ndarray, ask: int, wanted: set[str] | None, storage_options
+) -> dict[tuple[str, str], np.ndarray]:
+    """The ``ask`` rows most like ``q`` by the indexes' (quantised) cosine over every month group searched:
+    ``{(month, group): rows}``.  Only these rows are read from the stores, whatever the number of groups."""
+    import zarr
+
+    scores, keys = [], []
+    for month, (_, store) in sorted(months.items()):
+        state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
+        record = read_record(output, month, storage_options)
+        for gpath in list_groups(store):
+            if (wanted is not None and gpath.split("/")[0] not in wanted) or state is None:
+                continue
+            index = group_index(output, month, gpath, state, storage_options, record)
+            if index is None or index.ntotal == 0:
+                continue
+            index.nprobe = NPROBE
+            sims, ids = index.search(q, min(index.ntotal, max(ask, 1)))
+            ok = ids[0] >= 0
+            scores.append(sims[0][ok])
+            keys += [(month, gpath, int(i)) for i in ids[0][ok]]
+    if not keys:
+        return {}
+    best = np.argsort(-np.concatenate(scores), kind="stable")[:ask]
+    out: dict[tuple[str, str], list[int]] = {}
+    for i in best:
+        month, gpath, row = keys[i]
+        out.setdefault((month, gpath), []).append(row)
+    return {key: np.asarray(rows) for key, rows in out.items()}
 
 
 def contact_sheet(
