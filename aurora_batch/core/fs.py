@@ -151,6 +151,15 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: Mapping[str, Any]
     os.replace(tmp, path)
 
 
+def remove(url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Delete the file or folder at ``url``; nothing where it is already gone."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
 def create_exclusive(url: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> bool:
     """Create ``url`` only if it does not exist; True when this call created it.
 

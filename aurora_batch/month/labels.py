@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from aurora_batch.core.fs import filesystem, join_url, read_bytes, write_bytes_atomic
+from aurora_batch.core.fs import filesystem, join_url, read_bytes, remove, write_bytes_atomic
 from aurora_batch.store.parts import write_parquet
 from aurora_batch.store.state import MonthState
 
@@ -103,7 +103,7 @@ def write_labels(
                 if len(frame):
                     write_parquet(url, frame, storage_options)
                 else:  # a part whose frames were all dropped has no rows
-                    _remove(url, storage_options)
+                    remove(url, storage_options)
             rows += len(labels)
     _remove_parts_not_in(output, month, set(state.parts), storage_options)
     record = {"layout": state.layout, "parts": dict(sorted(state.parts.items()))}
@@ -118,12 +118,6 @@ def _read_record(url: str, layout: str, options: Mapping[str, Any] | None) -> di
     except FileNotFoundError:
         return {}
     return dict(record.get("parts", {})) if record.get("layout") == layout else {}
-
-
-def _remove(url: str, options: Mapping[str, Any] | None) -> None:
-    fs, path = filesystem(url, options)
-    if fs.exists(path):
-        fs.rm(path)
 
 
 def _remove_parts_not_in(output: str, month: str, keep: set[str], options: Mapping[str, Any] | None) -> None:

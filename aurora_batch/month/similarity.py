@@ -32,7 +32,7 @@ import numpy as np
 import psutil
 import xarray as xr
 
-from aurora_batch.core.fs import filesystem, join_url, read_bytes, write_bytes_atomic
+from aurora_batch.core.fs import join_url, read_bytes, remove, write_bytes_atomic
 from aurora_batch.store.state import MonthState
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,6 @@ def read_record(output: str, month: str, storage_options: Mapping[str, Any] | No
         return {}
 
 
-def _remove(url: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Delete a file or folder of indexes no record names any more (best effort: a leftover is only bytes)."""
-    fs, path = filesystem(url, storage_options)
-    try:
-        fs.rm(path, recursive=True)
-    except FileNotFoundError:
-        pass
-
-
 def write_indexes(
     output: str, month: str, store, state: MonthState, storage_options: Mapping[str, Any] | None = None
 ) -> int:
@@ -150,7 +141,7 @@ def write_indexes(
         folder = group_url(output, month, g, r["trained"])
         live |= {folder, *(join_url(folder, part_codes_name(m)) for m in r["parts"])}
     for url in set(retired) - live:  # after the record: a search that read the old one may want them a moment
-        _remove(url, storage_options)
+        remove(url, storage_options)
     return added
 
 

@@ -114,7 +114,7 @@ def make_report(
     if stats.classes and version is None and as_of is None:  # the label table and indexes are of the newest months
         figs["label_timeline"] = _label_timeline(job, stats.classes, out / "label_timeline.png")
         figs["find_similar"] = _similar_by_class(job, stats.classes, notes, out / "find_similar.png")
-    keograms = _keograms(job, months, out / "keograms", progress, notes, version, as_of, workers)
+    keograms = _keograms(job, months, groups, out / "keograms", progress, notes, version, as_of, workers)
     page = out / "report.html"
     page.write_text(_html(job, figs, numbers, notes, _synthetic(job), maps, keograms, out))
     return ReportResult(page, figs, numbers, notes, maps, keograms)
@@ -409,7 +409,15 @@ def _thumbnail(url: str, frame: int, storage_options) -> np.ndarray:
 
 
 def _keograms(
-    job: JobConfig, months: dict, out: Path, progress: bool, notes: list[str], version, as_of, workers: int | None
+    job: JobConfig,
+    months: dict,
+    groups: list[Group],
+    out: Path,
+    progress: bool,
+    notes: list[str],
+    version,
+    as_of,
+    workers: int | None,
 ) -> dict[str, Path]:
     """One keogram PNG per store group and night, each night's lines the only ones read, drawn by a pool of
     processes; a night whose months are as they were when ``out`` last got its keogram is not drawn again
@@ -426,7 +434,7 @@ def _keograms(
     paths, todo, bare = {}, [], set()
     lo, hi = pd.Timestamp(job.start), pd.Timestamp(job.end)
     names = season_names(months)  # GILL/0 in every month where GILL has another wavelength in some month
-    for g in groups_of(months, list_groups):  # one station-month's times at a time: never a station's season
+    for g in groups:  # one station-month's times at a time: never a station's season
         name = names[(g.month, g.path)]
         with xr.open_zarr(g.store, group=g.path, consolidated=False, chunks=None) as ds:
             if "keogram_ns" not in ds:

@@ -79,9 +79,9 @@ def _wavelengths(store, station: str) -> dict[int, str]:
     return found
 
 
-def season_names(months: Mapping[str, tuple[str, Any]]) -> dict[tuple[str, str], str]:
-    """``{(month, group path): name}``: each month group's name in the season's tree (:func:`open_season`),
-    ``NYA``, or ``GILL/0`` and ``GILL/4861`` for a station with several wavelengths over ``months``."""
+def _season_groups(months: Mapping[str, tuple[str, Any]]) -> dict[tuple[str, str], tuple[str, int, bool]]:
+    """``{(month, group path): (station, wavelength, several)}``: ``several`` where the station has more than one
+    wavelength over ``months``."""
     found: dict[tuple[str, str], tuple[str, int]] = {}
     wavelengths: dict[str, set[int]] = {}
     for month, (_, store) in months.items():
@@ -89,7 +89,13 @@ def season_names(months: Mapping[str, tuple[str, Any]]) -> dict[tuple[str, str],
             for wl, path in _wavelengths(store, station).items():
                 found[(month, path)] = (station, wl)
                 wavelengths.setdefault(station, set()).add(wl)
-    return {key: f"{s}/{wl}" if len(wavelengths[s]) > 1 else s for key, (s, wl) in found.items()}
+    return {key: (s, wl, len(wavelengths[s]) > 1) for key, (s, wl) in found.items()}
+
+
+def season_names(months: Mapping[str, tuple[str, Any]]) -> dict[tuple[str, str], str]:
+    """``{(month, group path): name}``: each month group's name in the season's tree (:func:`open_season`),
+    ``NYA``, or ``GILL/0`` and ``GILL/4861`` for a station with several wavelengths over ``months``."""
+    return {key: f"{s}/{wl}" if several else s for key, (s, wl, several) in _season_groups(months).items()}
 
 
 def _pick(found: dict[int, str], station: str, wavelength: int | None, where: str) -> str | None:
@@ -205,24 +211,19 @@ def open_season(
     with several wavelengths over the range (``/GILL/0``: its unfiltered frames), each node holding
     that wavelength's frames from every month (``version``, ``as_of``: as in :func:`open_station`)."""
     opts = dict(storage_options or {})
-    found: dict[str, set[int]] = {}
-    for _, store in open_months(output, start, end, opts, version, as_of).values():
-        for station in {p.split("/")[0] for p in list_groups(store)}:
-            found.setdefault(station, set()).update(_wavelengths(store, station))
+    groups = _season_groups(open_months(output, start, end, opts, version, as_of))
     nodes = {}
-    for station, wls in sorted(found.items()):
-        for wl in sorted(wls):
-            several = len(wls) > 1
-            nodes[f"/{station}/{wl}" if several else f"/{station}"] = open_station(
-                output,
-                station,
-                start,
-                end,
-                wavelength=wl if several else None,
-                version=version,
-                as_of=as_of,
-                storage_options=opts,
-            )
+    for station, wl, several in sorted(set(groups.values())):
+        nodes[f"/{station}/{wl}" if several else f"/{station}"] = open_station(
+            output,
+            station,
+            start,
+            end,
+            wavelength=wl if several else None,
+            version=version,
+            as_of=as_of,
+            storage_options=opts,
+        )
     if not nodes:
         raise FileNotFoundError(f"no month store under {output} in [{start}, {end})")
     return xr.DataTree.from_dict(nodes)
