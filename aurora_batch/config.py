@@ -111,15 +111,18 @@ class FeatureConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["float32", "float16", "bfloat16", "int8"] = Field(
         "float32",
-        description="autocast precision of the network (GPUs; bfloat16 also on CPUs with AMX or "
-        "AVX-512 BF16), or int8: the shipped backbone quantised for CPU workers (feature "
-        "cosine >= 0.998 to float32, 10-20 s of warm-up a run); stored features stay float32",
+        description="precision of the network: float16/bfloat16 autocast on GPUs; bfloat16 on CPUs with AMX "
+        "or AVX-512 BF16 (refused on others: it would run slower), in OpenVINO's bf16 where installed "
+        "(2.3-2.8x torch float32 on 2 cores, feature cosine >= 0.995), else torch autocast; or int8: the "
+        "shipped backbone quantised for CPU workers (feature cosine >= 0.998 to float32, 10-20 s of "
+        "warm-up a run); stored features stay float32",
     )
     runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto",
         description="what runs the network: torch, or the network exported once to ONNX and run by ONNX "
         "Runtime or OpenVINO on CPU workers (float32, feature cosine to torch >= 0.99999; "
-        "1.4-1.6x torch on 2 cores); auto: onnxruntime for float32 on CPU, else torch",
+        "1.4-1.6x torch on 2 cores); auto: onnxruntime for float32 on CPU, openvino for bfloat16, "
+        "else torch",
     )
     compile: bool = Field(
         False,
@@ -586,8 +589,13 @@ class JobConfig(_Strict):
         return resolve_runtime(f.runtime, device, f.precision, f.compile, f.backbone in BACKBONES)
 
     def check_files(self) -> None:
-        """The checks that need files, run when a job starts (:meth:`FeatureConfig.check_files`)."""
+        """The checks that need files or this host, run when a job starts (:meth:`FeatureConfig.check_files`,
+        then a runtime or precision this host cannot run: :func:`~aurora_batch.model.runtimes.resolve_runtime`)."""
         self.features.check_files(self.classify.head)
+        try:
+            self.feature_runtime()
+        except ValueError as err:
+            raise JobSpecError(str(err)) from None
 
     @field_validator("end")
     @classmethod

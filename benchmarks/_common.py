@@ -51,9 +51,10 @@ def plain_inference_rate(
     device: str = "cpu",
     backbone: str = "efficientnet-lite0",
     runtime: str = "torch",
+    precision: str = "float32",
 ) -> float:
     """Images/s of ``backbone`` alone on random ``(batch, 3, size, size)`` batches (after a warm-up), in
-    ``runtime`` (:mod:`aurora_batch.runtimes`)."""
+    ``runtime`` (:mod:`aurora_batch.model.runtimes`) at ``precision``."""
     import torch
 
     from aurora_batch.model.features import FeatureExtractor, tune_process
@@ -61,7 +62,13 @@ def plain_inference_rate(
     tune_process(threads)
     batch = np.random.default_rng(0).random((batch_size, 3, size, size), dtype=np.float32) * 2 - 1
     extractor = FeatureExtractor(
-        backbone, device=device, batch_size=batch_size, compile=compile, input_size=size, runtime=runtime
+        backbone,
+        device=device,
+        batch_size=batch_size,
+        compile=compile,
+        input_size=size,
+        runtime=runtime,
+        precision=precision,
     )
     extractor.push(batch)
     extractor.result()

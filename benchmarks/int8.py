@@ -1,16 +1,20 @@
-"""int8 against float32 on this CPU: plain inference rates, warm-up, and fidelity on SYNTHETIC and real frames.
+"""int8 and bfloat16 against float32 on this CPU: plain inference rates, warm-up, and fidelity on SYNTHETIC and
+real frames.
 
 Prints, measured in this run, with the CPU model:
 
-- plain inference of EfficientNet-Lite0 at 128 px, batch 16, on all cores: float32 eager (the default),
-  float32 compiled, and int8 (``features.precision: int8``), rounds interleaved, medians;
+- plain inference of EfficientNet-Lite0 at 128 px, batch 16, on all cores: float32 eager, float32 in ONNX
+  Runtime (the default), float32 compiled, int8 (``features.precision: int8``), and on CPUs with AMX or
+  AVX-512 BF16 ``precision: bfloat16`` in OpenVINO (what ``auto`` picks) and in torch autocast; rounds
+  interleaved, medians;
 - what int8 costs a worker once: quantising (export, calibration; or loading the quantised program an earlier
   run cached) and the first batch (compilation);
-- fidelity to float32: per-frame feature cosine, and 6-class label agreement of one ridge head (trained on
-  float32 features of split 0) on the SYNTHETIC OATH tree (``--per-class`` images a class) and on every frame
-  of the real samples (``--data``: THEMIS PGM and CDF, TREx NIR, blueline, RGB, OATH crops).
+- fidelity of each reduced precision to float32 eager: per-frame feature cosine, and 6-class label agreement of
+  a ridge head (trained on float32 features of split 0; and of splits 1-4) on the SYNTHETIC OATH tree
+  (``--per-class`` images a class) and on every frame of the real samples (``--data``: THEMIS PGM and CDF, TREx
+  NIR, blueline, RGB, OATH crops).
 
-Season steady state with int8: ``season_throughput.py --int8``.
+Season steady state with int8 or bfloat16: ``season_throughput.py --int8 --bf16``.
 
 Usage::
 
@@ -62,6 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
     from aurora_batch.formats.decode import decode
+    from aurora_batch.model import runtimes
     from aurora_batch.model.features import FeatureExtractor, tune_process
     from aurora_batch.model.quantize import INT8_SCHEME
     from aurora_batch.model.recipes import get_recipe
@@ -82,10 +87,18 @@ def main() -> None:
         f"batch (compilation) {time.perf_counter() - t0:.1f} s"
     )
     extractors = {
-        "float32 eager": FeatureExtractor(device="cpu"),
-        "float32 compiled": FeatureExtractor(device="cpu", compile=True),
+        "float32 eager": FeatureExtractor(device="cpu", runtime="torch"),
+        "float32 default": FeatureExtractor(device="cpu", runtime="auto"),
+        "float32 compiled": FeatureExtractor(device="cpu", runtime="torch", compile=True),
         "int8": int8,
     }
+    if runtimes.bf16_units():
+        for rt in ("openvino", "torch"):
+            if runtimes.available(rt):
+                extractors[f"bfloat16 {rt}"] = FeatureExtractor(device="cpu", precision="bfloat16", runtime=rt)
+    else:
+        print("  no bfloat16: this CPU has neither AMX nor AVX-512 BF16")
+    print(f"  float32 default runs in {extractors['float32 default'].runtime}")
     for e in extractors.values():
         e.push(batch)
         e.result()
@@ -105,22 +118,26 @@ def main() -> None:
     synthetic = np.stack([recipe(decode(p.read_bytes(), str(p), recipe.min_side)) for p in ds.table["path"]])
     real, names = _real_inputs(args.data, recipe)
     feats = {}
+    reduced = [k for k in extractors if not k.startswith("float32")]
     for label, x in (("synthetic", synthetic), ("real", real)):
-        for precision, e in (("float32", extractors["float32 eager"]), ("int8", int8)):
-            e.push(x)
-            feats[label, precision] = e.result()
-    head = train(ds, feats["synthetic", "float32"], "ridge", split=0)
+        for k in ["float32 eager", *reduced]:
+            extractors[k].push(x)
+            feats[label, k] = extractors[k].result()
+    heads = [train(ds, feats["synthetic", "float32 eager"], "ridge", split=split) for split in range(5)]
     for label, what in (
         ("synthetic", f"SYNTHETIC OATH tree, {len(synthetic)} images"),
         ("real", f"real samples, {len(real)} frames of {len(set(names))} files"),
     ):
-        a, b = feats[label, "float32"], feats[label, "int8"]
-        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        agree = (head.predict(a) == head.predict(b)).mean()
-        print(
-            f"  {what}: feature cosine min {cosine.min():.4f}, median {np.median(cosine):.4f}; "
-            f"6-class labels agree {agree:.1%}"
-        )
+        a = feats[label, "float32 eager"]
+        for k in reduced:
+            b = feats[label, k]
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            agree = [(head.predict(a) == head.predict(b)).mean() for head in heads]
+            print(
+                f"  {k}, {what}: feature cosine min {cosine.min():.4f}, median {np.median(cosine):.4f}; "
+                f"6-class labels agree {agree[0]:.1%} (heads of splits 1-4: "
+                f"{', '.join(f'{x:.1%}' for x in agree[1:])})"
+            )
 
 
 if __name__ == "__main__":

@@ -14,16 +14,17 @@ Prints, measured in this run, with the CPU model:
 - the **CPU time per stage** of the partitions (fetch, decode, checks, recipe, keogram lines, network,
   staging, model load);
 - the **CPU roof**: decoding + recipe alone and the fastest plain inference alone (torch eager, ONNX Runtime,
-  OpenVINO where installed) on all cores, 1 / (1/d + 1/n);
+  OpenVINO where installed; at the mode's precision) on all cores, 1 / (1/d + 1/n);
 - the seasons with torch eager (``features.runtime: torch``, the baseline) and with the default settings
   (``runtime: auto``: ONNX Runtime on CPU), side by side;
 - ``--compile``: the same with ``features.compile: true``, eager and compiled side by side, the compiled
   seasons with a warm Inductor cache (``features.compile_cache``), after a first run that fills it (its
-  extra time is the cold-cache cost); ``--int8``: the same with ``features.precision: int8``.
+  extra time is the cold-cache cost); ``--int8``: the same with ``features.precision: int8``; ``--bf16``:
+  ``features.precision: bfloat16`` (OpenVINO's bf16 where installed; CPUs with AMX or AVX-512 BF16 only).
 
 Usage::
 
-    python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--int8] [--kind png|jpeg]
+    python benchmarks/season_throughput.py [--small 1440] [--large 5760] [--compile] [--int8] [--bf16] [--kind png|jpeg]
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--kind", choices=list(KINDS), default="png")
     ap.add_argument("--compile", action="store_true", help="also the seasons with features.compile: true")
     ap.add_argument("--int8", action="store_true", help="also the seasons with features.precision: int8")
+    ap.add_argument("--bf16", action="store_true", help="also the seasons with features.precision: bfloat16")
     args = ap.parse_args()
     import pandas as pd
 
@@ -105,31 +107,36 @@ def main() -> None:
     decoding = decoding_rate(files[: min(len(files), 600)])
     from aurora_batch.model import runtimes
 
+    precisions = ["float32"] + (["bfloat16"] if args.bf16 else [])
     rates = {
-        rt: {n: plain_inference_rate(128, 16, n, runtime=rt) for n in (1, CORES)}
+        (rt, p): {n: plain_inference_rate(128, 16, n, runtime=rt, precision=p) for n in (1, CORES)}
+        for p in precisions
         for rt in runtimes.RUNTIMES
-        if runtimes.available(rt)
+        if runtimes.available(rt) and (rt == "torch" or p in runtimes.PRECISIONS[rt])
     }
-    for rt, by_threads in rates.items():
+    torch32 = rates["torch", "float32"]
+    for (rt, p), by_threads in rates.items():
         print(
-            f"  plain inference, {rt}: "
+            f"  plain inference, {rt} {p}: "
             + ", ".join(
-                f"{n} thread(s) {r:.1f} img/s ({r / rates['torch'][n]:.2f} x torch)" for n, r in by_threads.items()
+                f"{n} thread(s) {r:.1f} img/s ({r / torch32[n]:.2f} x torch float32)" for n, r in by_threads.items()
             )
         )
-    fastest = max(rates, key=lambda rt: rates[rt][CORES])
-    network = rates[fastest][CORES]
-    roof = cpu_roof(decoding, network)
-    print(
-        f"  roof: decode + lite128 {decoding:.1f} img/s, plain network {network:.1f} img/s ({fastest}, batch 16): "
-        f"{roof:.1f} img/s together"
-    )
+    roofs = {}
+    for p in precisions:
+        fastest = max((k for k in rates if k[1] == p), key=lambda k: rates[k][CORES])
+        roofs[p] = cpu_roof(decoding, rates[fastest][CORES])
+        print(
+            f"  roof, {p}: decode + lite128 {decoding:.1f} img/s, plain network {rates[fastest][CORES]:.1f} img/s "
+            f"({fastest[0]}, batch 16): {roofs[p]:.1f} img/s together"
+        )
     steady = {}
     cache = {"compile_cache": str(tmp / "inductor")}  # empty: the first compiled run compiles cold
     modes = (
         [("eager", {"runtime": "torch"}), ("default", {})]
         + ([("compiled", {"compile": True, **cache})] if args.compile else [])
         + ([("int8", {"precision": "int8", **cache})] if args.int8 else [])
+        + ([("bfloat16", {"precision": "bfloat16"})] if args.bf16 else [])
     )
     for mode, features in modes:
         runs = {}
@@ -145,6 +152,7 @@ def main() -> None:
         rate = (b["images"] - a["images"]) / (b["wall"] - a["wall"])
         inside = (b["images"] - a["images"]) / (b["phases"]["partitions"] - a["phases"]["partitions"])
         steady[mode] = rate
+        roof = roofs.get(features.get("precision", "float32"), roofs["float32"])  # int8: the float32 roof
         print(
             f"  {mode}: steady state {rate:.1f} img/s ({rate / roof:.2f} of the roof); between the two runs' "
             f"partition phases alone (no fixed phase's noise) {inside:.1f} img/s ({inside / roof:.2f})"

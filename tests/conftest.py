@@ -101,3 +101,18 @@ def slurm(tmp_path_factory):
         os.environ.pop("SLURM_CONF", None)
     else:
         os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(scope="session")
+def oath_tree(tmp_path_factory):
+    """A SYNTHETIC OATH tree (40 images a class) and its images through ``lite128``: ``(OathDataset, inputs)``."""
+    import numpy as np
+
+    from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
+    from aurora_batch.formats.decode import decode
+    from aurora_batch.model.recipes import get_recipe
+
+    ds = read_oath(write_synthetic_oath(tmp_path_factory.mktemp("oath"), n_per_class=40, seed=3))
+    recipe = get_recipe("lite128")
+    inputs = np.stack([recipe(decode(p.read_bytes(), str(p), recipe.min_side)) for p in ds.table["path"]])
+    return ds, inputs

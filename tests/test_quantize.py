@@ -6,8 +6,6 @@ from conftest import make_job
 from test_formats import DATA, REAL
 
 from aurora_batch.config import JobConfig, JobSpecError
-from aurora_batch.datasets.oath import read_oath, write_synthetic_oath
-from aurora_batch.formats.decode import decode
 from aurora_batch.formats.files import read_file
 from aurora_batch.formats.names import FORMATS
 from aurora_batch.model.backbones import load_backbone, load_int8_backbone
@@ -21,23 +19,15 @@ from aurora_batch.products.oath import train
 pytestmark = pytest.mark.slow  # quantising and compiling the backbone takes a minute on 2 cores
 
 
-def _features(inputs: np.ndarray, precision: str) -> np.ndarray:
-    ext = FeatureExtractor(device="cpu", precision=precision, recipe="lite128")
+def _features(inputs: np.ndarray, precision: str, runtime: str = "torch") -> np.ndarray:
+    ext = FeatureExtractor(device="cpu", precision=precision, recipe="lite128", runtime=runtime)
+    assert ext.runtime == runtime
     ext.push(inputs)
     return ext.result()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
-@pytest.fixture(scope="module")
-def oath_tree(tmp_path_factory):
-    root = write_synthetic_oath(tmp_path_factory.mktemp("oath"), n_per_class=40, seed=3)
-    ds = read_oath(root)
-    recipe = get_recipe("lite128")
-    inputs = np.stack([recipe(decode(p.read_bytes(), str(p), recipe.min_side)) for p in ds.table["path"]])
-    return ds, inputs
 
 
 def _real_inputs() -> np.ndarray:
@@ -50,22 +40,28 @@ def _real_inputs() -> np.ndarray:
     return np.stack([recipe(f) for f in frames])
 
 
-def test_int8_features_and_labels_follow_float32(oath_tree):
-    """Per frame cosine >= 0.99 to float32, and the same head (the OATH protocol: ridge on split 0) gives the same
-    6-class label to >= 99 % of the frames, on the SYNTHETIC OATH tree and on every real sample frame.
+def assert_follows_float32(oath_tree, precision: str, runtime: str = "torch") -> np.ndarray:
+    """The gates of a reduced precision: per frame cosine >= 0.99 to float32, and the same head (the OATH protocol:
+    ridge on split 0) gives the same 6-class label to >= 99 % of the frames, on the SYNTHETIC OATH tree and on
+    every real sample frame.  Returns the SYNTHETIC tree's features at ``precision``.
 
     A head trained on SYNTHETIC frames only is fragile on real ones: one trained on all of a 120-image tree
     moves a dim TREx blueline frame's decision by 3.5 for a feature cosine of 0.999 and flips its label."""
     ds, inputs = oath_tree
     real = _real_inputs()
-    f32, i8 = _features(inputs, "float32"), _features(inputs, "int8")
-    r32, r8 = _features(real, "float32"), _features(real, "int8")
-    assert _cosine(f32, i8).min() >= 0.99 and _cosine(r32, r8).min() >= 0.99
-    assert not np.array_equal(f32, i8)  # it did quantise
+    f32, low = _features(inputs, "float32"), _features(inputs, precision, runtime)
+    r32, r_low = _features(real, "float32"), _features(real, precision, runtime)
+    assert _cosine(f32, low).min() >= 0.99 and _cosine(r32, r_low).min() >= 0.99
+    assert not np.array_equal(f32, low)  # it did run at the lower precision
     head = train(ds, f32, "ridge", split=0)
-    assert (head.predict(i8) == head.predict(f32)).mean() >= 0.99
-    assert (head.predict(r8) == head.predict(r32)).mean() >= 0.99
-    again = _features(inputs[:7], "int8")  # a short batch is padded: the same features as in a full one
+    assert (head.predict(low) == head.predict(f32)).mean() >= 0.99
+    assert (head.predict(r_low) == head.predict(r32)).mean() >= 0.99
+    return low
+
+
+def test_int8_features_and_labels_follow_float32(oath_tree):
+    i8 = assert_follows_float32(oath_tree, "int8")
+    again = _features(oath_tree[1][:7], "int8")  # a short batch is padded: the same features as in a full one
     np.testing.assert_allclose(again, i8[:7], rtol=1e-5, atol=1e-5)
 
 

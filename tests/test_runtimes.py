@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import make_job
-from test_quantize import _cosine, _real_inputs
+from test_quantize import _cosine, _real_inputs, assert_follows_float32
 
 from aurora_batch.config import JobSpecError
 from aurora_batch.model import runtimes
@@ -17,6 +17,7 @@ from aurora_batch.month.build import common_attrs
 from aurora_batch.partition.fingerprint import feature_fingerprint
 
 EXPORTED = [r for r in ("onnxruntime", "openvino") if runtimes.available(r)]
+BF16_HERE = bool(runtimes.bf16_units())
 
 
 def _features(inputs: np.ndarray, runtime: str, cache: str) -> np.ndarray:
@@ -68,8 +69,8 @@ def test_runtime_resolution_fallback_and_refusals(monkeypatch, caplog):
     assert resolve_runtime("auto", "cpu", shipped=False) == "torch"  # model files: torch unless named
     with pytest.raises(ValueError, match="not with a CUDA device"):
         resolve_runtime("onnxruntime", "cuda")
-    with pytest.raises(ValueError, match="not with precision bfloat16"):
-        resolve_runtime("openvino", "cpu", precision="bfloat16")
+    with pytest.raises(ValueError, match="not with precision float16"):
+        resolve_runtime("openvino", "cpu", precision="float16")
     # No exported runtime installed: auto falls back to torch, saying so once; a named one is refused.
     monkeypatch.setattr(runtimes, "available", lambda r: r == "torch")
     with caplog.at_level(logging.INFO, logger="aurora_batch.model.runtimes"):
@@ -87,6 +88,50 @@ def test_runtime_in_fingerprint_and_store_attributes():
     assert ort.feature_runtime() == "onnxruntime" and "|rt:onnxruntime" in feature_fingerprint(ort)
     assert "|rt:" not in feature_fingerprint(torch_job)  # torch parts staged before stay reusable
     assert common_attrs(ort)["runtime"] == "onnxruntime" and common_attrs(torch_job)["runtime"] == "torch"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BF16_HERE, reason="this CPU has neither AMX nor AVX-512 BF16 (the refusal is tested)")
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_bfloat16_on_cpu_passes_the_gates(runtime, oath_tree):
+    """OpenVINO's bf16 (what ``auto`` picks), and torch autocast where OpenVINO is not installed: the gates of a
+    reduced precision on the SYNTHETIC OATH tree and every real sample frame."""
+    if not runtimes.available(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    assert resolve_runtime("auto", "cpu", precision="bfloat16") == (
+        "openvino" if runtimes.available("openvino") else "torch"
+    )
+    assert_follows_float32(oath_tree, "bfloat16", runtime)
+
+
+def test_bfloat16_is_refused_on_a_cpu_without_bf16_units(monkeypatch):
+    """Emulated bf16 would run slower than float32: refused in every runtime, on the driver at job start."""
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    for runtime in ("auto", "torch", "openvino"):
+        with pytest.raises(ValueError, match="needs AMX or AVX-512 BF16"):
+            resolve_runtime(runtime, "cpu", precision="bfloat16")
+    assert resolve_runtime("auto", "cuda", precision="bfloat16") == "torch"  # GPUs run it in autocast
+    job = make_job("file:///in", "file:///out", features={"device": "cpu", "precision": "bfloat16"})
+    with pytest.raises(JobSpecError, match="features.precision bfloat16"):
+        job.check_files()
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    assert runtimes.bf16_units() == ["AMX"]
+    job.check_files()
+
+
+def test_bfloat16_runtime_and_fallback(monkeypatch, caplog):
+    monkeypatch.setattr(runtimes, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    with pytest.raises(ValueError, match="onnxruntime runs float32 on CPU workers; not with precision bfloat16"):
+        resolve_runtime("onnxruntime", "cpu", precision="bfloat16")
+    monkeypatch.setattr(runtimes, "available", lambda r: r != "openvino")
+    with caplog.at_level(logging.INFO, logger="aurora_batch.model.runtimes"):
+        assert resolve_runtime("auto", "cpu", precision="bfloat16") == "torch"
+    assert "openvino not installed" in caplog.text and "aurora-batch[openvino]" in caplog.text
+    bf16 = make_job("file:///in", "file:///out", features={"device": "cpu", "precision": "bfloat16"})
+    assert "|bfloat16" in feature_fingerprint(bf16) and "|rt:" not in feature_fingerprint(bf16)  # torch autocast
+    monkeypatch.setattr(runtimes, "available", lambda r: True)
+    assert "|bfloat16|rt:openvino" in feature_fingerprint(bf16)  # never mixed with torch's bf16 in a month
+    assert common_attrs(bf16)["runtime"] == "openvino" and common_attrs(bf16)["precision"] == "bfloat16"
 
 
 @pytest.mark.slow

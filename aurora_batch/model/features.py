@@ -109,7 +109,8 @@ class FeatureExtractor:
     returned as float32 whatever the precision.  With ``compile`` (and int8, which is compiled)
     every batch is padded to ``batch_size`` so that the graph is never rebuilt for a short last batch.
     ``runtime`` (:mod:`aurora_batch.model.runtimes`): ``torch``, or the network exported to ONNX and run by
-    ``onnxruntime`` or ``openvino`` on CPU; ``auto`` picks (:func:`~aurora_batch.model.runtimes.resolve_runtime`).
+    ``onnxruntime`` or ``openvino`` on CPU (``bfloat16``: OpenVINO's bf16); ``auto`` picks
+    (:func:`~aurora_batch.model.runtimes.resolve_runtime`).
     """
 
     def __init__(
@@ -137,7 +138,13 @@ class FeatureExtractor:
         self.model: Callable[..., Any]  #: an exported network's runner (numpy in and out) or a torch module
         if self.runtime != "torch":
             self.model = load_runner(
-                backbone, weights, input_size, self.runtime, torch.get_num_threads(), compile_cache_dir(compile_cache)
+                backbone,
+                weights,
+                input_size,
+                self.runtime,
+                torch.get_num_threads(),
+                compile_cache_dir(compile_cache),
+                precision,
             )
         elif precision == "int8":
             if self.cuda:
@@ -146,7 +153,8 @@ class FeatureExtractor:
         else:
             self.model = load_backbone(backbone, weights, self.device, compile, compile_cache)
         self.dim = feature_dim(backbone, input_size, self.device)
-        self.autocast = None if precision in ("float32", "int8") else getattr(torch, precision)
+        exact_or_exported = precision in ("float32", "int8") or self.runtime != "torch"
+        self.autocast = None if exact_or_exported else getattr(torch, precision)
         self._outputs: list = []
         self._buffers: dict = {}
         if self.cuda:

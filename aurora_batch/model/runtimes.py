@@ -5,11 +5,16 @@ then it is exported once to ONNX (TorchScript exporter, dynamic batch) and the f
 compile cache, named by the SHA-256 of what it depends on: the backbone and its weights, the input size,
 and the torch and runtime versions.  A cache file that the runtime cannot load is exported again.
 
-Measured on this project's 2-core AMD EPYC (AVX-512, VNNI, BF16; ``benchmarks/runtimes.py``): the shipped
-EfficientNet-Lite0 at 128 px, batch 16, runs 1.6× torch eager on one thread with ONNX Runtime and 1.4× with
+Measured on this project's 2-core AMD EPYC (AVX-512, VNNI, BF16; ``benchmarks/season_throughput.py``): the
+shipped EfficientNet-Lite0 at 128 px, batch 16, runs 1.5-1.6× torch eager with ONNX Runtime and 1.4-1.6× with
 OpenVINO, both with a feature cosine to torch ≥ 0.9999999.  ``features.runtime: auto`` therefore picks ONNX
 Runtime (a default dependency, no system library) for float32 on CPU workers, then OpenVINO where only it is
-installed, else torch with one log line.  GPU workers, other precisions (float16, bfloat16, int8),
+installed, else torch with one log line.
+
+``precision: bfloat16`` on CPU workers runs in OpenVINO's bf16 (2.3-2.8× torch float32 eager on the same
+AMD, with AVX-512 BF16 and no AMX; feature cosine ≥ 0.995 on every real sample frame), or in torch's
+autocast where OpenVINO is not installed (1.6×).  Both need AMX or AVX-512 BF16 (:func:`bf16_units`): a CPU
+without them would emulate bf16 and run slower than float32, so it is refused.  GPU workers, float16, int8,
 ``compile`` and model files stay on torch unless a runtime is named.
 """
 
@@ -28,13 +33,36 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-AUTO_ORDER = ("onnxruntime", "openvino")  #: fastest exact runtime first, as measured (module docs)
+#: the precisions each exported runtime runs on CPU workers
+PRECISIONS = {"onnxruntime": ("float32",), "openvino": ("float32", "bfloat16")}
+#: per precision, the exported runtimes ``auto`` tries, fastest first, as measured (module docs)
+AUTO_ORDER = {"float32": ("onnxruntime", "openvino"), "bfloat16": ("openvino",)}
+#: what the first of ``AUTO_ORDER`` gains over torch at the same precision, as measured (module docs)
+AUTO_GAIN = {"float32": "1.5x", "bfloat16": "1.8x"}
 INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'aurora-batch[openvino]'"}
+#: CPU flags (``/proc/cpuinfo``) of the units that run bf16 natively
+BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
 
 
 def available(runtime: str) -> bool:
     """Whether ``runtime`` can be imported here."""
     return runtime == "torch" or importlib.util.find_spec(runtime) is not None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags, as Linux lists them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def bf16_units() -> list[str]:
+    """This CPU's units that run bf16 natively: AMX, AVX-512 BF16 (none: bf16 would be emulated, slower)."""
+    return [name for flag, name in BF16_UNITS.items() if flag in cpu_flags()]
 
 
 def runtime_version(runtime: str) -> str:
@@ -46,37 +74,41 @@ def resolve_runtime(
 ) -> str:
     """The runtime a worker with ``device`` (``cpu`` or ``cuda``, resolved) runs the network in.
 
-    ``auto``: the first installed of :data:`AUTO_ORDER` for float32 on a CPU with a shipped
-    backbone, else torch.  A named runtime other than torch is refused (``ValueError``) where it
-    does not apply (a GPU, another precision, ``compile``), and when it is not installed.
+    ``auto``: the first installed of :data:`AUTO_ORDER` for the precision on a CPU with a shipped backbone,
+    else torch (with one log line when none is installed).  A named runtime other than torch is refused
+    (``ValueError``) where it does not apply (a GPU, a precision it does not run, ``compile``), and when it
+    is not installed.  ``bfloat16`` on a CPU without AMX or AVX-512 BF16 is refused in any runtime.
     """
     if runtime not in ("auto", *RUNTIMES):
         raise ValueError(f"unknown runtime {runtime!r}; known: auto, {', '.join(RUNTIMES)}")
+    cpu = not device.startswith("cuda")
+    if cpu and precision == "bfloat16" and not bf16_units():
+        raise ValueError(
+            "features.precision bfloat16 on CPU workers needs AMX or AVX-512 BF16, and this CPU has neither: "
+            "it would emulate bf16 and run slower than float32. Use precision float32 here, or device cuda "
+            "on GPU workers"
+        )
     if runtime == "torch":
         return runtime
-    unfit = (
-        "a CUDA device"
-        if device.startswith("cuda")
-        else f"precision {precision}"
-        if precision != "float32"
-        else "compile: true"
-        if compile
-        else ""
-    )
+    unfit = "a CUDA device" if not cpu else "compile: true" if compile else ""
     if runtime == "auto":
-        if unfit or not shipped:
+        order = AUTO_ORDER.get(precision, ())
+        if unfit or not shipped or not order:
             return "torch"
-        found = next((r for r in AUTO_ORDER if available(r)), None)
+        found = next((r for r in order if available(r)), None)
         if found is None:
             log.info(
-                "features.runtime auto: neither onnxruntime nor openvino is installed; the network runs in "
-                "torch (%s for about 1.6x on CPU)",
-                INSTALL["onnxruntime"],
+                "features.runtime auto: %s not installed; the network runs in torch (%s for about %s on CPU)",
+                " nor ".join(order),
+                INSTALL[order[0]],
+                AUTO_GAIN[precision],
             )
             return "torch"
         return found
+    unfit = unfit or ("" if precision in PRECISIONS[runtime] else f"precision {precision}")
     if unfit:
-        raise ValueError(f"features.runtime {runtime} runs float32 on CPU workers; not with {unfit} (use torch)")
+        runs = " or ".join(PRECISIONS[runtime])
+        raise ValueError(f"features.runtime {runtime} runs {runs} on CPU workers; not with {unfit} (use torch)")
     if not available(runtime):
         raise ValueError(f"features.runtime {runtime} is not installed here: {INSTALL[runtime]}")
     return runtime
@@ -117,9 +149,9 @@ def export_onnx(model, input_size: int, path: str) -> None:
 
 class OnnxRunner:
     """An exported network in ONNX Runtime or OpenVINO on ``threads`` CPU threads: ``(N, 3, S, S)`` float32
-    numpy in, ``(N, D)`` float32 numpy out."""
+    numpy in, ``(N, D)`` float32 numpy out; OpenVINO computes in bf16 with ``precision`` ``bfloat16``."""
 
-    def __init__(self, path: str, runtime: str, threads: int = 1):
+    def __init__(self, path: str, runtime: str, threads: int = 1, precision: str = "float32"):
         self.runtime = runtime
         if runtime == "onnxruntime":
             import onnxruntime as ort
@@ -132,7 +164,16 @@ class OnnxRunner:
             import openvino as ov
 
             compiled = ov.Core().compile_model(
-                path, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+                path,
+                "CPU",
+                {
+                    "INFERENCE_NUM_THREADS": threads,
+                    "NUM_STREAMS": 1,
+                    # not pinned: each of a node's worker processes would pin its threads to the same first
+                    # cores (measured: two 1-thread workers shared one core, 51 % each)
+                    "ENABLE_CPU_PINNING": False,
+                    "INFERENCE_PRECISION_HINT": "bf16" if precision == "bfloat16" else "f32",
+                },
             )
             self._request = compiled.create_infer_request()
         else:
@@ -147,10 +188,16 @@ class OnnxRunner:
 
 @functools.lru_cache(maxsize=4)
 def load_runner(
-    backbone: str, weights: str | None, input_size: int, runtime: str, threads: int, cache_dir: str
+    backbone: str,
+    weights: str | None,
+    input_size: int,
+    runtime: str,
+    threads: int,
+    cache_dir: str,
+    precision: str = "float32",
 ) -> OnnxRunner:
-    """The network of ``backbone`` (and ``weights``) in ``runtime``, from the export cache (exported on a miss,
-    or when the cached file does not load); once per process."""
+    """The network of ``backbone`` (and ``weights``) in ``runtime`` at ``precision``, from the export cache
+    (exported on a miss, or when the cached file does not load); once per process."""
     from aurora_batch.model.backbones import backbone_id, load_backbone, model_file_sha256
 
     key = f"{backbone_id(backbone)}|{model_file_sha256(weights) if weights else 'shipped weights'}"
@@ -158,9 +205,9 @@ def load_runner(
     if not os.path.exists(path):
         export_onnx(load_backbone(backbone, weights, "cpu"), input_size, path)
     try:
-        return OnnxRunner(path, runtime, threads)
+        return OnnxRunner(path, runtime, threads, precision)
     except Exception as err:  # a truncated or corrupt cache file: export again
         log.warning("cached network %s does not load in %s (%s); exporting it again", path, runtime, err)
         os.remove(path)
         export_onnx(load_backbone(backbone, weights, "cpu"), input_size, path)
-        return OnnxRunner(path, runtime, threads)
+        return OnnxRunner(path, runtime, threads, precision)
