@@ -82,11 +82,24 @@ def month_dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes:
     return ds
 
 
+#: variables read a few rows at a time (a similarity search's exact rerank, a stored frame as its query): their
+#: time chunks are shards of inner chunks of this many rows.  Measured on 72,000 rows of 1,280 floats on local
+#: disk (AMD EPYC, 2 cores): 40 random rows took 166 ms unsharded (a row costs its whole 8 MiB chunk), 37 / 42
+#: / 53 ms with 32 / 128 / 256-row inner chunks; the whole array 0.30 s unsharded, 0.86 / 0.50 / 0.38 s sharded
+ROW_READ = {"features": 128}
+
+
 def chunk_encoding(ds: xr.Dataset) -> dict:
     """Time chunks sized by a row's bytes (:func:`~aurora_batch.month.increment.chunk_rows`), never by how many
-    rows there are: a month grown by appends is chunked exactly as one built whole."""
+    rows there are: a month grown by appends is chunked exactly as one built whole.  The variables of
+    :data:`ROW_READ` are sharded: each time chunk is one object (as unsharded) of small inner chunks."""
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
         row_bytes = (OBJECT_ROW_BYTES if var.dtype.kind in "OUST" else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
-        enc[str(name)] = {"chunks": (chunk_rows(row_bytes, var.ndim), *var.shape[1:])}
+        rows = chunk_rows(row_bytes, var.ndim)
+        inner = ROW_READ.get(str(name))
+        if inner and inner < rows:
+            enc[str(name)] = {"chunks": (inner, *var.shape[1:]), "shards": (rows, *var.shape[1:])}
+        else:
+            enc[str(name)] = {"chunks": (rows, *var.shape[1:])}
     return enc

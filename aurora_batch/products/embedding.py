@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from aurora_batch.model.heads import CLASS_COLOURS
+from aurora_batch.products.figures import save_png
 
 MAX_POINTS = 1000  #: points per map
 
@@ -112,9 +113,4 @@ def plot_embedding(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "feature embedding (t-SNE)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

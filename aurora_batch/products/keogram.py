@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from aurora_batch.core.stations import get_station
+from aurora_batch.products.figures import save_png
 from aurora_batch.products.results import open_station
 
 
@@ -144,8 +145,4 @@ def plot_keogram(ds: xr.Dataset, path: str | Path, title: str = "", var: str = "
         bottom=(0.95 if labels is not None else 0.6) / fig.get_figheight(),
         hspace=0.08,
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110, tight=False)

@@ -12,6 +12,7 @@ import numpy as np
 
 from aurora_batch.datasets.oath import OathDataset
 from aurora_batch.model.heads import CLASSES6, LinearHead, fit_head, to_class2
+from aurora_batch.products.figures import save_png
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,7 @@ def plot_scores(scores: dict, path: str | Path) -> None:
     b.set_title(f"2 classes: {100 * scores['accuracy2_mean']:.1f} ± {100 * scores['accuracy2_std']:.1f} %")
     synth = " — SYNTHETIC data" if scores.get("synthetic") else ""
     fig.suptitle(f"OATH protocol, {scores['head']} head{synth}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def train(

@@ -37,6 +37,7 @@ from aurora_batch.formats.files import read_file
 from aurora_batch.model.heads import CLASS_COLOURS
 from aurora_batch.model.recipes import thumbnail
 from aurora_batch.products.embedding import MAX_POINTS, embed, exemplars, plot_embedding, subsample
+from aurora_batch.products.figures import save_png
 from aurora_batch.products.keogram import night_of, night_window, open_night, plot_keogram
 from aurora_batch.products.results import open_months, season_names
 from aurora_batch.products.ridge import RidgeStats
@@ -61,12 +62,7 @@ class ReportResult:
 
 
 def _png(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def make_report(
