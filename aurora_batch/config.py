@@ -113,7 +113,7 @@ class FeatureConfig(_Strict):
         "float32",
         description="precision of the network: float16/bfloat16 autocast on GPUs; bfloat16 on CPUs with AMX "
         "or AVX-512 BF16 (refused on others: it would run slower), in OpenVINO's bf16 where installed "
-        "(2.3-2.8x torch float32 on 2 cores, feature cosine >= 0.995), else torch autocast; or int8: the "
+        "(2.7-3.2x torch float32 on 2 cores, feature cosine >= 0.995), else torch autocast; or int8: the "
         "shipped backbone quantised for CPU workers (feature cosine >= 0.998 to float32, 10-20 s of "
         "warm-up a run); stored features stay float32",
     )

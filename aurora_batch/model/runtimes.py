@@ -11,9 +11,9 @@ OpenVINO, both with a feature cosine to torch ≥ 0.9999999.  ``features.runtime
 Runtime (a default dependency, no system library) for float32 on CPU workers, then OpenVINO where only it is
 installed, else torch with one log line.
 
-``precision: bfloat16`` on CPU workers runs in OpenVINO's bf16 (2.3-2.8× torch float32 eager on the same
+``precision: bfloat16`` on CPU workers runs in OpenVINO's bf16 (2.7-3.2× torch float32 eager on the same
 AMD, with AVX-512 BF16 and no AMX; feature cosine ≥ 0.995 on every real sample frame), or in torch's
-autocast where OpenVINO is not installed (1.6×).  Both need AMX or AVX-512 BF16 (:func:`bf16_units`): a CPU
+autocast where OpenVINO is not installed (1.6-1.9×).  Both need AMX or AVX-512 BF16 (:func:`bf16_units`): a CPU
 without them would emulate bf16 and run slower than float32, so it is refused.  GPU workers, float16, int8,
 ``compile`` and model files stay on torch unless a runtime is named.
 """
@@ -38,7 +38,7 @@ PRECISIONS = {"onnxruntime": ("float32",), "openvino": ("float32", "bfloat16")}
 #: per precision, the exported runtimes ``auto`` tries, fastest first, as measured (module docs)
 AUTO_ORDER = {"float32": ("onnxruntime", "openvino"), "bfloat16": ("openvino",)}
 #: what the first of ``AUTO_ORDER`` gains over torch at the same precision, as measured (module docs)
-AUTO_GAIN = {"float32": "1.5x", "bfloat16": "1.8x"}
+AUTO_GAIN = {"float32": "1.4-1.9x", "bfloat16": "1.4-1.9x"}
 INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install 'aurora-batch[openvino]'"}
 #: CPU flags (``/proc/cpuinfo``) of the units that run bf16 natively
 BF16_UNITS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}
