@@ -18,15 +18,12 @@ CORES = os.cpu_count() or 1
 
 def cpu_model() -> str:
     """The CPU's model name and the vector units the figures depend on, e.g. ``AMD EPYC (AVX-512, VNNI, BF16)``."""
-    name, flags = platform.processor() or "unknown CPU", set()
+    from aurora_batch.model.runtimes import cpu_flags
+
+    name, flags = platform.processor() or "unknown CPU", cpu_flags()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
+        name = next(line for line in open("/proc/cpuinfo") if line.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
         pass
     units = [
         label

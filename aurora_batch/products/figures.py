@@ -11,7 +11,7 @@ def save_png(fig, path: str | Path, dpi: int = 90, tight: bool = True) -> Path:
 
     A figure is a web of reference cycles (tens of thousands of artists and transforms): closed, it waits for
     the cyclic collector, so how much of it a report held at its peak depended on when the collector last ran
-    (measured: 12-16 MiB of a report's 16-18 MiB traced peak were figures not yet collected).
+    (measured on the report of 1 and 4 fabricated months: traced peak 17.5 / 17.9 MiB, then 13.8 / 15.4 MiB).
     """
     import matplotlib.pyplot as plt
 
