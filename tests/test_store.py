@@ -6,7 +6,6 @@ from helpers import part_rows
 
 from aurora_batch.core.keys import PartitionKey, Status
 from aurora_batch.month.commit import commit_month
-from aurora_batch.month.dataset import ROW_READ
 from aurora_batch.month.increment import chunk_rows, group_paths
 from aurora_batch.store.layout import staging_url
 from aurora_batch.store.parts import read_part, read_staged_if, write_part
@@ -81,7 +80,8 @@ def test_commit_month_layout(tmp_path, output):
     assert ds["sun_alt"].attrs["units"] == "degrees"
     # time chunks sized by a row's bytes; features sharded into inner chunks, read a few rows at a time
     assert ds["features"].encoding["shards"] == (chunk_rows(8 * 4, 2), 8)
-    assert ds["features"].encoding["chunks"] == (ROW_READ["features"], 8)
+    assert ds["features"].encoding["chunks"] == (2**13, 8)  # 256 KiB of 8 floats a row
+    assert ds["url"].encoding["chunks"] == (1024,) and ds["url"].encoding["shards"] == (chunk_rows(64, 1),)
     assert ds["sun_alt"].encoding["chunks"] == (chunk_rows(4, 1),) and ds["sun_alt"].encoding.get("shards") is None
     assert chunk_rows(1280 * 4, 2) == 2048 and chunk_rows(4, 1) == 2**18  # 10 MiB of features, 1 MiB of floats
     lyr = xr.open_zarr(store, group="LYR", chunks=None)

@@ -4,6 +4,7 @@ the chunking it is written with.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -82,23 +83,27 @@ def month_dataset(rows: pd.DataFrame, arrays: Mapping[str, np.ndarray], classes:
     return ds
 
 
-#: variables read a few rows at a time (a similarity search's exact rerank, a stored frame as its query): their
-#: time chunks are shards of inner chunks of this many rows.  Measured on 72,000 rows of 1,280 floats on local
-#: disk (AMD EPYC, 2 cores): 40 random rows took 166 ms unsharded (a row costs its whole 8 MiB chunk), 37 / 42
-#: / 53 ms with 32 / 128 / 256-row inner chunks; the whole array 0.30 s unsharded, 0.86 / 0.50 / 0.38 s sharded
-ROW_READ = {"features": 128}
+#: variables read a few rows at a time (a similarity search's exact rerank and its hits' URLs, a stored frame as
+#: its query), with the rows of their inner chunks: each time chunk is one object (as unsharded) of inner chunks.
+#: Measured on 72,000 rows on local disk (AMD EPYC, 2 cores), read by :func:`aurora_batch.store.rows.read_rows`,
+#: where decompressing whole inner chunks is most of the cost: 40 random rows of 1,280 floats take 166 ms
+#: unsharded (in Zarr, a row costs its whole 8 MiB chunk), 20 / 18-19 / 25-31 ms with 32 / 64 / 128-row inner
+#: chunks; the whole array 0.81 / 0.69-0.89 / 0.49-0.83 s (0.30 s unsharded).  10 URLs take 12.8 ms unsharded,
+#: 4.5 ms with 1,024-row inner chunks (the whole array 22 -> 30 ms).  Given in bytes (the nearest power of two
+#: of rows), so that narrower features keep as few inner chunks: 64 rows of 1,280 floats, 1,024 URLs.
+ROW_READ_BYTES = {"features": 2**18, "url": 2**16}
 
 
 def chunk_encoding(ds: xr.Dataset) -> dict:
     """Time chunks sized by a row's bytes (:func:`~aurora_batch.month.increment.chunk_rows`), never by how many
     rows there are: a month grown by appends is chunked exactly as one built whole.  The variables of
-    :data:`ROW_READ` are sharded: each time chunk is one object (as unsharded) of small inner chunks."""
+    :data:`ROW_READ_BYTES` are sharded: each time chunk is one object (as unsharded) of small inner chunks."""
     enc: dict[str, dict] = {"time": dict(TIME_ENCODING, chunks=(chunk_rows(8, 1),))} if "time" in ds.coords else {}
     for name, var in ds.data_vars.items():
         row_bytes = (OBJECT_ROW_BYTES if var.dtype.kind in "OUST" else var.dtype.itemsize) * int(np.prod(var.shape[1:]))
         rows = chunk_rows(row_bytes, var.ndim)
-        inner = ROW_READ.get(str(name))
-        if inner and inner < rows:
+        inner = 2 ** round(math.log2(ROW_READ_BYTES[str(name)] / row_bytes)) if name in ROW_READ_BYTES else 0
+        if 0 < inner < rows:
             enc[str(name)] = {"chunks": (inner, *var.shape[1:]), "shards": (rows, *var.shape[1:])}
         else:
             enc[str(name)] = {"chunks": (rows, *var.shape[1:])}

@@ -14,7 +14,10 @@ their stored features; ``where`` filters by the label table (:func:`aurora_batch
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from aurora_batch.model.recipes import thumbnail
 from aurora_batch.month.similarity import group_index, normalised, read_record
 from aurora_batch.products.figures import save_png
 from aurora_batch.products.results import open_months
+from aurora_batch.store.rows import read_rows
 from aurora_batch.store.state import MonthState
 from aurora_batch.store.zarrs import list_groups
 
@@ -36,17 +40,65 @@ NPROBE = 32  #: inverted lists searched per group
 #: keep the dense near-ties of consecutive frames in order (the tests' clustered features need more than 20)
 RERANK = 4
 COLUMNS = ["station", "time", "url", "frame", "similarity"]
+TIMES_ROWS = 50_000_000  #: row times (8 bytes each) of searched groups kept between searches, oldest out first
+_TIMES: OrderedDict[tuple, pd.DatetimeIndex] = OrderedDict()
 
 
-def _group(store, gpath: str):
-    """A month group opened with zarr alone: a search reads a few rows, where xarray's decoding of every
-    variable at open would cost more than the rows."""
-    import zarr
+@dataclass
+class Searched:
+    """One month group a search looks in: opened, its row times read and its index loaded when first asked for;
+    the times and index are kept between searches while the month's parts (``state``) do not change."""
 
-    return zarr.open_group(store=store, path=gpath, mode="r")
+    output: str
+    month: str
+    path: str
+    store: Any = field(repr=False)
+    state: MonthState | None = field(repr=False)
+    record: dict = field(repr=False)
+    storage_options: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def station(self) -> str:
+        return self.path.split("/")[0]
+
+    @cached_property
+    def group(self):
+        """The group opened with zarr alone: a search reads a few rows, where xarray's decoding of every variable
+        at open would cost more than the rows."""
+        import zarr
+
+        return zarr.open_group(store=self.store, path=self.path, mode="r")
+
+    @cached_property
+    def times(self) -> pd.DatetimeIndex:
+        """Each row's time (UTC, naive)."""
+        if self.state is None:
+            return _decoded_times(self.group)
+        key = (self.output, self.month, self.path, tuple((m, self.state.parts[m], n) for m, n in self._members))
+        if key not in _TIMES:
+            _TIMES[key] = _decoded_times(self.group)
+            while len(_TIMES) > 1 and sum(map(len, _TIMES.values())) > TIMES_ROWS:
+                _TIMES.popitem(last=False)
+        _TIMES.move_to_end(key)
+        return _TIMES[key]
+
+    @cached_property
+    def index(self):
+        """The group's similarity index (:func:`~aurora_batch.month.similarity.group_index`), None if it has none."""
+        if self.state is None:
+            return None
+        return group_index(self.output, self.month, self.path, self.state, self.storage_options, self.record)
+
+    @property
+    def _members(self) -> list[tuple[str, int]]:
+        return self.state.groups.get(self.path, []) if self.state else []
+
+    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``rows`` of the group's variable ``name``."""
+        return read_rows(self.group[name], rows)
 
 
-def _times(group) -> pd.DatetimeIndex:
+def _decoded_times(group) -> pd.DatetimeIndex:
     """A group's time coordinate (UTC, naive), decoded from its CF units."""
     from xarray.coding.times import decode_cf_datetime
 
@@ -54,12 +106,30 @@ def _times(group) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(decode_cf_datetime(arr[:], arr.attrs["units"], arr.attrs.get("calendar")))
 
 
+def searched_groups(
+    output: str, months: dict, stations: Sequence[str] | None = None, storage_options: Mapping[str, Any] | None = None
+) -> list[Searched]:
+    """The groups of ``months`` (open month stores) of ``stations`` (all if None), in month and path order; the
+    groups come from each month's state, listed only for months published before states were recorded."""
+    import zarr
+
+    wanted = {s.upper() for s in stations} if stations else None
+    out = []
+    for month, (_, store) in sorted(months.items()):
+        state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
+        record = read_record(output, month, storage_options) if state else {}
+        for path in sorted(state.groups) if state else list_groups(store):
+            if wanted is None or path.split("/")[0] in wanted:
+                out.append(Searched(output, month, path, store, state, record, storage_options))
+    return out
+
+
 def query_vector(
     output: str,
     query,
     months: dict,
     storage_options: Mapping[str, Any] | None = None,
-    groups: Mapping[str, list[str]] | None = None,
+    groups: Sequence[Searched] | None = None,
 ) -> np.ndarray:
     """The feature vector of ``query``: a stored frame ``(station, time)``, or an image file featurised with the
     stores' backbone and recipe.  ``months``: open month stores to look in first; ``groups``: their groups."""
@@ -68,19 +138,17 @@ def query_vector(
         t = pd.Timestamp(time)
         t = t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t
         month = f"{t:%Y-%m}"
-        found = (
-            {month: months[month]}
-            if month in months
-            else open_months(output, t, t + pd.Timedelta("1ms"), storage_options)
-        )
-        for month, (_, store) in found.items():
-            for gpath in (groups or {}).get(month) or list_groups(store):
-                if gpath.split("/")[0] == station.upper():
-                    group = _group(store, gpath)
-                    times = _times(group)
-                    i = times.searchsorted(t)
-                    if i < len(times) and times[i] == t:
-                        return np.asarray(group["features"][i], np.float32)
+        if month in months:
+            found = [g for g in (groups or searched_groups(output, months, None, storage_options)) if g.month == month]
+        else:
+            found = searched_groups(
+                output, open_months(output, t, t + pd.Timedelta("1ms"), storage_options), None, storage_options
+            )
+        for g in found:
+            if g.station == station.upper():
+                i = g.times.searchsorted(t)
+                if i < len(g.times) and g.times[i] == t:
+                    return np.asarray(g.rows("features", np.array([i]))[0], np.float32)
         raise LookupError(f"no stored frame of {station} at {t}")
     import zarr
 
@@ -111,103 +179,91 @@ def similar(
     months = open_months(output, start, end, storage_options)
     if not months:
         raise FileNotFoundError(f"no month store under {output} in [{start}, {end})")
-    groups = {month: list_groups(store) for month, (_, store) in months.items()}
-    q = normalised(query_vector(output, query, months, storage_options, groups)[None, :])
+    everywhere = searched_groups(output, months, None, storage_options)
+    q = normalised(query_vector(output, query, months, storage_options, everywhere)[None, :])[0]
+    wanted = {s.upper() for s in stations} if stations else None
+    groups = [g for g in everywhere if wanted is None or g.station in wanted]
     allowed = None
     if where:
         from aurora_batch.products.query import query as label_query
 
         hits = label_query(output, where, stations, start, end, storage_options, columns=[])
         allowed = set(zip(hits["station"], hits["time"].dt.tz_localize(None)))
-    wanted = {s.upper() for s in stations} if stations else None
     lo = pd.Timestamp(start) if start is not None else None
     hi = pd.Timestamp(end) if end is not None else None
     filtered = allowed is not None or lo is not None or hi is not None
-    cands = _candidates(output, months, groups, q, k * (20 if filtered else RERANK), wanted, storage_options)
-    opened = {key: _group(months[key[0]][1], key[1]) for key in cands.groupby(["month", "group"]).groups}
+    which, rows = _candidates(groups, q, k * (20 if filtered else RERANK))
     if filtered:  # by time and the label table, before any features are read
-        cands = _with_times(cands, opened)
-        keep = np.ones(len(cands), bool)
+        times = _times_of(groups, which, rows)
+        keep = np.ones(len(rows), bool)
         if lo is not None:
-            keep &= (cands["time"] >= lo).to_numpy()
+            keep &= times >= lo
         if hi is not None:
-            keep &= (cands["time"] < hi).to_numpy()
+            keep &= times < hi
         if allowed is not None:
-            keep &= np.array([(g.split("/")[0], t) in allowed for g, t in zip(cands["group"], cands["time"])], bool)
-        cands = cands[keep]
-    cands = cands.head(k * RERANK).assign(similarity=np.float32(0))
-    for i, group in _by_group(cands, opened):  # the exact cosine of the best candidates: their inner chunks only
-        features = group["features"].get_orthogonal_selection((cands.loc[i, "row"].to_numpy(), slice(None)))
-        cands.loc[i, "similarity"] = (normalised(features) @ q[0]).astype(np.float32)
-    hits = cands.sort_values("similarity", ascending=False, kind="stable").head(k).reset_index(drop=True)
-    return _with_sources(hits if "time" in hits else _with_times(hits, opened), opened)
+            keep &= np.array([(groups[g].station, t) in allowed for g, t in zip(which, times)], bool)
+        which, rows = which[keep], rows[keep]
+    which, rows = which[: k * RERANK], rows[: k * RERANK]
+    cosine = np.zeros(len(rows), np.float32)
+    for g, at in _by_group(which, rows):  # the exact cosine of the best candidates: their inner chunks only
+        cosine[at] = normalised(groups[g].rows("features", rows[at])) @ q
+    best = np.argsort(-cosine, kind="stable")[:k]
+    return _hits(groups, which[best], rows[best], cosine[best])
 
 
-def _by_group(cands: pd.DataFrame, opened: Mapping[tuple[str, str], Any]):
-    """``(index labels, zarr group)`` of each month group's candidates, rows ascending within each."""
-    ordered = cands.sort_values(["month", "group", "row"])
-    for key, index in ordered.groupby(["month", "group"], sort=False).groups.items():
-        yield index, opened[key]
+def _by_group(which: np.ndarray, rows: np.ndarray):
+    """``(group number, positions)`` of each searched group's candidates, rows ascending within each."""
+    order = np.lexsort((rows, which))
+    bounds = np.flatnonzero(np.diff(which[order])) + 1
+    for at in np.split(order, bounds) if len(order) else []:
+        yield int(which[at[0]]), at
 
 
-def _with_times(cands: pd.DataFrame, opened: Mapping[tuple[str, str], Any]) -> pd.DataFrame:
-    """``cands`` with the time (UTC, naive) of each row."""
-    times = pd.Series(pd.NaT, index=cands.index, dtype="datetime64[ns]")
-    for i, group in _by_group(cands, opened):
-        times.loc[i] = _times(group)[cands.loc[i, "row"].to_numpy()]
-    return cands.assign(time=times)
+def _times_of(groups: Sequence[Searched], which: np.ndarray, rows: np.ndarray) -> pd.DatetimeIndex:
+    """The time (UTC, naive) of each candidate."""
+    times = np.empty(len(rows), "datetime64[ns]")
+    for g, at in _by_group(which, rows):
+        times[at] = groups[g].times[rows[at]]
+    return pd.DatetimeIndex(times)
 
 
-def _with_sources(hits: pd.DataFrame, opened: Mapping[tuple[str, str], Any]) -> pd.DataFrame:
-    """``hits`` (month, group, row, time, similarity) as :data:`COLUMNS`: the URL and frame of the best only."""
-    out = pd.DataFrame(
+def _hits(groups: Sequence[Searched], which: np.ndarray, rows: np.ndarray, cosine: np.ndarray) -> pd.DataFrame:
+    """The hits as :data:`COLUMNS`: the URLs and frames read for these rows only."""
+    url = np.empty(len(rows), object)
+    frame = np.zeros(len(rows), np.int32)
+    for g, at in _by_group(which, rows):
+        url[at] = groups[g].rows("url", rows[at])
+        frame[at] = groups[g].rows("frame", rows[at])
+    return pd.DataFrame(
         {
-            "station": hits["group"].str.split("/").str[0],
-            "time": pd.to_datetime(hits["time"]).dt.tz_localize("UTC"),
-            "url": pd.Series([None] * len(hits), dtype=object),
-            "frame": np.zeros(len(hits), np.int32),
-            "similarity": hits["similarity"].astype(np.float32),
-        }
+            "station": pd.Series([groups[g].station for g in which], dtype=object),
+            "time": _times_of(groups, which, rows).tz_localize("UTC"),
+            "url": url,
+            "frame": frame,
+            "similarity": cosine.astype(np.float32),
+        },
+        columns=COLUMNS,
     )
-    for picked, group in _by_group(hits, opened):
-        rows = hits.loc[picked, "row"].to_numpy()
-        out.loc[picked, "url"] = np.asarray(group["url"].get_coordinate_selection(rows), dtype=object)
-        out.loc[picked, "frame"] = group["frame"].get_coordinate_selection(rows)
-    return out[COLUMNS]
 
 
-def _candidates(
-    output: str,
-    months: dict,
-    groups: Mapping[str, list[str]],
-    q: np.ndarray,
-    ask: int,
-    wanted: set[str] | None,
-    storage_options,
-) -> pd.DataFrame:
-    """The ``ask`` rows most like ``q`` by the indexes' (quantised) cosine over every month group searched, best
-    first: month, group, row.  Only these rows are read from the stores, whatever the number of groups."""
-    import zarr
-
-    scores, keys = [], []
-    for month, (_, store) in sorted(months.items()):
-        state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
-        record = read_record(output, month, storage_options)
-        for gpath in groups[month]:
-            if (wanted is not None and gpath.split("/")[0] not in wanted) or state is None:
-                continue
-            index = group_index(output, month, gpath, state, storage_options, record)
-            if index is None or index.ntotal == 0:
-                continue
-            index.nprobe = NPROBE
-            sims, ids = index.search(q, min(index.ntotal, max(ask, 1)))
-            ok = ids[0] >= 0
-            scores.append(sims[0][ok])
-            keys += [(month, gpath, int(i)) for i in ids[0][ok]]
-    if not keys:
-        return pd.DataFrame({"month": [], "group": [], "row": np.zeros(0, np.int64)})
+def _candidates(groups: Sequence[Searched], q: np.ndarray, ask: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``ask`` rows most like ``q`` by the indexes' (quantised) cosine over every group searched, best first:
+    (group number, row).  Only these rows are read from the stores, whatever the number of groups."""
+    scores, which, rows = [], [], []
+    for g, group in enumerate(groups):
+        index = group.index
+        if index is None or index.ntotal == 0:
+            continue
+        index.nprobe = NPROBE
+        sims, ids = index.search(q[None, :], min(index.ntotal, max(ask, 1)))
+        ok = ids[0] >= 0
+        scores.append(sims[0][ok])
+        rows.append(ids[0][ok])
+        which.append(np.full(ok.sum(), g))
+    if not scores:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     best = np.argsort(-np.concatenate(scores), kind="stable")[:ask]
-    return pd.DataFrame([keys[i] for i in best], columns=["month", "group", "row"])
+    return np.concatenate(which)[best], np.concatenate(rows)[best].astype(np.int64)
 
 
 def contact_sheet(
