@@ -106,21 +106,17 @@ def _decoded_times(group) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(decode_cf_datetime(arr[:], arr.attrs["units"], arr.attrs.get("calendar")))
 
 
-def searched_groups(
-    output: str, months: dict, stations: Sequence[str] | None = None, storage_options: Mapping[str, Any] | None = None
-) -> list[Searched]:
-    """The groups of ``months`` (open month stores) of ``stations`` (all if None), in month and path order; the
-    groups come from each month's state, listed only for months published before states were recorded."""
+def searched_groups(output: str, months: dict, storage_options: Mapping[str, Any] | None = None) -> list[Searched]:
+    """The groups of ``months`` (open month stores), in month and path order: from each month's state, listed only
+    for months published before states were recorded."""
     import zarr
 
-    wanted = {s.upper() for s in stations} if stations else None
     out = []
     for month, (_, store) in sorted(months.items()):
         state = MonthState.from_attrs(zarr.open_group(store=store, mode="r").attrs)
         record = read_record(output, month, storage_options) if state else {}
         for path in sorted(state.groups) if state else list_groups(store):
-            if wanted is None or path.split("/")[0] in wanted:
-                out.append(Searched(output, month, path, store, state, record, storage_options))
+            out.append(Searched(output, month, path, store, state, record, storage_options))
     return out
 
 
@@ -139,11 +135,10 @@ def query_vector(
         t = t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t
         month = f"{t:%Y-%m}"
         if month in months:
-            found = [g for g in (groups or searched_groups(output, months, None, storage_options)) if g.month == month]
+            found = [g for g in (groups or searched_groups(output, months, storage_options)) if g.month == month]
         else:
-            found = searched_groups(
-                output, open_months(output, t, t + pd.Timedelta("1ms"), storage_options), None, storage_options
-            )
+            elsewhere = open_months(output, t, t + pd.Timedelta("1ms"), storage_options)
+            found = searched_groups(output, elsewhere, storage_options)
         for g in found:
             if g.station == station.upper():
                 i = g.times.searchsorted(t)
@@ -179,7 +174,7 @@ def similar(
     months = open_months(output, start, end, storage_options)
     if not months:
         raise FileNotFoundError(f"no month store under {output} in [{start}, {end})")
-    everywhere = searched_groups(output, months, None, storage_options)
+    everywhere = searched_groups(output, months, storage_options)
     q = normalised(query_vector(output, query, months, storage_options, everywhere)[None, :])[0]
     wanted = {s.upper() for s in stations} if stations else None
     groups = [g for g in everywhere if wanted is None or g.station in wanted]
