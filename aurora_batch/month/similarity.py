@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 import psutil
 import xarray as xr
 
+from aurora_batch.core.cache import SizedCache
 from aurora_batch.core.fs import join_url, read_bytes, remove, write_bytes_atomic
 from aurora_batch.store.state import MonthState
 
@@ -177,7 +177,10 @@ def fill(index, codes: np.ndarray, ids: np.ndarray) -> None:
     index.parallel_mode = 1
 
 
-_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+#: group indexes kept loaded between searches: a share of the machine's memory (:data:`CACHE_SHARE`)
+_CACHE: SizedCache[Any] = SizedCache(
+    lambda index: index.ntotal * (index.code_size + 8), lambda: CACHE_SHARE * psutil.virtual_memory().total
+)
 
 
 def group_index(
@@ -205,16 +208,13 @@ def group_index(
         log.warning(
             "%s %s: %d of %d parts not indexed; 'aurora-batch labels' indexes them", month, group, missing, len(offsets)
         )
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    url = group_url(output, month, group, int(done["trained"]))
-    index = read_index(join_url(url, "_quantiser.faiss"), storage_options)
-    codes = [np.load(io.BytesIO(read_bytes(join_url(url, part_codes_name(m)), storage_options))) for m, _ in parts]
-    ids = [np.arange(offsets[m][0], offsets[m][0] + len(c), dtype=np.int64) for (m, _), c in zip(parts, codes)]
-    fill(index, np.concatenate(codes), np.concatenate(ids))
-    _CACHE[key] = index
-    budget = CACHE_SHARE * psutil.virtual_memory().total
-    while len(_CACHE) > 1 and sum(i.ntotal * (i.code_size + 8) for i in _CACHE.values()) > budget:
-        _CACHE.popitem(last=False)
-    return index
+
+    def load():
+        url = group_url(output, month, group, int(done["trained"]))
+        index = read_index(join_url(url, "_quantiser.faiss"), storage_options)
+        codes = [np.load(io.BytesIO(read_bytes(join_url(url, part_codes_name(m)), storage_options))) for m, _ in parts]
+        ids = [np.arange(offsets[m][0], offsets[m][0] + len(c), dtype=np.int64) for (m, _), c in zip(parts, codes)]
+        fill(index, np.concatenate(codes), np.concatenate(ids))
+        return index
+
+    return _CACHE.get(key, load)

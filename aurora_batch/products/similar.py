@@ -14,7 +14,6 @@ their stored features; ``where`` filters by the label table (:func:`aurora_batch
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aurora_batch.core.cache import SizedCache
 from aurora_batch.core.fs import read_bytes
 from aurora_batch.formats.files import read_file
 from aurora_batch.model.recipes import thumbnail
@@ -41,7 +41,7 @@ NPROBE = 32  #: inverted lists searched per group
 RERANK = 4
 COLUMNS = ["station", "time", "url", "frame", "similarity"]
 TIMES_ROWS = 50_000_000  #: row times (8 bytes each) of searched groups kept between searches, oldest out first
-_TIMES: OrderedDict[tuple, pd.DatetimeIndex] = OrderedDict()
+_TIMES: SizedCache[pd.DatetimeIndex] = SizedCache(len, lambda: TIMES_ROWS)
 
 
 @dataclass
@@ -75,12 +75,7 @@ class Searched:
         if self.state is None:
             return _decoded_times(self.group)
         key = (self.output, self.month, self.path, tuple((m, self.state.parts[m], n) for m, n in self._members))
-        if key not in _TIMES:
-            _TIMES[key] = _decoded_times(self.group)
-            while len(_TIMES) > 1 and sum(map(len, _TIMES.values())) > TIMES_ROWS:
-                _TIMES.popitem(last=False)
-        _TIMES.move_to_end(key)
-        return _TIMES[key]
+        return _TIMES.get(key, lambda: _decoded_times(self.group))
 
     @cached_property
     def index(self):
