@@ -60,7 +60,7 @@ def file_ledger(rows: pd.DataFrame) -> pd.DataFrame:
     The time, Sun and Moon columns are those of the file's first frame.
     """
     read = rows[rows["frame"] != WHOLE_FILE]
-    counts = pd.crosstab(read["url"], read["status"])
+    counts = read.groupby(["url", "status"], sort=False, observed=True).size().unstack(fill_value=0)
     files = rows.drop_duplicates("url").set_index("url")
     for column, status in FRAME_COUNT_COLUMNS.items():
         files[column] = counts[status].reindex(files.index).fillna(0).astype(int) if status in counts else 0

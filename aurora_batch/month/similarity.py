@@ -85,8 +85,16 @@ def train_quantiser(sample: np.ndarray, n: int):
 
 
 def _train(features: xr.DataArray, n: int):
+    """The quantiser trained on :data:`TRAIN_ROWS` rows drawn from ``n``, read :data:`CHUNK` rows at a time (Zarr
+    reads scattered rows one by one: 5,760 of them took 0.52 s, against 0.04 s as one slice)."""
     rows = np.sort(np.random.default_rng(0).choice(n, min(n, TRAIN_ROWS), replace=False))
-    return train_quantiser(normalised(features[rows].to_numpy()), n)
+    bounds = np.searchsorted(rows, np.arange(0, n + CHUNK, CHUNK))
+    sample = [
+        features[lo : lo + CHUNK].to_numpy()[rows[a:b] - lo]
+        for lo, a, b in zip(range(0, n, CHUNK), bounds[:-1], bounds[1:])
+        if b > a
+    ]
+    return train_quantiser(normalised(np.concatenate(sample)), n)
 
 
 def read_record(output: str, month: str, storage_options: Mapping[str, Any] | None = None) -> dict:
