@@ -1,11 +1,26 @@
+import gzip
 import io
+import sys
+import zlib
+from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
 
-from aurora_batch.formats.decode import ImageError, decode, reduce_to
-from aurora_batch.model.recipes import circle_mask, get_recipe, kvammen_steps, resize, to_grey
+from aurora_batch.formats.decode import (
+    ImageError,
+    _png_inflated,
+    decode,
+    decompress,
+    gunzip,
+    read_pgm_frames,
+    reduce_to,
+)
+from aurora_batch.model.recipes import circle_mask, counted_percentiles, get_recipe, kvammen_steps, resize, to_grey
+
+DATA = Path(__file__).parent / "data"
 
 
 def _encode(arr, fmt="PNG"):
@@ -206,3 +221,116 @@ def test_reduce_to_averages_whole_blocks():
     assert reduce_to(img.astype(np.float32), 3)[0, 0] == np.mean([0, 1, 7, 8])
     rgb = np.ones((600, 900, 3), np.uint8)
     assert reduce_to(rgb, 256).shape == (300, 450, 3)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def _png_kinds() -> dict[str, bytes]:
+    """PNGs of every colour type and depth, with several image-data chunks and chunks after them."""
+    rng = np.random.default_rng(3)
+
+    def pil(arr, mode=None, convert=None, **kw):
+        im = Image.fromarray(arr, mode)
+        buf = io.BytesIO()
+        (im.convert(convert) if convert else im).save(buf, format="PNG", **kw)
+        return buf.getvalue()
+
+    kinds = {
+        "grey 1-bit": pil(rng.integers(0, 2, (21, 35), dtype=np.uint8) * 255, convert="1"),
+        "grey 8-bit": pil(rng.integers(0, 256, (37, 53), dtype=np.uint8)),
+        "grey 16-bit": imagecodecs.png_encode(rng.integers(0, 65536, (64, 31), dtype=np.uint16)),
+        "RGB 8-bit": pil(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)),
+        "RGB 16-bit": imagecodecs.png_encode(rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)),
+        "RGBA": pil(rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)),
+        "grey and alpha": pil(rng.integers(0, 256, (20, 30, 2), dtype=np.uint8), "LA"),
+        "palette": pil(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), convert="P"),
+    }
+    # several IDAT chunks (as cameras write them), and a text chunk after them
+    data = kinds["grey 16-bit"]
+    start = data.index(b"IDAT") - 4
+    end = start + 12 + int.from_bytes(data[start : start + 4], "big")
+    body = data[start + 8 : end - 4]
+    split = b"".join(_chunk(b"IDAT", body[i : i + 1000]) for i in range(0, len(body), 1000))
+    kinds["grey 16-bit, split data, text after"] = data[:start] + split + _chunk(b"tEXt", b"k\0v") + data[end:]
+    return kinds
+
+
+@pytest.mark.parametrize("kind", list(_png_kinds()))
+def test_png_inflated_by_libdeflate_decodes_as_libpng_does(kind):
+    data = _png_kinds()[kind]
+    restored = _png_inflated(data)
+    assert restored is not None  # the fast path was taken
+    expected = imagecodecs.png_decode(data)
+    got = imagecodecs.png_decode(restored)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_real_pngs_decode_as_libpng_does():
+    for name in ("oath_00001.png", "20200508_060500_122643_gill_rgb-04_320ms_full.png"):
+        data = (DATA / name).read_bytes()
+        assert _png_inflated(data) is not None
+        np.testing.assert_array_equal(decode(data, name), imagecodecs.png_decode(data))
+
+
+def test_damaged_or_interlaced_pngs_are_left_to_libpng():
+    data = _png_kinds()["grey 16-bit"]
+    at = data.index(b"IDAT") + 20
+    damaged = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    ihdr = bytearray(data[16:29])
+    ihdr[12] = 1  # Adam7
+    interlaced = data[:8] + _chunk(b"IHDR", bytes(ihdr)) + data[33:]
+    for bad in (damaged, data[:-40], interlaced):
+        assert _png_inflated(bad) is None
+    for bad in (damaged, data[:-40]):
+        with pytest.raises(ImageError, match="frame.png: cannot decode"):
+            decode(bad, "frame.png")
+
+
+def test_gunzip_equals_gzip_and_names_damage(monkeypatch):
+    frames = (DATA / "20220307_0601_gill_nir-216_8446.pgm.gz").read_bytes()
+    expected = gzip.decompress(frames)
+    assert gunzip(frames) == expected
+    assert gunzip(frames + frames) == expected + expected  # members concatenated, as `cat` writes them
+    with pytest.raises(ImageError, match="x.pgm.gz: cannot decompress.*CRC"):
+        decompress(frames[:-8] + bytes(4) + frames[-4:], "x.pgm.gz")
+    with pytest.raises(ImageError, match="x.pgm.gz: cannot decompress.*Not a gzipped file"):
+        decompress(b"P5 256 256", "x.pgm.gz")
+    monkeypatch.setitem(sys.modules, "isal.igzip", None)  # not installed: zlib's gzip
+    assert gunzip(frames) == expected
+
+
+def _percentile_cases():
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        n = int(rng.choice([1, 2, 3, 17, 1000, int(rng.integers(1, 60000))]))
+        top = int(rng.choice([1, 255, 4000, 65535]))
+        keys = {
+            0: rng.integers(0, top + 1, n),
+            1: rng.exponential(top / 20, n).astype(int).clip(0, top),
+            2: np.full(n, rng.integers(0, top + 1)),
+        }[trial % 3].astype(np.uint16)
+        q = (float(rng.choice([0.0, 0.5, 1.0, 50.0, 99.5, 100.0])), float(rng.uniform(0, 100)))
+        yield keys, q, 3 if trial % 4 == 0 else 1
+
+
+def test_counted_percentiles_are_numpys_bit_for_bit():
+    for keys, q, divisor in _percentile_cases():
+        expected = np.percentile(keys.astype(np.float32) / np.float32(divisor), q)
+        got = counted_percentiles(keys, q, divisor)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), (keys.size, q, divisor)
+
+
+@pytest.mark.parametrize("recipe", ["lite128", "oath_stretch", "tame"])
+def test_recipes_count_integer_levels_with_the_same_result(recipe):
+    """Integer frames take the counted percentiles; their float32 copies numpy's: the tensors are equal."""
+    fn = get_recipe(recipe)
+    frames = [a for _, a in read_pgm_frames((DATA / "20220307_0601_gill_nir-216_8446.pgm.gz").read_bytes(), "x.gz")]
+    frames += [
+        decode((DATA / n).read_bytes()) for n in ("oath_00001.png", "20200508_060500_122643_gill_rgb-04_320ms_full.png")
+    ]
+    for img in frames:
+        assert img.dtype.kind == "u"
+        np.testing.assert_array_equal(fn(img), fn(img.astype(np.float32)))
