@@ -2,6 +2,8 @@
 
 import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -60,6 +62,24 @@ def test_export_cache_hit_miss_and_corrupt_file(tmp_path):
     assert path.stat().st_size > 1_000_000
     assert runner(np.zeros((2, 3, 128, 128), np.float32)).shape == (2, 1280)
     assert not list((tmp_path / "onnx").glob("*.tmp"))
+
+
+def test_a_worker_running_onnxruntime_never_imports_torch(tmp_path):
+    """Importing torch costs a worker 1-1.6 s at start: with the export cached, a CPU worker whose network runs
+    in ONNX Runtime sets its threads, decides its device and extracts features without it."""
+    load_runner("efficientnet-lite0", None, 128, "onnxruntime", 1, str(tmp_path))  # the export (needs torch)
+    code = (
+        "import sys, numpy as np\n"
+        "from aurora_batch.model.features import FeatureExtractor, intra_op_threads, no_gpu_here, tune_process\n"
+        "tune_process(1)\n"
+        "device = 'auto' if no_gpu_here() else 'cpu'  # auto: decided without torch on a host with no GPU\n"
+        f"ext = FeatureExtractor(device=device, runtime='onnxruntime', compile_cache={str(tmp_path)!r})\n"
+        "ext.push(np.zeros((3, 3, 128, 128), np.float32))\n"
+        "assert ext.result().shape == (3, 1280) and intra_op_threads() == 1 and ext.device == 'cpu'\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_runtime_resolution_fallback_and_refusals(monkeypatch, caplog):

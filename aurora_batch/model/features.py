@@ -6,7 +6,9 @@ Features are float32 whatever the precision the network runs at.
 from __future__ import annotations
 
 import functools
+import glob
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -57,21 +59,49 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
-def tune_process(torch_threads: int | None = None) -> bool:
-    """Per-process settings for fast CPU inference: intra-op threads and the allocator.
+_THREADS: int | None = None  #: the network's intra-op threads in this process, as :func:`tune_process` set them
 
+
+def tune_process(threads: int | None = None) -> bool:
+    """Per-process settings for fast CPU inference: the network's intra-op threads and the allocator.
+
+    The threads apply to whichever runtime runs the network; torch gets them when it is imported for it
+    (:func:`import_torch`), so a worker whose network runs in ONNX Runtime never imports torch (1-1.6 s).
     Returns whether glibc's allocator thresholds were set (False off glibc).
     """
+    global _THREADS
+    malloc_tuned = _raise_mmap_threshold()
+    if threads:
+        _THREADS = threads
+        if "torch" in sys.modules:
+            import_torch()
+    return malloc_tuned
+
+
+def intra_op_threads() -> int:
+    """The network's intra-op threads in this process: as :func:`tune_process` set them, else torch's default."""
+    return _THREADS or (import_torch().get_num_threads())
+
+
+def import_torch():
+    """``torch``, with the intra-op threads :func:`tune_process` set."""
     import torch
 
-    malloc_tuned = _raise_mmap_threshold()
-    if torch_threads and torch.get_num_threads() != torch_threads:
-        torch.set_num_threads(torch_threads)
-    return malloc_tuned
+    if _THREADS and torch.get_num_threads() != _THREADS:
+        torch.set_num_threads(_THREADS)
+    return torch
+
+
+def no_gpu_here() -> bool:
+    """Whether this is a Linux host with no GPU device node (NVIDIA's ``/dev/nvidia0``…, ROCm's ``/dev/kfd``):
+    torch cannot find CUDA there, so the question needs no torch import (1 s of a job's start)."""
+    return sys.platform == "linux" and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd")
 
 
 def pick_device(device: str = "auto") -> str:
     """``cuda`` when asked for or when ``auto`` finds a GPU, else ``cpu``."""
+    if device == "auto" and no_gpu_here():
+        return "cpu"
     import torch
 
     if device == "auto":
@@ -126,8 +156,6 @@ class FeatureExtractor:
         recipe: str = "lite128",
         runtime: str = "torch",
     ):
-        import torch
-
         from aurora_batch.model.runtimes import load_runner, resolve_runtime
 
         self.device = pick_device(device)
@@ -136,29 +164,31 @@ class FeatureExtractor:
         self.compile = compile or precision == "int8"
         self.runtime = resolve_runtime(runtime, self.device, precision, compile, backbone in BACKBONES)
         self.model: Callable[..., Any]  #: an exported network's runner (numpy in and out) or a torch module
-        if self.runtime != "torch":
+        if self.runtime != "torch":  # exported: torch is imported only to export it on a cache miss
             self.model = load_runner(
                 backbone,
                 weights,
                 input_size,
                 self.runtime,
-                torch.get_num_threads(),
+                intra_op_threads(),
                 compile_cache_dir(compile_cache),
                 precision,
             )
         elif precision == "int8":
             if self.cuda:
                 raise ValueError("features.precision: int8 is for CPU workers; on a GPU use float16 or bfloat16")
+            import_torch()  # with this process's threads, before the model is built
             self.model = load_int8_backbone(backbone, weights, recipe, self.batch_size, compile_cache)
         else:
+            import_torch()
             self.model = load_backbone(backbone, weights, self.device, compile, compile_cache)
         self.dim = feature_dim(backbone, input_size, self.device)
         exact_or_exported = precision in ("float32", "int8") or self.runtime != "torch"
-        self.autocast = None if exact_or_exported else getattr(torch, precision)
+        self.autocast = None if exact_or_exported else precision  #: a torch dtype's name
         self._outputs: list = []
         self._buffers: dict = {}
         if self.cuda:
-            self._copy_stream = torch.cuda.Stream(device=self.device)
+            self._copy_stream = import_torch().cuda.Stream(device=self.device)
 
     def push(self, batch) -> None:
         """Queue ``(N, 3, S, S)`` float32 images, a numpy array or a tensor already on the device (the
@@ -168,23 +198,20 @@ class FeatureExtractor:
 
     def result(self) -> np.ndarray:
         """``(N, D)`` float32 features of everything pushed, in order; resets the extractor."""
-        import torch
-
         outputs, self._outputs = self._outputs, []
         if not outputs:
             return np.empty((0, self.dim), np.float32)
         if self.cuda:
-            return torch.cat(outputs).cpu().numpy()
+            return import_torch().cat(outputs).cpu().numpy()
         return np.concatenate(outputs)
 
     def _run(self, x) -> None:
-        import torch
-
+        if self.runtime != "torch":  # an exported network on CPU: numpy in, numpy out
+            self._outputs.append(self.model(x if isinstance(x, np.ndarray) else x.numpy()))
+            return
+        torch = import_torch()
         n = len(x)
         on_device = isinstance(x, torch.Tensor)
-        if self.runtime != "torch":  # an exported network on CPU: numpy in, numpy out
-            self._outputs.append(self.model(x.numpy() if on_device else x))
-            return
         if self.compile and n < self.batch_size:
             pad = (self.batch_size - n, *x.shape[1:])
             x = torch.cat([x, x.new_zeros(pad)]) if on_device else np.concatenate([x, np.zeros(pad, x.dtype)])
@@ -231,7 +258,7 @@ class FeatureExtractor:
 
         if self.autocast is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda" if self.cuda else "cpu", dtype=self.autocast)
+        return torch.autocast("cuda" if self.cuda else "cpu", dtype=getattr(torch, self.autocast))
 
 
 def extract_features(

@@ -115,10 +115,8 @@ def resolve_runtime(
 
 
 def onnx_file(cache_dir: str, backbone_key: str, input_size: int, runtime: str) -> str:
-    """Where the exported network is cached: named by what it depends on."""
-    import torch
-
-    record = f"{backbone_key}|{input_size}px|torch {torch.__version__}|{runtime} {runtime_version(runtime)}"
+    """Where the exported network is cached: named by what it depends on (read without importing torch)."""
+    record = f"{backbone_key}|{input_size}px|torch {runtime_version('torch')}|{runtime} {runtime_version(runtime)}"
     return os.path.join(cache_dir, "onnx", hashlib.sha256(record.encode()).hexdigest()[:32] + ".onnx")
 
 

@@ -47,16 +47,14 @@ class WorkerSetup(WorkerPlugin):
         self.cores = cores
 
     async def setup(self, worker) -> None:
-        import torch
-
-        from aurora_batch.model.features import tune_process
+        from aurora_batch.model.features import intra_op_threads, tune_process
 
         cores = self.cores or await _host_share(worker)
         threads = self.torch_threads or max(1, cores // max(1, worker.state.nthreads))
         malloc_tuned = tune_process(threads)
         worker.aurora_setup = {
             "malloc_tuned": malloc_tuned,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": intra_op_threads(),
             "cores": cores,
             "nthreads": worker.state.nthreads,
         }
