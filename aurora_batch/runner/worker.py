@@ -3,9 +3,10 @@
 Local, ``--scheduler``, SLURM or Kubernetes: the runner registers :class:`WorkerSetup` on its
 client, and every worker (also those that join later, or restart after a crash) runs it once.
 It sets glibc's allocator thresholds (Dask's nanny freezes the mmap threshold at 128 KiB, which
-halves CPU inference) and PyTorch's intra-op threads: the cores of the worker's host divided by
+halves CPU inference) and the network's intra-op threads: the cores of the worker's host divided by
 all Dask threads on that host (its own and those of the other workers there), so tasks running
-side by side do not oversubscribe the CPU.  The science
+side by side do not oversubscribe the CPU.  Whichever runtime runs the network takes that count (torch
+when it is imported for it: a worker running ONNX Runtime does not import torch).  The science
 functions (:mod:`aurora_batch.partition`) know nothing of it.
 """
 
@@ -30,7 +31,7 @@ def owned_cores() -> int:
 
 
 class WorkerSetup(WorkerPlugin):
-    """Allocator and torch threads for a worker; what it set is kept in ``worker.aurora_setup``.
+    """Allocator and network threads for a worker; what it set is kept in ``worker.aurora_setup``.
 
     ``cores``: cores per worker process when the runner knows them (its own LocalCluster);
     otherwise :func:`owned_cores` shared by the Dask threads of every worker the scheduler
