@@ -84,7 +84,7 @@ def decoders(repeat: int) -> None:
         ms = _best(lambda: decode(data, label, min_side=256), repeat) * 1e3
         print(
             f"{label:34s} {'ours(256)':12s} {ms:8.2f} {ms / base:10.2f}  {ours.dtype}, {ours.shape}  "
-            "<- aurora_batch.imaging.decode for lite128"
+            "<- aurora_batch.formats.decode for lite128"
         )
 
 
