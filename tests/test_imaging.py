@@ -258,7 +258,7 @@ def _png_kinds() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("kind", list(_png_kinds()))
-def test_png_inflated_by_libdeflate_decodes_as_libpng_does(kind):
+def test_png_inflated_by_isal_decodes_as_libpng_does(kind):
     data = _png_kinds()[kind]
     restored = _png_inflated(data)
     assert restored is not None  # the fast path was taken
@@ -287,6 +287,14 @@ def test_damaged_or_interlaced_pngs_are_left_to_libpng():
     for bad in (damaged, data[:-40]):
         with pytest.raises(ImageError, match="frame.png: cannot decode"):
             decode(bad, "frame.png")
+
+
+def test_pngs_decode_without_isal(monkeypatch):
+    data = (DATA / "oath_00001.png").read_bytes()
+    expected = decode(data)
+    monkeypatch.setitem(sys.modules, "isal", None)  # not installed: libpng inflates too
+    assert _png_inflated(data) is None
+    np.testing.assert_array_equal(decode(data), expected)
 
 
 def test_gunzip_equals_gzip_and_names_damage(monkeypatch):
