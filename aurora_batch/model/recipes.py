@@ -105,12 +105,23 @@ def _grey_keys(img: np.ndarray) -> tuple[np.ndarray, int] | None:
     return None
 
 
+def grey_levels(img: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, int] | None]:
+    """:func:`to_grey` of ``img`` and, for unsigned images, its integer keys (:func:`_grey_keys`), the grey
+    computed from them (the same float32 values: the channel sum is exact in float32, then divided by 3)."""
+    keys = _grey_keys(img)
+    if keys is None:
+        return to_grey(img), None
+    grey = keys[0].astype(np.float32)
+    if keys[1] != 1:
+        grey /= keys[1]
+    return grey, keys
+
+
 def percentiles_inside(
-    grey: np.ndarray, mask: np.ndarray, q: Sequence[float], img: np.ndarray | None = None
+    grey: np.ndarray, mask: np.ndarray, q: Sequence[float], keys: tuple[np.ndarray, int] | None = None
 ) -> np.ndarray | None:
-    """``np.percentile(grey[mask], q)``, bit for bit; None for an empty mask.  With ``img``, the image ``grey``
-    is :func:`to_grey` of, unsigned integer levels are counted (:func:`counted_percentiles`), not sorted."""
-    keys = _grey_keys(img) if img is not None else None
+    """``np.percentile(grey[mask], q)``, bit for bit; None for an empty mask.  With ``grey``'s integer ``keys``
+    (:func:`grey_levels`), the levels are counted (:func:`counted_percentiles`), not sorted."""
     inside = keys[0][mask] if keys is not None else grey[mask]
     if not inside.size:
         return None
@@ -118,12 +129,12 @@ def percentiles_inside(
 
 
 def _robust_unit(
-    grey: np.ndarray, mask: np.ndarray, lo_pct: float, hi_pct: float, img: np.ndarray | None = None
+    grey: np.ndarray, mask: np.ndarray, lo_pct: float, hi_pct: float, keys: tuple[np.ndarray, int] | None = None
 ) -> np.ndarray:
     """float32 in [0, 1]: ``grey`` stretched between its ``lo_pct`` and ``hi_pct`` percentiles inside ``mask``,
-    zero outside (in place on one float32 array: no float64 temporaries).  ``img``: the image ``grey`` is
-    :func:`to_grey` of, whose integer levels make the percentiles cheap (:func:`percentiles_inside`)."""
-    bounds = percentiles_inside(grey, mask, (lo_pct, hi_pct), img)
+    zero outside (in place on one float32 array: no float64 temporaries).  ``keys``: ``grey``'s integer levels,
+    which make the percentiles cheap (:func:`percentiles_inside`)."""
+    bounds = percentiles_inside(grey, mask, (lo_pct, hi_pct), keys)
     lo, hi = bounds if bounds is not None else (0.0, 1.0)
     if not hi > lo:
         return np.zeros(grey.shape, np.float32)
@@ -150,8 +161,8 @@ def lite128(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     The field of view is ``mask`` (a skymap's elevation mask) or the inscribed circle.  The
     ``x*2-1`` scaling matches EfficientNet-Lite's training input.
     """
-    grey = to_grey(img)
-    unit = _robust_unit(grey, _field_of_view(grey.shape, mask), 1.0, 99.5, img)
+    grey, keys = grey_levels(img)
+    unit = _robust_unit(grey, _field_of_view(grey.shape, mask), 1.0, 99.5, keys)
     x = resize(unit, 128) * 2.0 - 1.0
     return np.repeat(x[None], 3, axis=0).astype(np.float32)
 
@@ -187,18 +198,21 @@ def oath_stretch(img: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     x = img.astype(np.float32)
     fov = _field_of_view(x.shape[:2], mask)
     x = (
-        _robust_unit(x, fov, 1.0, 99.5, img)
+        _robust_unit(x, fov, 1.0, 99.5, _grey_keys(img))
         if x.ndim == 2
-        else np.stack([_robust_unit(x[..., c], fov, 1.0, 99.5, img[..., c]) for c in range(min(3, x.shape[2]))], axis=2)
+        else np.stack(
+            [_robust_unit(x[..., c], fov, 1.0, 99.5, _grey_keys(img[..., c])) for c in range(min(3, x.shape[2]))],
+            axis=2,
+        )
     )
     return _oath_tensor(x)
 
 
 def tame_steps(img: np.ndarray, size: int = 224, mask: np.ndarray | None = None) -> np.ndarray:
     """TAME before normalisation: grey, zero outside the field of view, 0.5–99.5 % clip, min–max, green only."""
-    grey = to_grey(img).astype(np.float32)
+    grey, keys = grey_levels(img)
     mask = _field_of_view(grey.shape, mask)
-    bounds = percentiles_inside(grey, mask, (0.5, 99.5), img)
+    bounds = percentiles_inside(grey, mask, (0.5, 99.5), keys)
     lo, hi = bounds if bounds is not None else (0.0, 0.0)
     clipped = np.clip(grey, lo, hi)
     inside = clipped[mask]
