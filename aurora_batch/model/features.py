@@ -80,7 +80,7 @@ def tune_process(threads: int | None = None) -> bool:
 
 def intra_op_threads() -> int:
     """The network's intra-op threads in this process: as :func:`tune_process` set them, else torch's default."""
-    return _THREADS or (import_torch().get_num_threads())
+    return _THREADS or import_torch().get_num_threads()
 
 
 def import_torch():
